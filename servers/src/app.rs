@@ -1,0 +1,196 @@
+//! Request routing and the endpoints every server shares: publish, stats, metrics.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::http::{full, json_response, response, ApiError, Body, Query};
+use crate::hub::Hub;
+use crate::protocol::{Transport, MAX_PAYLOAD_BYTES, PATH_METRICS, PATH_PUBLISH, PATH_STATS};
+use crate::stats::{GaugeGuard, Stats};
+use crate::transport;
+
+/// What every request of one server shares.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub hub: Hub,
+    pub config: ServerConfig,
+    /// The subscribe endpoints this server answers; others are 404.
+    pub transports: Vec<Transport>,
+    /// Cancelled when graceful shutdown starts: streams end, held polls answer, sockets close.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown deadline passes: whatever is still open is cut.
+    pub hard_stop: CancellationToken,
+    /// Every connection task and every upgraded WebSocket, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl App {
+    /// The `transport` label of this server's metrics.
+    pub fn label(&self) -> String {
+        if self.transports.len() == Transport::ALL.len() {
+            return "all".to_owned();
+        }
+        let names: Vec<_> = self.transports.iter().map(|t| t.name()).collect();
+        names.join("+")
+    }
+}
+
+/// What a connection holds while it is open: its place under the connection cap, and the
+/// `connections_open` gauge. A WebSocket upgrade takes it over, because the HTTP connection
+/// task ends at the upgrade while the socket lives on.
+#[derive(Debug)]
+pub(crate) struct ConnGuard {
+    pub _permit: tokio::sync::OwnedSemaphorePermit,
+    pub _open: GaugeGuard,
+}
+
+/// Shared between a connection task and its requests, so an upgrade can take the guard.
+pub(crate) type ConnSlot = Arc<Mutex<Option<ConnGuard>>>;
+
+/// Takes the connection's guard (for a WebSocket upgrade).
+pub(crate) fn take_guard(slot: &ConnSlot) -> Option<ConnGuard> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// Answers one request. Errors become JSON responses here, in one place.
+pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>, slot: ConnSlot) -> Response<Body> {
+    let stats = app.hub.stats().clone();
+    Stats::inc(&stats.requests);
+    let resp = match route(&app, req, &slot).await {
+        Ok(resp) => resp,
+        Err(err) => err.response(),
+    };
+    if resp.status().is_client_error() {
+        Stats::inc(&stats.bad_requests);
+    }
+    resp
+}
+
+async fn route(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    slot: &ConnSlot,
+) -> Result<Response<Body>, ApiError> {
+    check_header_size(&req, app.config.max_header_bytes)?;
+    if req.method() == Method::OPTIONS {
+        return Ok(preflight());
+    }
+    let path = req.uri().path();
+    if path == PATH_PUBLISH {
+        allow(&req, &Method::POST, "POST, OPTIONS")?;
+        return publish(app, req).await;
+    }
+    if path == PATH_STATS {
+        allow(&req, &Method::GET, "GET, OPTIONS")?;
+        return Ok(stats(app));
+    }
+    if path == PATH_METRICS {
+        allow(&req, &Method::GET, "GET, OPTIONS")?;
+        let text = app.hub.stats().snapshot().prometheus(&app.label());
+        return Ok(response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            full(text),
+        ));
+    }
+    let Some(&transport) = app.transports.iter().find(|t| t.path() == path) else {
+        return Err(ApiError::NotFound(path.to_owned()));
+    };
+    allow(&req, &Method::GET, "GET, OPTIONS")?;
+    let query = Query::parse(req.uri().query())?;
+    match transport {
+        Transport::Poll => transport::poll::handle(app, query),
+        Transport::LongPoll => transport::longpoll::handle(app, query).await,
+        Transport::Stream => transport::stream::handle(app, query),
+        Transport::Sse => transport::sse::handle(app, &req, query),
+        Transport::Ws => transport::ws::handle(app, req, query, slot),
+    }
+}
+
+fn allow(req: &Request<Incoming>, method: &Method, allow: &'static str) -> Result<(), ApiError> {
+    if req.method() == method || (method == Method::GET && req.method() == Method::HEAD) {
+        return Ok(());
+    }
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allow,
+    })
+}
+
+/// hyper itself refuses heads past its buffer (with a bare 431); this smaller, configurable
+/// limit answers with a JSON body like every other refusal.
+fn check_header_size(req: &Request<Incoming>, limit: usize) -> Result<(), ApiError> {
+    let mut size = req.uri().to_string().len() + 16;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    if size > limit {
+        return Err(ApiError::HeadersTooLarge(limit));
+    }
+    Ok(())
+}
+
+/// CORS preflight: browsers send it before a cross-origin `POST /publish` with a JSON content
+/// type, or an `EventSource` polyfill's `Last-Event-ID` header.
+fn preflight() -> Response<Body> {
+    let mut resp = response(StatusCode::NO_CONTENT, "text/plain", full(Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Last-Event-ID"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    resp
+}
+
+async fn publish(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let too_large = ApiError::PayloadTooLarge(MAX_PAYLOAD_BYTES);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_PAYLOAD_BYTES as u64) {
+        return Err(too_large);
+    }
+    let query = Query::parse(req.uri().query())?;
+    let body = Limited::new(req.into_body(), MAX_PAYLOAD_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large.clone()
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    let id = app.hub.publish(&query.topic, &body)?;
+    Ok(json_response(
+        StatusCode::OK,
+        Bytes::from(format!("{{\"id\":{id}}}")),
+    ))
+}
+
+fn stats(app: &App) -> Response<Body> {
+    let mut value = serde_json::to_value(app.hub.stats().snapshot()).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        let names: Vec<_> = app.transports.iter().map(|t| t.name()).collect();
+        map.insert("transports".into(), names.into());
+    }
+    json_response(StatusCode::OK, Bytes::from(value.to_string()))
+}

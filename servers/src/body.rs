@@ -1,0 +1,80 @@
+//! The endless response body of a streaming subscriber (HTTP streaming and SSE).
+//!
+//! The body pulls from the hub only when hyper asks for the next frame, that is when the socket
+//! has taken the previous one, so a slow reader builds no queue in this process: its cursor just
+//! falls behind in the shared replay buffer until the hub's slow-subscriber policy applies.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::http::Body;
+use crate::hub::{Item, Subscription};
+use crate::stats::GaugeGuard;
+
+/// How a streaming transport writes items.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Framing {
+    /// The bytes of one item.
+    pub encode: fn(&Item) -> Bytes,
+    /// What is sent on an idle stream so proxies and clients see it is alive.
+    pub keepalive: &'static [u8],
+}
+
+struct State {
+    sub: Subscription,
+    framing: Framing,
+    /// Sent before the first item (the SSE `retry:` hint).
+    preamble: Option<Bytes>,
+    /// Registered once, not per frame: a fresh `cancelled()` per event would lock the token's
+    /// waiter list for every delivery.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    keepalive: Interval,
+    /// Keeps `subscribers_open` up while the body lives.
+    _open: GaugeGuard,
+}
+
+/// A body that streams `sub` until shutdown or until the hub disconnects it as slow.
+pub(crate) fn subscriber_body(
+    sub: Subscription,
+    framing: Framing,
+    preamble: Option<Bytes>,
+    keepalive: Duration,
+    shutdown: &CancellationToken,
+    open: GaugeGuard,
+) -> Body {
+    let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let state = State {
+        sub,
+        framing,
+        preamble,
+        shutdown: Box::pin(shutdown.clone().cancelled_owned()),
+        keepalive: ticker,
+        _open: open,
+    };
+    let frames = stream::unfold(state, |mut st| async move {
+        if let Some(p) = st.preamble.take() {
+            return Some((Ok(Frame::data(p)), st));
+        }
+        let bytes = tokio::select! {
+            biased;
+            () = &mut st.shutdown => return None,
+            item = st.sub.next() => match item {
+                Ok(item) => (st.framing.encode)(&item),
+                // Ending the body closes the stream; the client resumes from its cursor.
+                Err(_slow) => return None,
+            },
+            _ = st.keepalive.tick() => Bytes::from_static(st.framing.keepalive),
+        };
+        Some((Ok::<_, Infallible>(Frame::data(bytes)), st))
+    });
+    StreamBody::new(frames).boxed_unsync()
+}

@@ -1,0 +1,198 @@
+//! One published event, encoded once per wire format.
+//!
+//! Fan-out to thousands of subscribers must not serialise per subscriber, so [`Event::encode`]
+//! builds every format's bytes at publish time and subscribers share them by reference count.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+
+use crate::protocol::SSE_GAP_EVENT;
+
+/// A published event with its id and its pre-encoded frames.
+#[derive(Debug, Clone)]
+pub struct Event {
+    id: u64,
+    /// Length of the raw payload, for accounting.
+    payload_len: usize,
+    /// `{"id":N,"data":"..."}\n`: an NDJSON line; without the `\n` it is the JSON object that
+    /// poll batches and WebSocket frames carry, so one buffer serves three transports.
+    ndjson: Bytes,
+    /// `id: N\ndata: ...\n\n`: one SSE event.
+    sse: Bytes,
+    /// The JSON object as WebSocket text: validated as UTF-8 once here, not per send.
+    ws: Utf8Bytes,
+}
+
+impl Event {
+    /// Encodes `payload` (already validated: one line of UTF-8) as event `id`.
+    pub fn encode(id: u64, payload: &str) -> Event {
+        let mut json = Vec::with_capacity(payload.len() + 40);
+        json.extend_from_slice(b"{\"id\":");
+        json.extend_from_slice(itoa(id).as_bytes());
+        json.extend_from_slice(b",\"data\":");
+        // serde_json's string escaper is the reference for JSON escaping; writing into a Vec
+        // cannot fail.
+        serde_json::to_writer(&mut json, payload).expect("writing JSON to a Vec cannot fail");
+        json.extend_from_slice(b"}\n");
+        let ndjson = Bytes::from(json);
+        let ws = Utf8Bytes::try_from(ndjson.slice(..ndjson.len() - 1))
+            .expect("serde_json writes UTF-8");
+
+        let mut sse = BytesMut::with_capacity(payload.len() + 32);
+        sse.put_slice(b"id: ");
+        sse.put_slice(itoa(id).as_bytes());
+        sse.put_slice(b"\ndata: ");
+        sse.put_slice(payload.as_bytes());
+        sse.put_slice(b"\n\n");
+
+        Event {
+            id,
+            payload_len: payload.len(),
+            ndjson,
+            sse: sse.freeze(),
+            ws,
+        }
+    }
+
+    /// The event's id within its topic.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Length of the raw payload in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// `{"id":N,"data":"..."}`, the element of a poll batch.
+    pub fn json(&self) -> Bytes {
+        self.ndjson.slice(..self.ndjson.len() - 1)
+    }
+
+    /// `{"id":N,"data":"..."}\n`, one HTTP-streaming line.
+    pub fn ndjson(&self) -> &Bytes {
+        &self.ndjson
+    }
+
+    /// `id: N\ndata: ...\n\n`, one SSE event.
+    pub fn sse(&self) -> &Bytes {
+        &self.sse
+    }
+
+    /// The JSON object as a WebSocket text payload.
+    pub fn ws_text(&self) -> &Utf8Bytes {
+        &self.ws
+    }
+
+    /// Bytes this event keeps alive in the replay buffer.
+    pub fn retained_bytes(&self) -> usize {
+        self.ndjson.len() + self.sse.len()
+    }
+}
+
+/// The ids `from..=to` that a subscriber will never receive: older than the replay buffer, or
+/// dropped because the subscriber fell too far behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// First lost id.
+    pub from: u64,
+    /// Last lost id.
+    pub to: u64,
+}
+
+impl Gap {
+    /// How many events were lost.
+    pub fn len(&self) -> u64 {
+        self.to - self.from + 1
+    }
+
+    /// Never true: a gap always covers at least one id. Present for clippy's `len` convention.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// `{"from":A,"to":B}`.
+    pub fn inner_json(&self) -> String {
+        format!("{{\"from\":{},\"to\":{}}}", self.from, self.to)
+    }
+
+    /// `{"gap":{"from":A,"to":B}}`: the gap line or frame of NDJSON streaming and WebSocket.
+    pub fn json(&self) -> String {
+        format!("{{\"gap\":{}}}", self.inner_json())
+    }
+
+    /// `{"gap":...}\n`.
+    pub fn ndjson(&self) -> Bytes {
+        Bytes::from(format!("{}\n", self.json()))
+    }
+
+    /// `event: gap\ndata: {"from":A,"to":B}\n\n`. It carries no `id:` so that a browser's
+    /// `Last-Event-ID` keeps pointing at the last real event.
+    pub fn sse(&self) -> Bytes {
+        Bytes::from(format!(
+            "event: {SSE_GAP_EVENT}\ndata: {}\n\n",
+            self.inner_json()
+        ))
+    }
+}
+
+/// Formats a u64 without going through `fmt` machinery on the publish path.
+fn itoa(mut n: u64) -> ItoaBuf {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    ItoaBuf { buf, start: i }
+}
+
+struct ItoaBuf {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl ItoaBuf {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_every_format() {
+        let e = Event::encode(42, "a \"q\" \\ ü\t");
+        assert_eq!(
+            e.ndjson().as_ref(),
+            b"{\"id\":42,\"data\":\"a \\\"q\\\" \\\\ \xc3\xbc\\t\"}\n"
+        );
+        assert_eq!(e.json().as_ref(), &e.ndjson()[..e.ndjson().len() - 1]);
+        assert_eq!(e.ws_text().as_str().as_bytes(), e.json().as_ref());
+        assert_eq!(e.sse().as_ref(), "id: 42\ndata: a \"q\" \\ ü\t\n\n".as_bytes());
+        let v: serde_json::Value = serde_json::from_slice(&e.json()).unwrap();
+        assert_eq!(v["id"], 42);
+        assert_eq!(v["data"], "a \"q\" \\ ü\t");
+    }
+
+    #[test]
+    fn itoa_matches_display() {
+        for n in [0u64, 1, 9, 10, 12345, u64::MAX] {
+            assert_eq!(itoa(n).as_bytes(), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn gap_formats() {
+        let g = Gap { from: 3, to: 7 };
+        assert_eq!(g.len(), 5);
+        assert_eq!(g.json(), r#"{"gap":{"from":3,"to":7}}"#);
+        assert_eq!(g.sse().as_ref(), b"event: gap\ndata: {\"from\":3,\"to\":7}\n\n");
+    }
+}

@@ -1,0 +1,174 @@
+//! HTTP plumbing shared by every server: the response body type, JSON error responses, and
+//! query-string parsing.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+
+use crate::hub::HubError;
+use crate::protocol::DEFAULT_TOPIC;
+
+/// Every server's response body: a full buffer or an endless stream, boxed once per response.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A request the server refuses, with the status and message the client sees as
+/// `{"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a bad or missing value.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such path.
+    #[error("no such path: {0}")]
+    NotFound(String),
+    /// 405: the path exists but not for this method.
+    #[error("method {method} is not allowed here; use {allow}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods allowed, for the `Allow` header.
+        allow: &'static str,
+    },
+    /// 413: the body is larger than allowed.
+    #[error("body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 431: the request line and headers are larger than allowed.
+    #[error("request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// 503: a capacity limit was reached.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The error as a JSON response.
+    pub fn response(&self) -> Response<Body> {
+        let body = serde_json::json!({ "error": self.to_string() }).to_string();
+        let mut resp = json_response(self.status(), Bytes::from(body));
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::TopicLimit(_) => ApiError::Unavailable(e.to_string()),
+            HubError::Payload(crate::protocol::PayloadError::TooLarge) => {
+                ApiError::PayloadTooLarge(crate::protocol::MAX_PAYLOAD_BYTES)
+            }
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A response with a JSON body and the headers every pushbench response carries.
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    response(status, "application/json", full(body))
+}
+
+/// A response with the given content type and the headers every pushbench response carries:
+/// no caching (push data is never fresh twice) and CORS open to any origin, so a browser page
+/// served from anywhere (the demo, a teacher's own page) can subscribe.
+pub fn response(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+/// The query values the protocol defines. Unknown keys are ignored, so browsers' cache
+/// busters (`_=123`) do no harm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// `topic`, or `default`.
+    pub topic: String,
+    /// `after`: the id to resume after.
+    pub after: Option<u64>,
+    /// `timeout_ms`: the long-poll hold time.
+    pub timeout_ms: Option<u64>,
+}
+
+impl Query {
+    /// Parses a query string (without the `?`).
+    pub fn parse(query: Option<&str>) -> Result<Query, ApiError> {
+        let mut q = Query {
+            topic: DEFAULT_TOPIC.to_owned(),
+            after: None,
+            timeout_ms: None,
+        };
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*key {
+                "topic" => q.topic = value.into_owned(),
+                "after" => q.after = Some(parse_u64("after", &value)?),
+                "timeout_ms" => q.timeout_ms = Some(parse_u64("timeout_ms", &value)?),
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+}
+
+fn parse_u64(key: &str, value: &str) -> Result<u64, ApiError> {
+    value.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{key} must be a whole number from 0 to {}, got {value:?}",
+            u64::MAX
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_defaults_and_values() {
+        let q = Query::parse(None).unwrap();
+        assert_eq!(q.topic, "default");
+        assert_eq!(q.after, None);
+        let q = Query::parse(Some("topic=a%3Ab&after=7&timeout_ms=10&_=1")).unwrap();
+        assert_eq!(q.topic, "a:b");
+        assert_eq!(q.after, Some(7));
+        assert_eq!(q.timeout_ms, Some(10));
+        for bad in ["after=-1", "after=x", "after=", "timeout_ms=1e3"] {
+            let err = Query::parse(Some(bad)).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_are_json() {
+        let r = ApiError::NotFound("/x".into()).response();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+}

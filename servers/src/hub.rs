@@ -1,0 +1,500 @@
+//! The hub: topics, their bounded replay buffers, and fan-out to subscribers.
+//!
+//! Each topic keeps its recent events in a ring (the replay buffer). A subscriber is only a
+//! cursor into that ring plus a `watch` receiver that wakes it when the newest id changes, so
+//! one publish costs one encode and one wake-up per subscriber, and a subscriber's pending
+//! queue costs no memory of its own. A subscriber whose cursor falls more than
+//! [`HubConfig::max_lag`] behind, or off the ring, is slow: the [`SlowPolicy`] decides whether it
+//! skips ahead with a gap signal or is disconnected, and both are counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::watch;
+
+use crate::config::{HubConfig, SlowPolicy};
+use crate::event::{Event, Gap};
+use crate::protocol::{validate_payload, validate_topic, PayloadError, TopicError};
+use crate::stats::Stats;
+
+/// Why the hub refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// The topic name is not valid.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The payload is not valid.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// Creating the topic would pass [`HubConfig::max_topics`].
+    #[error("topic limit reached ({0} topics exist)")]
+    TopicLimit(usize),
+    /// `after` names an id the topic has not reached, which means the client is talking to a
+    /// restarted server; refusing is better than silently waiting for ids it already has.
+    #[error("after={after} is ahead of the topic's last id {last_id}")]
+    AheadOfTopic {
+        /// The requested cursor.
+        after: u64,
+        /// The topic's newest id.
+        last_id: u64,
+    },
+}
+
+/// A slow subscriber under [`SlowPolicy::Disconnect`]: its connection must be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("subscriber fell {pending} events behind and is disconnected")]
+pub struct SlowSubscriber {
+    /// Events it had pending.
+    pub pending: u64,
+}
+
+/// What a subscriber receives next.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// The next event.
+    Event(Arc<Event>),
+    /// Events the subscriber will never receive.
+    Gap(Gap),
+}
+
+/// The shared event store and fan-out point. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: HubConfig,
+    topics: RwLock<HashMap<Box<str>, Arc<Topic>>>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug)]
+struct Topic {
+    ring: RwLock<Ring>,
+    /// Carries the newest id; every subscriber holds a receiver.
+    newest: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    events: VecDeque<Arc<Event>>,
+    bytes: usize,
+    last_id: u64,
+}
+
+impl Ring {
+    /// Id of the oldest event kept; `last_id + 1` when the ring is empty.
+    fn first_id(&self) -> u64 {
+        self.last_id + 1 - self.events.len() as u64
+    }
+
+    /// The event with `id`, which must lie in `first_id()..=last_id`.
+    fn get(&self, id: u64) -> &Arc<Event> {
+        &self.events[(id - self.first_id()) as usize]
+    }
+}
+
+/// One poll's worth of events.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Events after the cursor, oldest first, at most the requested number.
+    pub events: Vec<Arc<Event>>,
+    /// Ids the caller asked for that the replay buffer no longer holds.
+    pub gap: Option<Gap>,
+    /// The topic's newest id when the batch was read.
+    pub last_id: u64,
+}
+
+impl Hub {
+    /// A hub with the given limits and fresh counters.
+    pub fn new(config: HubConfig) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                config,
+                topics: RwLock::new(HashMap::new()),
+                stats: Arc::new(Stats::default()),
+            }),
+        }
+    }
+
+    /// The counters every server on this hub reports.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
+    /// The hub's limits.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// Validates and stores `payload` as the next event of `topic`, wakes its subscribers, and
+    /// returns the new id.
+    pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<u64, HubError> {
+        let text = validate_payload(payload)?;
+        let topic = self.topic(topic)?;
+        let cfg = &self.inner.config;
+        let id = {
+            let mut ring = write(&topic.ring);
+            let id = ring.last_id + 1;
+            let event = Arc::new(Event::encode(id, text));
+            ring.bytes += event.retained_bytes();
+            ring.events.push_back(event);
+            ring.last_id = id;
+            let mut evicted = 0;
+            while ring.events.len() > cfg.replay_events.max(1)
+                || (ring.bytes > cfg.replay_bytes && ring.events.len() > 1)
+            {
+                let old = ring.events.pop_front().expect("ring is not empty");
+                ring.bytes -= old.retained_bytes();
+                evicted += 1;
+            }
+            Stats::add(&self.inner.stats.evicted, evicted);
+            id
+        };
+        // After the ring holds the event, so a woken subscriber always finds it.
+        topic.newest.send_replace(id);
+        Stats::inc(&self.inner.stats.events_published);
+        Ok(id)
+    }
+
+    /// Reads up to `max` events after `after` (`None`: from now, so none) without waiting.
+    pub fn read(&self, topic: &str, after: Option<u64>, max: usize) -> Result<Batch, HubError> {
+        let topic = self.topic(topic)?;
+        let ring = read(&topic.ring);
+        let after = check_after(after, ring.last_id)?;
+        let mut batch = Batch {
+            last_id: ring.last_id,
+            ..Batch::default()
+        };
+        let first = ring.first_id();
+        let mut next = after + 1;
+        if next < first {
+            let gap = Gap {
+                from: next,
+                to: first - 1,
+            };
+            self.count_replay_miss(gap);
+            batch.gap = Some(gap);
+            next = first;
+        }
+        let end = ring.last_id.min(next.saturating_add(max as u64).saturating_sub(1));
+        batch.events = (next..=end).map(|id| ring.get(id).clone()).collect();
+        Stats::add(&self.inner.stats.deliveries, batch.events.len() as u64);
+        Ok(batch)
+    }
+
+    /// Subscribes to `topic` after id `after` (`None`: only events published from now on).
+    pub fn subscribe(&self, topic: &str, after: Option<u64>) -> Result<Subscription, HubError> {
+        let topic = self.topic(topic)?;
+        let mut newest = topic.newest.subscribe();
+        newest.mark_unchanged();
+        let (cursor, gap) = {
+            let ring = read(&topic.ring);
+            let after = check_after(after, ring.last_id)?;
+            let first = ring.first_id();
+            if after + 1 < first {
+                let gap = Gap {
+                    from: after + 1,
+                    to: first - 1,
+                };
+                self.count_replay_miss(gap);
+                (gap.to, Some(gap))
+            } else {
+                (after, None)
+            }
+        };
+        Ok(Subscription {
+            hub: self.clone(),
+            topic,
+            newest,
+            cursor,
+            pending_gap: gap,
+        })
+    }
+
+    /// How many topics exist.
+    pub fn topic_count(&self) -> usize {
+        read(&self.inner.topics).len()
+    }
+
+    fn count_replay_miss(&self, gap: Gap) {
+        Stats::add(&self.inner.stats.replay_misses, gap.len());
+        Stats::inc(&self.inner.stats.gaps);
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, HubError> {
+        if let Some(t) = read(&self.inner.topics).get(name) {
+            return Ok(t.clone());
+        }
+        validate_topic(name)?;
+        let mut topics = write(&self.inner.topics);
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        if topics.len() >= self.inner.config.max_topics {
+            return Err(HubError::TopicLimit(topics.len()));
+        }
+        let topic = Arc::new(Topic {
+            ring: RwLock::new(Ring::default()),
+            newest: watch::Sender::new(0),
+        });
+        topics.insert(name.into(), topic.clone());
+        Stats::inc(&self.inner.stats.topics);
+        Ok(topic)
+    }
+}
+
+fn check_after(after: Option<u64>, last_id: u64) -> Result<u64, HubError> {
+    match after {
+        None => Ok(last_id),
+        Some(after) if after > last_id => Err(HubError::AheadOfTopic { after, last_id }),
+        Some(after) => Ok(after),
+    }
+}
+
+// A panic while holding these locks cannot leave the ring half-updated in a way that matters
+// more than losing the server, so poisoning is ignored rather than propagated as a panic.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One subscriber's position in a topic.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Hub,
+    topic: Arc<Topic>,
+    newest: watch::Receiver<u64>,
+    /// Id of the last item handed out.
+    cursor: u64,
+    /// A resume gap found at subscribe time, handed out first.
+    pending_gap: Option<Gap>,
+}
+
+impl Subscription {
+    /// Id of the last event handed out (or skipped by a gap).
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Waits for the next item. Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&mut self) -> Result<Item, SlowSubscriber> {
+        loop {
+            // Mark the current value seen *before* looking at the ring: a publish that lands
+            // after the look then always trips `changed()`.
+            self.newest.borrow_and_update();
+            if let Some(item) = self.try_next()? {
+                return Ok(item);
+            }
+            if self.newest.changed().await.is_err() {
+                // The sender lives in the topic, which this subscription keeps alive, so this
+                // cannot happen; if it ever did, waiting forever is still correct.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Waits until at least one event exists after the cursor. Cancel-safe.
+    pub async fn ready(&mut self) {
+        loop {
+            self.newest.borrow_and_update();
+            if self.pending_gap.is_some() || read(&self.topic.ring).last_id > self.cursor {
+                return;
+            }
+            if self.newest.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn try_next(&mut self) -> Result<Option<Item>, SlowSubscriber> {
+        if let Some(gap) = self.pending_gap.take() {
+            return Ok(Some(Item::Gap(gap)));
+        }
+        let ring = read(&self.topic.ring);
+        if ring.last_id <= self.cursor {
+            return Ok(None);
+        }
+        let cfg = &self.hub.inner.config;
+        let stats = &self.hub.inner.stats;
+        let pending = ring.last_id - self.cursor;
+        let fell_off = self.cursor + 1 < ring.first_id();
+        if fell_off || pending > cfg.max_lag {
+            match cfg.slow_policy {
+                SlowPolicy::Disconnect => {
+                    Stats::inc(&stats.slow_disconnects);
+                    return Err(SlowSubscriber { pending });
+                }
+                SlowPolicy::Drop => {
+                    let keep = cfg.max_lag.min(ring.events.len() as u64);
+                    let gap = Gap {
+                        from: self.cursor + 1,
+                        to: ring.last_id - keep,
+                    };
+                    self.cursor = gap.to;
+                    Stats::add(&stats.drops, gap.len());
+                    Stats::inc(&stats.gaps);
+                    return Ok(Some(Item::Gap(gap)));
+                }
+            }
+        }
+        self.cursor += 1;
+        let event = ring.get(self.cursor).clone();
+        Stats::inc(&stats.deliveries);
+        Ok(Some(Item::Event(event)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(replay: usize, max_lag: u64, policy: SlowPolicy) -> Hub {
+        Hub::new(HubConfig {
+            replay_events: replay,
+            max_lag,
+            slow_policy: policy,
+            ..HubConfig::default()
+        })
+    }
+
+    fn event_id(item: Item) -> u64 {
+        match item {
+            Item::Event(e) => e.id(),
+            Item::Gap(g) => panic!("unexpected gap {g:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_start_at_one_per_topic() {
+        let h = Hub::new(HubConfig::default());
+        assert_eq!(h.publish("a", b"x").unwrap(), 1);
+        assert_eq!(h.publish("a", b"y").unwrap(), 2);
+        assert_eq!(h.publish("b", b"z").unwrap(), 1);
+        assert_eq!(h.topic_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn subscriber_sees_events_in_order() {
+        let h = Hub::new(HubConfig::default());
+        let mut s = h.subscribe("t", Some(0)).unwrap();
+        let waiter = tokio::spawn(async move {
+            let mut ids = vec![];
+            for _ in 0..5 {
+                ids.push(event_id(s.next().await.unwrap()));
+            }
+            ids
+        });
+        for i in 0..5 {
+            h.publish("t", format!("p{i}").as_bytes()).unwrap();
+        }
+        assert_eq!(waiter.await.unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(h.stats().snapshot().deliveries, 5);
+    }
+
+    #[tokio::test]
+    async fn resume_older_than_replay_signals_gap() {
+        let h = hub(4, 4, SlowPolicy::Drop);
+        for _ in 0..10 {
+            h.publish("t", b"x").unwrap();
+        }
+        let mut s = h.subscribe("t", Some(2)).unwrap();
+        match s.next().await.unwrap() {
+            Item::Gap(g) => assert_eq!(g, Gap { from: 3, to: 6 }),
+            other => panic!("{other:?}"),
+        }
+        for want in 7..=10 {
+            assert_eq!(event_id(s.next().await.unwrap()), want);
+        }
+        let b = h.read("t", Some(0), 2).unwrap();
+        assert_eq!(b.gap, Some(Gap { from: 1, to: 6 }));
+        assert_eq!(
+            b.events.iter().map(|e| e.id()).collect::<Vec<_>>(),
+            vec![7, 8]
+        );
+        assert_eq!(b.last_id, 10);
+        let snap = h.stats().snapshot();
+        assert_eq!(snap.replay_misses, 4 + 6);
+        assert_eq!(snap.drops, 0);
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_drop_policy_skips_and_counts() {
+        let h = hub(100, 3, SlowPolicy::Drop);
+        let mut s = h.subscribe("t", None).unwrap();
+        for _ in 0..10 {
+            h.publish("t", b"x").unwrap();
+        }
+        match s.next().await.unwrap() {
+            Item::Gap(g) => assert_eq!(g, Gap { from: 1, to: 7 }),
+            other => panic!("{other:?}"),
+        }
+        for want in 8..=10 {
+            assert_eq!(event_id(s.next().await.unwrap()), want);
+        }
+        assert_eq!(h.stats().snapshot().drops, 7);
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_disconnect_policy() {
+        let h = hub(100, 3, SlowPolicy::Disconnect);
+        let mut s = h.subscribe("t", None).unwrap();
+        for _ in 0..4 {
+            h.publish("t", b"x").unwrap();
+        }
+        assert_eq!(s.next().await.unwrap_err(), SlowSubscriber { pending: 4 });
+        assert_eq!(h.stats().snapshot().slow_disconnects, 1);
+    }
+
+    #[tokio::test]
+    async fn falling_off_the_ring_is_slow_too() {
+        let h = hub(4, 1000, SlowPolicy::Drop);
+        let mut s = h.subscribe("t", None).unwrap();
+        for _ in 0..10 {
+            h.publish("t", b"x").unwrap();
+        }
+        match s.next().await.unwrap() {
+            Item::Gap(g) => assert_eq!(g, Gap { from: 1, to: 6 }),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(event_id(s.next().await.unwrap()), 7);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        let h = Hub::new(HubConfig {
+            max_topics: 1,
+            ..HubConfig::default()
+        });
+        assert!(matches!(h.publish("a b", b"x"), Err(HubError::Topic(_))));
+        assert!(matches!(h.publish("a", b"x\ny"), Err(HubError::Payload(_))));
+        h.publish("a", b"x").unwrap();
+        assert_eq!(h.publish("b", b"x"), Err(HubError::TopicLimit(1)));
+        assert_eq!(
+            h.read("a", Some(5), 10).unwrap_err(),
+            HubError::AheadOfTopic {
+                after: 5,
+                last_id: 1
+            }
+        );
+    }
+
+    #[test]
+    fn replay_is_bounded_by_bytes() {
+        let h = Hub::new(HubConfig {
+            replay_bytes: 1000,
+            ..HubConfig::default()
+        });
+        for _ in 0..100 {
+            h.publish("t", &[b'x'; 100]).unwrap();
+        }
+        let b = h.read("t", Some(0), 1000).unwrap();
+        assert!(b.events.len() < 10, "kept {}", b.events.len());
+        assert_eq!(b.last_id, 100);
+    }
+}

@@ -1,0 +1,39 @@
+//! Minimal hyper 1.x servers, one per server-push technique, sharing one encode-once hub.
+//!
+//! Every server speaks the protocol in `docs/PROTOCOL.md`: `POST /publish`, one subscribe
+//! endpoint (`/poll`, `/longpoll`, `/stream`, `/sse` or `/ws`), `GET /stats` and `GET /metrics`.
+//! Servers take a bound listener and a shutdown future, so callers (and tests) choose the
+//! address and decide when to stop.
+//!
+//! # Layout
+//! - [`protocol`]: the wire protocol's names and rules (transports, paths, topic and payload
+//!   validation), shared with the reference clients in `pushbench-loadgen`.
+//! - [`event`]: one event encoded once per wire format, and the gap signal.
+//! - [`hub`]: topics, bounded replay buffers, fan-out, the slow-subscriber policy.
+//! - [`config`]: every limit and its default.
+//! - [`stats`]: counters for `/stats` (JSON) and `/metrics` (Prometheus).
+//! - `http`: the response body type, JSON errors, query parsing.
+//! - `app`: routing, and the shared endpoints (publish, stats, metrics).
+//! - `body`: the endless response body of HTTP streaming and SSE.
+//! - `serve`: the accept loop: connection cap, HTTP settings, graceful shutdown.
+//! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each
+//!   with `run(listener, hub, shutdown)`.
+
+pub mod config;
+pub mod event;
+pub mod hub;
+pub mod protocol;
+pub mod stats;
+pub mod transport;
+
+mod app;
+mod body;
+mod http;
+mod serve;
+
+pub use config::{HubConfig, ServerConfig, SlowPolicy};
+pub use http::ApiError;
+pub use hub::Hub;
+pub use protocol::Transport;
+pub use serve::{serve, ShutdownReport};
+pub use transport::{longpoll, poll, sse, stream, ws};

@@ -1,0 +1,166 @@
+//! The accept loop every server shares: connection cap, HTTP/1.1 settings, graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{header, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::{self, App, ConnGuard};
+use crate::config::ServerConfig;
+use crate::http::ApiError;
+use crate::hub::Hub;
+use crate::protocol::Transport;
+use crate::stats::{GaugeGuard, Stats};
+
+/// hyper's own cap on a request head. Heads between [`ServerConfig::max_header_bytes`] and
+/// this get our JSON 431; larger ones get hyper's bare 431 before any handler runs.
+const HYPER_MAX_HEAD: usize = 64 * 1024;
+
+/// How long a refused connection gets to read its 503 before it is closed.
+const REJECT_LINGER: Duration = Duration::from_secs(2);
+
+/// How a server's shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the deadline passed, which were cut.
+    pub forced: usize,
+}
+
+/// Serves `transports` on `listener` until `shutdown` completes, then closes every connection
+/// within [`ServerConfig::shutdown_deadline`].
+///
+/// The caller binds the listener, so tests can bind `127.0.0.1:0` and read the port.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    config: ServerConfig,
+    transports: &[Transport],
+    shutdown: impl Future<Output = ()>,
+) -> ShutdownReport {
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let app = Arc::new(App {
+        hub,
+        transports: transports.to_vec(),
+        shutdown: CancellationToken::new(),
+        hard_stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        config,
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.header_read_timeout)
+        .max_buf_size(HYPER_MAX_HEAD)
+        .keep_alive(true);
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    // Push latency is the product: never let Nagle hold back a small frame.
+                    let _ = stream.set_nodelay(true);
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => spawn_connection(&app, &builder, stream, permit),
+                        Err(_) => spawn_rejection(&app, &builder, stream),
+                    }
+                }
+                Err(err) => {
+                    // Typically EMFILE: back off instead of spinning, and keep serving the
+                    // connections already open.
+                    Stats::inc(&app.hub.stats().accept_errors);
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    app.shutdown.cancel();
+    app.tasks.close();
+    let deadline = tokio::time::sleep(app.config.shutdown_deadline);
+    tokio::select! {
+        () = app.tasks.wait() => ShutdownReport { forced: 0 },
+        () = deadline => {
+            let forced = app.tasks.len();
+            tracing::warn!(forced, "shutdown deadline passed; cutting remaining connections");
+            app.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), app.tasks.wait()).await;
+            ShutdownReport { forced }
+        }
+    }
+}
+
+fn spawn_connection(
+    app: &Arc<App>,
+    builder: &http1::Builder,
+    stream: TcpStream,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let stats = app.hub.stats().clone();
+    Stats::inc(&stats.connections);
+    let slot = Arc::new(Mutex::new(Some(ConnGuard {
+        _permit: permit,
+        _open: GaugeGuard::new(stats, |s| &s.connections_open),
+    })));
+    let svc_app = app.clone();
+    let service = service_fn(move |req| {
+        let app = svc_app.clone();
+        let slot = slot.clone();
+        async move { Ok::<_, Infallible>(app::handle(app, req, slot).await) }
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let app = app.clone();
+    app.tasks.clone().spawn(async move {
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = app.shutdown.cancelled() => {
+                // Idle keep-alive connections close at once; busy ones finish their response,
+                // and every streaming body ends itself on the same signal.
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = app.hard_stop.cancelled() => {}
+                }
+            }
+        }
+    });
+}
+
+/// Answers a connection past the cap with 503 and closes it, so the client learns why instead
+/// of hanging in the accept backlog.
+fn spawn_rejection(app: &Arc<App>, builder: &http1::Builder, stream: TcpStream) {
+    Stats::inc(&app.hub.stats().connections_rejected);
+    let max = app.config.max_connections;
+    let service = service_fn(move |_req| async move {
+        let mut resp = ApiError::Unavailable(format!(
+            "connection limit reached ({max} open); try again later"
+        ))
+        .response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        Ok::<_, Infallible>(resp)
+    });
+    let mut builder = builder.clone();
+    builder.keep_alive(false);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    app.tasks.spawn(async move {
+        let _ = tokio::time::timeout(REJECT_LINGER, conn).await;
+    });
+}

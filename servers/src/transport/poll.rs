@@ -1,0 +1,69 @@
+//! Short polling: `GET /poll?topic=T&after=ID` answers at once with what is new, often nothing.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{Response, StatusCode};
+
+use crate::app::App;
+use crate::http::{json_response, ApiError, Body, Query};
+use crate::hub::Batch;
+use crate::protocol::Transport;
+
+super::transport_server!(Transport::Poll);
+
+pub(crate) fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, ApiError> {
+    let batch = app
+        .hub
+        .read(&query.topic, query.after, app.config.max_batch)?;
+    Ok(batch_response(&batch))
+}
+
+/// `{"events":[...],"last_id":N}` plus `"gap":{...}` when the replay buffer missed ids. Shared
+/// with long polling, which answers in the same shape.
+pub(crate) fn batch_response(batch: &Batch) -> Response<Body> {
+    json_response(StatusCode::OK, encode_batch(batch))
+}
+
+/// The batch body; each event's JSON was encoded once at publish and is only copied here.
+pub fn encode_batch(batch: &Batch) -> Bytes {
+    let size: usize = batch.events.iter().map(|e| e.ndjson().len()).sum();
+    let mut out = BytesMut::with_capacity(size + 64);
+    out.put_slice(b"{\"events\":[");
+    for (i, e) in batch.events.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(&e.json());
+    }
+    out.put_slice(b"],\"last_id\":");
+    out.put_slice(batch.last_id.to_string().as_bytes());
+    if let Some(gap) = batch.gap {
+        out.put_slice(b",\"gap\":");
+        out.put_slice(gap.inner_json().as_bytes());
+    }
+    out.put_u8(b'}');
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Gap};
+
+    #[test]
+    fn batch_is_valid_json() {
+        let batch = Batch {
+            events: vec![Arc::new(Event::encode(3, "a")), Arc::new(Event::encode(4, "b\"c"))],
+            gap: Some(Gap { from: 1, to: 2 }),
+            last_id: 4,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode_batch(&batch)).unwrap();
+        assert_eq!(v["events"][1]["data"], "b\"c");
+        assert_eq!(v["last_id"], 4);
+        assert_eq!(v["gap"]["from"], 1);
+        let empty: serde_json::Value =
+            serde_json::from_slice(&encode_batch(&Batch::default())).unwrap();
+        assert_eq!(empty, serde_json::json!({"events": [], "last_id": 0}));
+    }
+}

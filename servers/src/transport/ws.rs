@@ -1,0 +1,160 @@
+//! WebSocket: `GET /ws?topic=T&after=ID` upgrades, then sends one text frame per event. Text
+//! frames from the client are published to the topic: the in-band upstream path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::app::{take_guard, App, ConnGuard, ConnSlot};
+use crate::http::{full, response, ApiError, Body, Query};
+use crate::hub::{Item, Subscription};
+use crate::protocol::{Transport, MAX_PAYLOAD_BYTES};
+use crate::stats::GaugeGuard;
+
+super::transport_server!(Transport::Ws);
+
+/// How long a closing socket waits for the client's answering Close frame.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Small buffers: thousands of mostly idle sockets must stay cheap (tungstenite's defaults are
+/// 128 KiB each way). Messages are capped at the protocol's payload limit plus the envelope.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_PAYLOAD_BYTES + 1024))
+        .max_frame_size(Some(MAX_PAYLOAD_BYTES + 1024))
+}
+
+pub(crate) fn handle(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    query: Query,
+    slot: &ConnSlot,
+) -> Result<Response<Body>, ApiError> {
+    let accept = check_upgrade(req.headers())?;
+    let sub = app.hub.subscribe(&query.topic, query.after)?;
+    let guard = take_guard(slot);
+    let open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
+    let task_app = app.clone();
+    app.tasks.spawn(async move {
+        let app = task_app;
+        let session = async {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(ws_config()),
+                    )
+                    .await;
+                    run_session(&app, ws, sub, &query.topic).await;
+                }
+                Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
+            }
+        };
+        tokio::select! {
+            () = session => {}
+            () = app.hard_stop.cancelled() => {}
+        }
+        drop::<(Option<ConnGuard>, GaugeGuard)>((guard, open));
+    });
+    let mut resp = response(StatusCode::SWITCHING_PROTOCOLS, "text/plain", full(Bytes::new()));
+    let h = resp.headers_mut();
+    h.remove(header::CONTENT_TYPE);
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+    );
+    Ok(resp)
+}
+
+/// Checks the RFC 6455 handshake headers and returns the `Sec-WebSocket-Accept` value.
+fn check_upgrade(h: &HeaderMap) -> Result<String, ApiError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(ApiError::BadRequest(
+            "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)".into(),
+        ));
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err(ApiError::BadRequest("Sec-WebSocket-Version must be 13".into()));
+    }
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| ApiError::BadRequest("missing Sec-WebSocket-Key".into()))?;
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+async fn run_session(app: &App, mut ws: Socket, mut sub: Subscription, topic: &str) {
+    let period = app.config.keepalive;
+    let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut shutdown = Box::pin(app.shutdown.clone().cancelled_owned());
+    let close = loop {
+        let sent = tokio::select! {
+            biased;
+            () = &mut shutdown => break Some((CloseCode::Away, "server shutting down")),
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => match app.hub.publish(topic, text.as_bytes()) {
+                    Ok(_) => Ok(()),
+                    Err(err) => ws.send(error_frame(&err.to_string())).await,
+                },
+                Some(Ok(Message::Binary(_))) => {
+                    ws.send(error_frame("binary frames are not accepted; send text")).await
+                }
+                // tungstenite answers pings itself; pongs need nothing.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+            },
+            item = sub.next() => match item {
+                Ok(Item::Event(e)) => ws.send(Message::Text(e.ws_text().clone())).await,
+                Ok(Item::Gap(g)) => ws.send(Message::text(g.json())).await,
+                Err(_slow) => break Some((CloseCode::Policy, "subscriber too slow")),
+            },
+            _ = keepalive.tick() => ws.send(Message::Ping(Bytes::new())).await,
+        };
+        if sent.is_err() {
+            break None;
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        if ws.close(Some(frame)).await.is_ok() {
+            // Give the client a moment to answer the Close, as RFC 6455 asks, then drop.
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        }
+    }
+}
+
+fn error_frame(message: &str) -> Message {
+    Message::text(serde_json::json!({ "error": message }).to_string())
+}

@@ -1,0 +1,40 @@
+//! The command line: one binary, clap subcommands.
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// Measure and teach the web's server-push techniques: short polling, long polling, HTTP
+/// streaming, Server-Sent Events and WebSocket.
+#[derive(Debug, Parser)]
+#[command(name = "pushbench", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one transport's server (or `all` of them on one port) until SIGINT or SIGTERM.
+    Serve(cmd::serve::ServeArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_tracing();
+    match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+    }
+}
+
+/// Logs go to stderr, so stdout stays machine-readable (`listening on ...` first).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHBENCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

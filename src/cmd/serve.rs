@@ -1,0 +1,161 @@
+//! `pushbench serve`: one transport's server, printing `listening on http://ADDR` first.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use pushbench_servers::{Hub, HubConfig, ServerConfig, SlowPolicy, Transport};
+
+/// Options of `pushbench serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The transport to serve: poll, longpoll, stream, sse, ws, or `all` (every subscribe
+    /// endpoint on one port).
+    #[arg(value_parser = parse_transports, value_name = "TRANSPORT")]
+    pub transport: TransportSet,
+    /// Address to listen on; port 0 picks a free port, printed on the first line.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// Events each topic keeps for resume.
+    #[arg(long, default_value_t = HubConfig::default().replay_events)]
+    pub replay: usize,
+    /// Bytes each topic's replay buffer may hold.
+    #[arg(long, default_value_t = HubConfig::default().replay_bytes)]
+    pub replay_bytes: usize,
+    /// Topics that may exist at once.
+    #[arg(long, default_value_t = HubConfig::default().max_topics)]
+    pub max_topics: usize,
+    /// Events a subscriber may have pending before it counts as slow.
+    #[arg(long, default_value_t = HubConfig::default().max_lag)]
+    pub max_lag: u64,
+    /// What to do with a slow subscriber: drop (skip ahead, send a gap signal) or disconnect.
+    #[arg(long, default_value = "drop", value_parser = clap::value_parser!(SlowPolicyArg))]
+    pub slow_policy: SlowPolicyArg,
+    /// Concurrent connections; past this new connections get 503.
+    #[arg(long, default_value_t = ServerConfig::default().max_connections)]
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; past this, 431.
+    #[arg(long, default_value_t = ServerConfig::default().max_header_bytes)]
+    pub max_header_bytes: usize,
+    /// Keep-alive interval on idle streams (SSE comments, NDJSON blank lines, WebSocket pings).
+    #[arg(long, default_value = "15s", value_parser = crate::duration::parse)]
+    pub keepalive: Duration,
+    /// The SSE `retry:` hint in milliseconds.
+    #[arg(long, default_value_t = ServerConfig::default().sse_retry_ms)]
+    pub sse_retry_ms: u64,
+    /// How long graceful shutdown may take before open connections are cut.
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
+    pub shutdown_deadline: Duration,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `drop` or `disconnect`.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowPolicyArg(pub SlowPolicy);
+
+impl std::str::FromStr for SlowPolicyArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(SlowPolicyArg)
+    }
+}
+
+/// One transport, or all of them.
+#[derive(Debug, Clone)]
+pub struct TransportSet(pub Vec<Transport>);
+
+fn parse_transports(s: &str) -> Result<TransportSet, String> {
+    if s == "all" {
+        return Ok(TransportSet(Transport::ALL.to_vec()));
+    }
+    s.parse::<Transport>()
+        .map(|t| TransportSet(vec![t]))
+        .map_err(|e| format!("{e}, or all"))
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let transports = args.transport.0;
+    let mut config = ServerConfig {
+        max_connections: args.max_connections,
+        max_header_bytes: args.max_header_bytes,
+        keepalive: args.keepalive,
+        sse_retry_ms: args.sse_retry_ms,
+        shutdown_deadline: args.shutdown_deadline,
+        ..ServerConfig::default()
+    };
+    anyhow::ensure!(!config.keepalive.is_zero(), "--keepalive must be more than 0");
+    let hub_config = HubConfig {
+        replay_events: args.replay,
+        replay_bytes: args.replay_bytes,
+        max_topics: args.max_topics,
+        max_lag: args.max_lag,
+        slow_policy: args.slow_policy.0,
+    };
+    anyhow::ensure!(hub_config.replay_events > 0, "--replay must be at least 1");
+    anyhow::ensure!(hub_config.max_lag > 0, "--max-lag must be at least 1");
+
+    // Each connection is a file descriptor: leave room for the listener, stdio and logs.
+    let nofile = crate::sys::raise_nofile_limit().context("raising the open-files limit")?;
+    let room = nofile.saturating_sub(64) as usize;
+    if config.max_connections > room {
+        tracing::warn!(
+            nofile,
+            "--max-connections {} exceeds what the open-files limit allows; using {room}",
+            config.max_connections
+        );
+        config.max_connections = room;
+    }
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime.build().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on http://{addr}")?;
+        stdout.flush()?;
+        drop(stdout);
+        let hub = Hub::new(hub_config);
+        let report =
+            pushbench_servers::serve(listener, hub, config, &transports, shutdown_signal()).await;
+        if report.forced > 0 {
+            tracing::warn!(forced = report.forced, "connections cut at the shutdown deadline");
+        }
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
