@@ -115,7 +115,7 @@ async fn route(
 }
 
 fn allow(req: &Request<Incoming>, method: &Method, allow: &'static str) -> Result<(), ApiError> {
-    if req.method() == method || (method == Method::GET && req.method() == Method::HEAD) {
+    if req.method() == method {
         return Ok(());
     }
     Err(ApiError::MethodNotAllowed {
