@@ -155,7 +155,10 @@ async fn slow_subscriber_policies() {
         match policy {
             SlowPolicy::Drop => {
                 while !String::from_utf8_lossy(&got).contains("\"id\":10") {
-                    let n = tokio::time::timeout(STEP, s.read(&mut buf)).await.unwrap().unwrap();
+                    let n = tokio::time::timeout(STEP, s.read(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
                     assert!(n > 0);
                     got.extend_from_slice(&buf[..n]);
                 }
@@ -166,7 +169,10 @@ async fn slow_subscriber_policies() {
                 assert_eq!(stats["drops"], 6);
             }
             SlowPolicy::Disconnect => {
-                tokio::time::timeout(STEP, s.read_to_end(&mut got)).await.unwrap().unwrap();
+                tokio::time::timeout(STEP, s.read_to_end(&mut got))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 let text = String::from_utf8_lossy(&got);
                 assert!(!text.contains("\"id\""), "{text}");
                 let stats = get(a, "/stats").await.json();

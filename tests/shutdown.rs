@@ -49,7 +49,11 @@ async fn shutdown_ends_streams_held_polls_and_websockets() {
             .await
             .unwrap()
             .unwrap();
-        assert!(rest.ends_with(b"0\r\n\r\n"), "{:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            rest.ends_with(b"0\r\n\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
     // The held poll got a normal, empty answer.
     let r = longpoll.await.unwrap();
@@ -88,5 +92,9 @@ async fn deadline_cuts_a_client_that_never_reads() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let _report = server.shutdown().await;
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

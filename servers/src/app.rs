@@ -60,7 +60,11 @@ pub(crate) fn take_guard(slot: &ConnSlot) -> Option<ConnGuard> {
 }
 
 /// Answers one request. Errors become JSON responses here, in one place.
-pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>, slot: ConnSlot) -> Response<Body> {
+pub(crate) async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    slot: ConnSlot,
+) -> Response<Body> {
     let stats = app.hub.stats().clone();
     Stats::inc(&stats.requests);
     let resp = match route(&app, req, &slot).await {

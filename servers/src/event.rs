@@ -35,8 +35,8 @@ impl Event {
         serde_json::to_writer(&mut json, payload).expect("writing JSON to a Vec cannot fail");
         json.extend_from_slice(b"}\n");
         let ndjson = Bytes::from(json);
-        let ws = Utf8Bytes::try_from(ndjson.slice(..ndjson.len() - 1))
-            .expect("serde_json writes UTF-8");
+        let ws =
+            Utf8Bytes::try_from(ndjson.slice(..ndjson.len() - 1)).expect("serde_json writes UTF-8");
 
         let mut sse = BytesMut::with_capacity(payload.len() + 32);
         sse.put_slice(b"id: ");
@@ -175,7 +175,10 @@ mod tests {
         );
         assert_eq!(e.json().as_ref(), &e.ndjson()[..e.ndjson().len() - 1]);
         assert_eq!(e.ws_text().as_str().as_bytes(), e.json().as_ref());
-        assert_eq!(e.sse().as_ref(), "id: 42\ndata: a \"q\" \\ ü\t\n\n".as_bytes());
+        assert_eq!(
+            e.sse().as_ref(),
+            "id: 42\ndata: a \"q\" \\ ü\t\n\n".as_bytes()
+        );
         let v: serde_json::Value = serde_json::from_slice(&e.json()).unwrap();
         assert_eq!(v["id"], 42);
         assert_eq!(v["data"], "a \"q\" \\ ü\t");
@@ -193,6 +196,9 @@ mod tests {
         let g = Gap { from: 3, to: 7 };
         assert_eq!(g.len(), 5);
         assert_eq!(g.json(), r#"{"gap":{"from":3,"to":7}}"#);
-        assert_eq!(g.sse().as_ref(), b"event: gap\ndata: {\"from\":3,\"to\":7}\n\n");
+        assert_eq!(
+            g.sse().as_ref(),
+            b"event: gap\ndata: {\"from\":3,\"to\":7}\n\n"
+        );
     }
 }

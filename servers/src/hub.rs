@@ -179,7 +179,9 @@ impl Hub {
             batch.gap = Some(gap);
             next = first;
         }
-        let end = ring.last_id.min(next.saturating_add(max as u64).saturating_sub(1));
+        let end = ring
+            .last_id
+            .min(next.saturating_add(max as u64).saturating_sub(1));
         batch.events = (next..=end).map(|id| ring.get(id).clone()).collect();
         Stats::add(&self.inner.stats.deliveries, batch.events.len() as u64);
         Ok(batch)

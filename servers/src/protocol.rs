@@ -196,7 +196,10 @@ mod tests {
 
     #[test]
     fn payloads() {
-        assert_eq!(validate_payload(b"hello \"w\" \\ \xc3\xbc"), Ok("hello \"w\" \\ ü"));
+        assert_eq!(
+            validate_payload(b"hello \"w\" \\ \xc3\xbc"),
+            Ok("hello \"w\" \\ ü")
+        );
         assert_eq!(validate_payload(b""), Err(PayloadError::Empty));
         assert_eq!(validate_payload(b"a\nb"), Err(PayloadError::LineBreak));
         assert_eq!(validate_payload(b"a\rb"), Err(PayloadError::LineBreak));

@@ -87,7 +87,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_deadline: args.shutdown_deadline,
         ..ServerConfig::default()
     };
-    anyhow::ensure!(!config.keepalive.is_zero(), "--keepalive must be more than 0");
+    anyhow::ensure!(
+        !config.keepalive.is_zero(),
+        "--keepalive must be more than 0"
+    );
     let hub_config = HubConfig {
         replay_events: args.replay,
         replay_bytes: args.replay_bytes,
@@ -129,7 +132,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         let report =
             pushbench_servers::serve(listener, hub, config, &transports, shutdown_signal()).await;
         if report.forced > 0 {
-            tracing::warn!(forced = report.forced, "connections cut at the shutdown deadline");
+            tracing::warn!(
+                forced = report.forced,
+                "connections cut at the shutdown deadline"
+            );
         }
         Ok(())
     })
@@ -140,15 +146,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

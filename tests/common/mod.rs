@@ -119,7 +119,10 @@ pub fn parse_reply(buf: &[u8]) -> Reply {
         .and_then(|s| s.parse().ok())
         .expect("status code");
     let mut body = buf[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Reply { status, head, body }

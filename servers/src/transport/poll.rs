@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn batch_is_valid_json() {
         let batch = Batch {
-            events: vec![Arc::new(Event::encode(3, "a")), Arc::new(Event::encode(4, "b\"c"))],
+            events: vec![
+                Arc::new(Event::encode(3, "a")),
+                Arc::new(Event::encode(4, "b\"c")),
+            ],
             gap: Some(Gap { from: 1, to: 2 }),
             last_id: 4,
         };

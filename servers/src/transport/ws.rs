@@ -73,7 +73,11 @@ pub(crate) fn handle(
         }
         drop::<(Option<ConnGuard>, GaugeGuard)>((guard, open));
     });
-    let mut resp = response(StatusCode::SWITCHING_PROTOCOLS, "text/plain", full(Bytes::new()));
+    let mut resp = response(
+        StatusCode::SWITCHING_PROTOCOLS,
+        "text/plain",
+        full(Bytes::new()),
+    );
     let h = resp.headers_mut();
     h.remove(header::CONTENT_TYPE);
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -100,7 +104,9 @@ fn check_upgrade(h: &HeaderMap) -> Result<String, ApiError> {
         ));
     }
     if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(ApiError::BadRequest("Sec-WebSocket-Version must be 13".into()));
+        return Err(ApiError::BadRequest(
+            "Sec-WebSocket-Version must be 13".into(),
+        ));
     }
     let key = h
         .get(header::SEC_WEBSOCKET_KEY)

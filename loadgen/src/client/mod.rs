@@ -1,0 +1,376 @@
+//! One subscriber of any transport behind one type, [`Client`].
+//!
+//! Every client yields exactly what the server sent, in the order sent: events and gap signals
+//! alike. Judging duplicates, reordering and loss is left to the load generator, which sees all
+//! transports the same way.
+
+mod longpoll;
+mod poll;
+mod sse;
+mod stream;
+mod ws;
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pushbench_servers::protocol::{Transport, DEFAULT_TOPIC};
+
+use crate::counters::Counters;
+use crate::error::{check_topic, ClientError};
+use crate::target::Target;
+
+pub use longpoll::LongPollClient;
+pub use poll::PollClient;
+pub use sse::SseClient;
+pub use stream::StreamClient;
+pub use ws::WsClient;
+
+/// How a client subscribes and recovers.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Which technique to use.
+    pub transport: Transport,
+    /// The topic to subscribe to.
+    pub topic: String,
+    /// Start after this id; `None` starts from now.
+    pub after: Option<u64>,
+    /// Short polling only: time between the starts of two polls (default 1 s).
+    pub poll_interval: Duration,
+    /// Long polling only: how long the server may hold a request (default 30 s).
+    pub longpoll_timeout: Duration,
+    /// Whether to reconnect when a connection ends or a request fails (default true).
+    ///
+    /// Polling clients replace a keep-alive connection the server closed while idle even when
+    /// this is false: that is ordinary HTTP/1.1, not a failure.
+    pub reconnect: bool,
+    /// Wait before each reconnect attempt (default 250 ms). SSE uses the server's `retry:`
+    /// hint instead when one was given, as `EventSource` does.
+    pub reconnect_delay: Duration,
+    /// Failed attempts in a row after which the client gives up (default 10).
+    pub max_reconnects: u32,
+}
+
+impl ClientConfig {
+    /// The defaults for `transport` on `topic`.
+    pub fn new(transport: Transport, topic: impl Into<String>) -> Self {
+        ClientConfig {
+            transport,
+            topic: topic.into(),
+            after: None,
+            poll_interval: Duration::from_secs(1),
+            longpoll_timeout: Duration::from_secs(30),
+            reconnect: true,
+            reconnect_delay: Duration::from_millis(250),
+            max_reconnects: 10,
+        }
+    }
+}
+
+impl Default for ClientConfig {
+    /// Short polling on the default topic.
+    fn default() -> Self {
+        ClientConfig::new(Transport::Poll, DEFAULT_TOPIC)
+    }
+}
+
+/// What [`Client::next`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// One event.
+    Event(Delivery),
+    /// The server says ids `from..=to` are lost for this subscriber.
+    Gap {
+        /// First lost id.
+        from: u64,
+        /// Last lost id.
+        to: u64,
+    },
+}
+
+/// One received event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event's id.
+    pub id: u64,
+    /// The payload exactly as published.
+    pub payload: Bytes,
+    /// When the bytes completing this event were read (for a poll batch: the whole body).
+    pub received: Instant,
+}
+
+/// A subscriber of one transport.
+#[derive(Debug)]
+pub enum Client {
+    /// `GET /poll` on a fixed schedule.
+    Poll(PollClient),
+    /// `GET /longpoll`, re-issued as soon as it returns.
+    LongPoll(LongPollClient),
+    /// `GET /stream`, NDJSON.
+    Stream(StreamClient),
+    /// `GET /sse`, `text/event-stream`.
+    Sse(SseClient),
+    /// `GET /ws`, WebSocket.
+    Ws(WsClient),
+}
+
+impl Client {
+    /// Subscribes.
+    ///
+    /// For the streaming transports this returns once the server answered 200 (or 101), so the
+    /// subscription is live. For the polling ones it opens the connection and, when
+    /// `config.after` is `None`, makes one request to pin "now" to an id, so no event published
+    /// after this returns can be missed. A failure here is returned at once, without retries.
+    pub async fn connect(
+        target: &Target,
+        config: ClientConfig,
+        counters: Arc<Counters>,
+    ) -> Result<Client, ClientError> {
+        check_topic(&config.topic)?;
+        let target = target.clone();
+        Ok(match config.transport {
+            Transport::Poll => Client::Poll(PollClient::connect(target, config, counters).await?),
+            Transport::LongPoll => {
+                Client::LongPoll(LongPollClient::connect(target, config, counters).await?)
+            }
+            Transport::Stream => {
+                Client::Stream(StreamClient::connect(target, config, counters).await?)
+            }
+            Transport::Sse => Client::Sse(SseClient::connect(target, config, counters).await?),
+            Transport::Ws => Client::Ws(WsClient::connect(target, config, counters).await?),
+        })
+    }
+
+    /// The next event or gap, reconnecting as configured.
+    ///
+    /// Cancel-safe in the sense that matters here: dropping the future loses and duplicates no
+    /// item. What a cancellation can cost is work: an in-flight poll is abandoned (and its
+    /// connection closed, which HTTP/1.1 requires) and asked again by the next call; a pending
+    /// reconnect restarts its delay.
+    ///
+    /// An error that is not final leaves the client usable: after [`ClientError::Server`] or
+    /// [`ClientError::Protocol`] the connection goes on; after an error status the next call
+    /// reconnects. [`ClientError::TooManyReconnects`] and [`ClientError::Closed`] are final
+    /// unless called again on purpose, which starts a new round of attempts (or repeats
+    /// `Closed` when reconnecting is disabled).
+    pub async fn next(&mut self) -> Result<Item, ClientError> {
+        match self {
+            Client::Poll(c) => c.next().await,
+            Client::LongPoll(c) => c.next().await,
+            Client::Stream(c) => c.next().await,
+            Client::Sse(c) => c.next().await,
+            Client::Ws(c) => c.next().await,
+        }
+    }
+
+    /// The id of the last event received, or the end of a later gap (0 before anything).
+    ///
+    /// A reconnect (or the next poll) resumes after it. SSE is the exception, being faithful to
+    /// browsers: its cursor and its `Last-Event-ID` move with `id:` fields only, which gap
+    /// events do not carry.
+    pub fn cursor(&self) -> u64 {
+        match self {
+            Client::Poll(c) => c.cursor(),
+            Client::LongPoll(c) => c.cursor(),
+            Client::Stream(c) => c.cursor(),
+            Client::Sse(c) => c.cursor(),
+            Client::Ws(c) => c.cursor(),
+        }
+    }
+
+    /// The transport this client uses.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Client::Poll(_) => Transport::Poll,
+            Client::LongPoll(_) => Transport::LongPoll,
+            Client::Stream(_) => Transport::Stream,
+            Client::Sse(_) => Transport::Sse,
+            Client::Ws(_) => Transport::Ws,
+        }
+    }
+
+    /// Publishes `payload` over the subscription itself: WebSocket only, as a text frame.
+    /// Other transports return [`ClientError::Unsupported`].
+    pub async fn send_upstream(&mut self, payload: &str) -> Result<(), ClientError> {
+        match self {
+            Client::Ws(c) => c.send_upstream(payload).await,
+            other => Err(ClientError::Unsupported(other.transport())),
+        }
+    }
+}
+
+/// `PATH?topic=T[&after=N][&timeout_ms=MS]`.
+pub(crate) fn subscribe_path(
+    transport: Transport,
+    topic: &str,
+    after: Option<u64>,
+    timeout: Option<Duration>,
+) -> String {
+    let mut path = String::with_capacity(64 + topic.len());
+    // Topics are validated to URL-safe characters, so no escaping is needed.
+    let _ = write!(path, "{}?topic={}", transport.path(), topic);
+    if let Some(after) = after {
+        let _ = write!(path, "&after={after}");
+    }
+    if let Some(timeout) = timeout {
+        let _ = write!(path, "&timeout_ms={}", timeout.as_millis());
+    }
+    path
+}
+
+/// What a client needs to open connections: where, how, and what to count into.
+#[derive(Debug)]
+pub(crate) struct Setup {
+    pub(crate) target: Target,
+    pub(crate) config: ClientConfig,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// Reconnect bookkeeping shared by all clients.
+///
+/// Kept apart from [`Setup`] so a reconnect can borrow the setup for its `open` closure while
+/// updating this.
+#[derive(Debug, Default)]
+pub(crate) struct Retry {
+    failures: u32,
+    /// Ended with reconnecting disabled: nothing more will come.
+    closed: bool,
+}
+
+impl Retry {
+    /// Records a failed attempt: `Ok` when another may follow, else the error to return.
+    pub(crate) fn failed(&mut self, setup: &Setup, err: ClientError) -> Result<(), ClientError> {
+        setup.counters.add_error();
+        if !setup.config.reconnect || !err.is_connection_error() {
+            return Err(err);
+        }
+        tracing::debug!("{} attempt failed: {err}", setup.config.transport);
+        self.failures += 1;
+        if self.failures >= setup.config.max_reconnects {
+            let attempts = std::mem::take(&mut self.failures);
+            return Err(ClientError::TooManyReconnects {
+                attempts,
+                last: Box::new(err),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a success, so earlier failures are no longer consecutive.
+    pub(crate) fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// A streaming connection ended, broken by `error` or cleanly: `Ok` when it is to be
+    /// replaced.
+    pub(crate) fn ended(
+        &mut self,
+        setup: &Setup,
+        error: Option<ClientError>,
+    ) -> Result<(), ClientError> {
+        if let Some(e) = &error {
+            setup.counters.add_error();
+            tracing::debug!("{} connection broke: {e}", setup.config.transport);
+        }
+        if !setup.config.reconnect {
+            self.closed = true;
+            return Err(error.unwrap_or(ClientError::Closed));
+        }
+        Ok(())
+    }
+
+    /// Opens a replacement connection with `open`, waiting `delay` before each attempt.
+    pub(crate) async fn reconnect<T, F, Fut>(
+        &mut self,
+        setup: &Setup,
+        delay: Duration,
+        mut open: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        loop {
+            tokio::time::sleep(delay).await;
+            match open().await {
+                Ok(conn) => {
+                    setup.counters.add_reconnect();
+                    self.succeeded();
+                    return Ok(conn);
+                }
+                Err(e) => self.failed(setup, e)?,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            subscribe_path(Transport::Poll, "t", None, None),
+            "/poll?topic=t"
+        );
+        assert_eq!(
+            subscribe_path(
+                Transport::LongPoll,
+                "a.b",
+                Some(7),
+                Some(Duration::from_secs(30))
+            ),
+            "/longpoll?topic=a.b&after=7&timeout_ms=30000"
+        );
+        assert_eq!(
+            subscribe_path(Transport::Ws, "x", Some(0), None),
+            "/ws?topic=x&after=0"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_topic_is_refused_before_connecting() {
+        let target = Target::from_addr("127.0.0.1:9".parse().unwrap());
+        let config = ClientConfig::new(Transport::Stream, "no spaces");
+        let err = Client::connect(&target, config, Counters::new_shared())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Topic { .. }), "{err}");
+    }
+
+    #[test]
+    fn give_up_after_max_consecutive_failures() {
+        let mut config = ClientConfig::new(Transport::Stream, "t");
+        config.max_reconnects = 3;
+        let counters = Counters::new_shared();
+        let setup = Setup {
+            target: Target::from_addr("127.0.0.1:9".parse().unwrap()),
+            config,
+            counters: counters.clone(),
+        };
+        let mut retry = Retry::default();
+        assert!(retry.failed(&setup, ClientError::Closed).is_ok());
+        assert!(retry.failed(&setup, ClientError::Closed).is_ok());
+        retry.succeeded();
+        assert!(retry.failed(&setup, ClientError::Closed).is_ok());
+        assert!(retry.failed(&setup, ClientError::Closed).is_ok());
+        let err = retry.failed(&setup, ClientError::Closed).unwrap_err();
+        assert!(
+            matches!(err, ClientError::TooManyReconnects { attempts: 3, .. }),
+            "{err}"
+        );
+        assert_eq!(counters.snapshot().errors, 5);
+        // An answer, unlike a broken connection, is not retried.
+        let answer = ClientError::Protocol("x".into());
+        assert!(matches!(
+            retry.failed(&setup, answer),
+            Err(ClientError::Protocol(_))
+        ));
+    }
+}

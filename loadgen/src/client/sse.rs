@@ -1,0 +1,273 @@
+//! Server-Sent Events: `GET /sse`, behaving as a browser's `EventSource` does.
+//!
+//! Reconnects wait the server's `retry:` delay when it sent one, and resume with the
+//! `Last-Event-ID` header, whose value only `id:` fields set (gap events carry none).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method};
+use hyper::body::Incoming;
+use pushbench_servers::protocol::{Transport, SSE_GAP_EVENT};
+
+use super::stream::MAX_LINE;
+use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
+use crate::counters::Counters;
+use crate::envelope::parse_gap;
+use crate::error::{status_error, ClientError};
+use crate::http::{empty, HttpConn};
+use crate::sse_parser::{SseEvent, SseParser};
+use crate::target::Target;
+
+/// An `EventSource`-like subscriber.
+#[derive(Debug)]
+pub struct SseClient {
+    setup: Setup,
+    retry: Retry,
+    conn: Option<(HttpConn, Incoming)>,
+    parser: SseParser,
+    /// When the last chunk arrived: every event completed by it was received then.
+    read_at: Instant,
+    cursor: u64,
+}
+
+impl SseClient {
+    /// Subscribes. A starting `after` goes in `Last-Event-ID` too, never in the URL: a browser
+    /// keeps its URL across reconnects, so the header must be the only cursor the server sees.
+    pub(crate) async fn connect(
+        target: Target,
+        config: ClientConfig,
+        counters: Arc<Counters>,
+    ) -> Result<Self, ClientError> {
+        let mut parser = SseParser::new();
+        if let Some(after) = config.after {
+            parser.set_last_event_id(Bytes::from(after.to_string()));
+        }
+        let setup = Setup {
+            target,
+            config,
+            counters,
+        };
+        let conn = open(&setup, parser.last_event_id()).await?;
+        Ok(SseClient {
+            setup,
+            retry: Retry::default(),
+            conn: Some(conn),
+            parser,
+            read_at: Instant::now(),
+            cursor: 0,
+        })
+    }
+
+    /// See [`Client::next`](super::Client::next).
+    pub async fn next(&mut self) -> Result<Item, ClientError> {
+        loop {
+            if let Some(event) = self.parser.next_event() {
+                return self.handle_event(event);
+            }
+            if self.conn.is_none() {
+                let setup = &self.setup;
+                let delay = self.parser.retry().unwrap_or(setup.config.reconnect_delay);
+                let last_id = self.parser.last_event_id();
+                let fresh = self
+                    .retry
+                    .reconnect(setup, delay, || open(setup, last_id))
+                    .await?;
+                self.conn = Some(fresh);
+            }
+            let (conn, body) = self.conn.as_mut().expect("connected above");
+            match conn.next_chunk(body).await {
+                Ok(Some(chunk)) => {
+                    self.read_at = Instant::now();
+                    self.parser.feed(&chunk);
+                    if self.parser.buffered_len() > MAX_LINE {
+                        self.drop_connection();
+                        return Err(ClientError::Protocol(format!(
+                            "line longer than {MAX_LINE} bytes"
+                        )));
+                    }
+                }
+                Ok(None) => {
+                    self.drop_connection();
+                    self.retry.ended(&self.setup, None)?;
+                }
+                Err(e) => {
+                    self.drop_connection();
+                    self.retry.ended(&self.setup, Some(e))?;
+                }
+            }
+        }
+    }
+
+    /// See [`Client::cursor`](super::Client::cursor): here, the last `id:` as a number.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The `Last-Event-ID` a reconnect would send (empty: none).
+    pub fn last_event_id(&self) -> &Bytes {
+        self.parser.last_event_id()
+    }
+
+    fn drop_connection(&mut self) {
+        self.conn = None;
+        self.parser.reset_stream();
+    }
+
+    fn handle_event(&mut self, event: SseEvent) -> Result<Item, ClientError> {
+        match event.event_type() {
+            b"message" => {
+                let id = std::str::from_utf8(&event.last_event_id)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        ClientError::Protocol(format!(
+                            "SSE event without a numeric id (last id {:?})",
+                            String::from_utf8_lossy(&event.last_event_id)
+                        ))
+                    })?;
+                self.cursor = id;
+                Ok(Item::Event(Delivery {
+                    id,
+                    payload: event.data,
+                    received: self.read_at,
+                }))
+            }
+            t if t == SSE_GAP_EVENT.as_bytes() => {
+                let gap = parse_gap(&event.data)?;
+                Ok(Item::Gap {
+                    from: gap.from,
+                    to: gap.to,
+                })
+            }
+            other => Err(ClientError::Protocol(format!(
+                "unexpected SSE event type {:?}",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
+}
+
+/// Opens a connection and subscribes, returning once the server answered 200 with an event
+/// stream (anything else fails the connection, as in a browser).
+async fn open(setup: &Setup, last_event_id: &Bytes) -> Result<(HttpConn, Incoming), ClientError> {
+    let mut conn = HttpConn::open(&setup.target, &setup.counters).await?;
+    let path = subscribe_path(Transport::Sse, &setup.config.topic, None, None);
+    let mut req = conn
+        .request(Method::GET, &path)
+        .header(header::ACCEPT, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache");
+    if !last_event_id.is_empty() {
+        let value = HeaderValue::from_maybe_shared(last_event_id.clone()).map_err(|_| {
+            ClientError::Protocol("last event id is not a valid header value".into())
+        })?;
+        req = req.header("last-event-id", value);
+    }
+    let req = req
+        .body(empty())
+        .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
+    let response = conn.send(req).await?;
+    let status = response.status();
+    if status != http::StatusCode::OK {
+        let body = conn
+            .read_body(response.into_body())
+            .await
+            .unwrap_or_default();
+        return Err(status_error(status, &body));
+    }
+    let is_event_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+    if !is_event_stream {
+        return Err(ClientError::Protocol(
+            "SSE response is not text/event-stream".into(),
+        ));
+    }
+    Ok((conn, response.into_body()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::test_server::{chunk, spawn, start_chunked};
+    use std::time::Duration;
+
+    fn event(item: Item) -> (u64, String) {
+        match item {
+            Item::Event(d) => (d.id, String::from_utf8(d.payload.to_vec()).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_gaps_and_browser_style_reconnect() {
+        let (addr, mut rx) = spawn().await;
+        let counters = Counters::new_shared();
+        tokio::spawn(async move {
+            let mut a = rx.recv().await.unwrap();
+            let head = a.head.to_ascii_lowercase();
+            assert!(head.starts_with("get /sse?topic=t http/1.1\r\n"), "{head}");
+            assert!(head.contains("last-event-id: 2\r\n"), "{head}");
+            start_chunked(&mut a.socket, "text/event-stream").await;
+            chunk(&mut a.socket, b"retry: 30\n: hi\n\nid: 3\ndata: th").await;
+            chunk(
+                &mut a.socket,
+                b"ree\r\n\r\nevent: gap\ndata: {\"from\":4,\"to\":6}\n\nid: 7\r",
+            )
+            .await;
+            chunk(&mut a.socket, b"\ndata: seven\n\nid: 8\ndata: lost").await;
+            drop(a);
+            let mut b = rx.recv().await.unwrap();
+            let head = b.head.to_ascii_lowercase();
+            assert!(head.starts_with("get /sse?topic=t http/1.1\r\n"), "{head}");
+            assert!(head.contains("last-event-id: 7\r\n"), "{head}");
+            start_chunked(&mut b.socket, "text/event-stream; charset=utf-8").await;
+            chunk(
+                &mut b.socket,
+                b"id: 8\ndata: eight\n\nevent: other\ndata: x\n\n",
+            )
+            .await;
+            let _keep = b;
+            std::future::pending::<()>().await;
+        });
+        let mut config = ClientConfig::new(Transport::Sse, "t");
+        config.after = Some(2);
+        // Long enough to notice if the server's `retry: 30` were not used.
+        config.reconnect_delay = Duration::from_secs(20);
+        let mut client = SseClient::connect(Target::from_addr(addr), config, counters.clone())
+            .await
+            .unwrap();
+        assert_eq!(event(client.next().await.unwrap()), (3, "three".into()));
+        assert_eq!(client.next().await.unwrap(), Item::Gap { from: 4, to: 6 });
+        assert_eq!(event(client.next().await.unwrap()), (7, "seven".into()));
+        let eight = tokio::time::timeout(Duration::from_secs(5), client.next()).await;
+        assert_eq!(event(eight.unwrap().unwrap()), (8, "eight".into()));
+        assert_eq!(client.cursor(), 8);
+        assert!(matches!(client.next().await, Err(ClientError::Protocol(_))));
+        let s = counters.snapshot();
+        assert_eq!((s.connects, s.reconnects), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn wrong_content_type_fails() {
+        let (addr, mut rx) = spawn().await;
+        tokio::spawn(async move {
+            let mut a = rx.recv().await.unwrap();
+            start_chunked(&mut a.socket, "application/json").await;
+            let _keep = a;
+            std::future::pending::<()>().await;
+        });
+        let config = ClientConfig::new(Transport::Sse, "t");
+        let err = SseClient::connect(Target::from_addr(addr), config, Counters::new_shared())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)), "{err}");
+    }
+}

@@ -1,0 +1,295 @@
+//! HTTP streaming: `GET /stream`, a chunked NDJSON body with one event (or gap) per line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Method};
+use hyper::body::Incoming;
+use pushbench_servers::protocol::Transport;
+
+use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
+use crate::counters::Counters;
+use crate::envelope::{parse_envelope, Envelope};
+use crate::error::{status_error, ClientError};
+use crate::http::{empty, HttpConn};
+use crate::target::Target;
+
+/// Longest line accepted; a longer one means the server broke framing, not a big payload
+/// (payloads are at most 64 KiB, so escaped JSON stays well below this).
+pub(crate) const MAX_LINE: usize = 1 << 20;
+
+/// Splits a byte stream into `\n`-terminated lines without copying them out again.
+#[derive(Debug, Default)]
+struct Lines {
+    buf: BytesMut,
+    /// Prefix of `buf` known to hold no `\n`.
+    scanned: usize,
+}
+
+impl Lines {
+    fn extend(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete line, its `\n` included.
+    fn next_line(&mut self) -> Option<Bytes> {
+        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(pos) => {
+                let line = self.buf.split_to(self.scanned + pos + 1).freeze();
+                self.scanned = 0;
+                Some(line)
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.scanned = 0;
+    }
+}
+
+/// An NDJSON streaming subscriber.
+#[derive(Debug)]
+pub struct StreamClient {
+    setup: Setup,
+    retry: Retry,
+    conn: Option<(HttpConn, Incoming)>,
+    lines: Lines,
+    /// When the last chunk arrived: every line completed by it was received then.
+    read_at: Instant,
+    cursor: u64,
+    resume: Option<u64>,
+}
+
+impl StreamClient {
+    pub(crate) async fn connect(
+        target: Target,
+        config: ClientConfig,
+        counters: Arc<Counters>,
+    ) -> Result<Self, ClientError> {
+        let resume = config.after;
+        let setup = Setup {
+            target,
+            config,
+            counters,
+        };
+        let conn = open(&setup, resume).await?;
+        Ok(StreamClient {
+            setup,
+            retry: Retry::default(),
+            conn: Some(conn),
+            lines: Lines::default(),
+            read_at: Instant::now(),
+            cursor: 0,
+            resume,
+        })
+    }
+
+    /// See [`Client::next`](super::Client::next).
+    pub async fn next(&mut self) -> Result<Item, ClientError> {
+        loop {
+            while let Some(line) = self.lines.next_line() {
+                if let Some(item) = self.handle_line(&line)? {
+                    return Ok(item);
+                }
+            }
+            if self.conn.is_none() {
+                let (setup, resume) = (&self.setup, self.resume);
+                let delay = setup.config.reconnect_delay;
+                let fresh = self
+                    .retry
+                    .reconnect(setup, delay, || open(setup, resume))
+                    .await?;
+                self.conn = Some(fresh);
+            }
+            let (conn, body) = self.conn.as_mut().expect("connected above");
+            match conn.next_chunk(body).await {
+                Ok(Some(chunk)) => {
+                    self.read_at = Instant::now();
+                    self.lines.extend(&chunk);
+                    if self.lines.buf.len() > MAX_LINE {
+                        self.drop_connection();
+                        return Err(ClientError::Protocol(format!(
+                            "line longer than {MAX_LINE} bytes"
+                        )));
+                    }
+                }
+                Ok(None) => {
+                    self.drop_connection();
+                    self.retry.ended(&self.setup, None)?;
+                }
+                Err(e) => {
+                    self.drop_connection();
+                    self.retry.ended(&self.setup, Some(e))?;
+                }
+            }
+        }
+    }
+
+    /// See [`Client::cursor`](super::Client::cursor).
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Forgets the connection and its partial line; the reconnect asks for that event again.
+    fn drop_connection(&mut self) {
+        self.conn = None;
+        self.lines.clear();
+    }
+
+    fn handle_line(&mut self, line: &Bytes) -> Result<Option<Item>, ClientError> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None); // keep-alive
+        }
+        match parse_envelope(line)? {
+            Envelope::Event(e) => {
+                self.cursor = e.id;
+                self.resume = Some(self.resume.unwrap_or(0).max(e.id));
+                Ok(Some(Item::Event(Delivery {
+                    id: e.id,
+                    payload: e.payload,
+                    received: self.read_at,
+                })))
+            }
+            Envelope::Gap(g) => {
+                self.cursor = self.cursor.max(g.to);
+                self.resume = Some(self.resume.unwrap_or(0).max(g.to));
+                Ok(Some(Item::Gap {
+                    from: g.from,
+                    to: g.to,
+                }))
+            }
+            Envelope::Error(message) => Err(ClientError::Server(message)),
+        }
+    }
+}
+
+/// Opens a connection and subscribes, returning once the server answered 200.
+async fn open(setup: &Setup, after: Option<u64>) -> Result<(HttpConn, Incoming), ClientError> {
+    let mut conn = HttpConn::open(&setup.target, &setup.counters).await?;
+    let path = subscribe_path(Transport::Stream, &setup.config.topic, after, None);
+    let req = conn
+        .request(Method::GET, &path)
+        .header(header::ACCEPT, "application/x-ndjson")
+        .body(empty())
+        .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
+    let response = conn.send(req).await?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = conn
+            .read_body(response.into_body())
+            .await
+            .unwrap_or_default();
+        return Err(status_error(status, &body));
+    }
+    Ok((conn, response.into_body()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::test_server::{chunk, spawn, start_chunked};
+    use std::time::Duration;
+
+    #[test]
+    fn lines_split_anywhere() {
+        let mut lines = Lines::default();
+        lines.extend(b"{\"a\"");
+        assert_eq!(lines.next_line(), None);
+        lines.extend(b":1}\n\n{\"b\":2}\n{\"c\"");
+        assert_eq!(lines.next_line().as_deref(), Some(&b"{\"a\":1}\n"[..]));
+        assert_eq!(lines.next_line().as_deref(), Some(&b"\n"[..]));
+        assert_eq!(lines.next_line().as_deref(), Some(&b"{\"b\":2}\n"[..]));
+        assert_eq!(lines.next_line(), None);
+        lines.extend(b":3}\n");
+        assert_eq!(lines.next_line().as_deref(), Some(&b"{\"c\":3}\n"[..]));
+    }
+
+    fn event(item: Item) -> (u64, String) {
+        match item {
+            Item::Event(d) => (d.id, String::from_utf8(d.payload.to_vec()).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_lines_across_chunks_and_resumes_after_reconnect() {
+        let (addr, mut rx) = spawn().await;
+        let counters = Counters::new_shared();
+        tokio::spawn(async move {
+            let mut a = rx.recv().await.unwrap();
+            assert!(
+                a.head.starts_with("GET /stream?topic=t&after=0 "),
+                "{}",
+                a.head
+            );
+            start_chunked(&mut a.socket, "application/x-ndjson").await;
+            chunk(&mut a.socket, b"{\"id\":1,\"data\":\"o").await;
+            chunk(
+                &mut a.socket,
+                b"ne\"}\n\n{\"gap\":{\"from\":2,\"to\":3}}\n{\"id\":4,",
+            )
+            .await;
+            chunk(
+                &mut a.socket,
+                b"\"data\":\"four\"}\n{\"id\":5,\"data\":\"cut",
+            )
+            .await;
+            drop(a); // ends mid-line: event 5 must come again after the reconnect
+            let mut b = rx.recv().await.unwrap();
+            assert!(
+                b.head.starts_with("GET /stream?topic=t&after=4 "),
+                "{}",
+                b.head
+            );
+            start_chunked(&mut b.socket, "application/x-ndjson").await;
+            chunk(
+                &mut b.socket,
+                b"{\"id\":5,\"data\":\"whole\"}\n{\"error\":\"x\"}\n",
+            )
+            .await;
+            let _keep = b;
+            std::future::pending::<()>().await;
+        });
+        let mut config = ClientConfig::new(Transport::Stream, "t");
+        config.after = Some(0);
+        config.reconnect_delay = Duration::from_millis(10);
+        let mut client = StreamClient::connect(Target::from_addr(addr), config, counters.clone())
+            .await
+            .unwrap();
+        assert_eq!(event(client.next().await.unwrap()), (1, "one".into()));
+        assert_eq!(client.next().await.unwrap(), Item::Gap { from: 2, to: 3 });
+        assert_eq!(event(client.next().await.unwrap()), (4, "four".into()));
+        assert_eq!(event(client.next().await.unwrap()), (5, "whole".into()));
+        assert_eq!(client.cursor(), 5);
+        let err = client.next().await.unwrap_err();
+        assert!(matches!(&err, ClientError::Server(m) if m == "x"), "{err}");
+        let s = counters.snapshot();
+        assert_eq!((s.connects, s.reconnects, s.requests), (2, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn without_reconnect_the_end_is_closed() {
+        let (addr, mut rx) = spawn().await;
+        tokio::spawn(async move {
+            let mut a = rx.recv().await.unwrap();
+            start_chunked(&mut a.socket, "application/x-ndjson").await;
+            chunk(&mut a.socket, b"{\"id\":1,\"data\":\"x\"}\n").await;
+            chunk(&mut a.socket, b"").await;
+        });
+        let mut config = ClientConfig::new(Transport::Stream, "t");
+        config.reconnect = false;
+        let mut client =
+            StreamClient::connect(Target::from_addr(addr), config, Counters::new_shared())
+                .await
+                .unwrap();
+        assert_eq!(event(client.next().await.unwrap()), (1, "x".into()));
+        assert!(matches!(client.next().await, Err(ClientError::Closed)));
+        assert!(matches!(client.next().await, Err(ClientError::Closed)));
+    }
+}

@@ -1,0 +1,277 @@
+//! WebSocket: `GET /ws` upgraded, one text frame per event or gap; text frames sent upstream
+//! are published to the topic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use pushbench_servers::protocol::Transport;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
+use crate::counters::Counters;
+use crate::envelope::{parse_envelope, Envelope};
+use crate::error::{status_error, ClientError};
+use crate::http::{connect_socket, Socket};
+use crate::target::Target;
+
+type Ws = WebSocketStream<Socket>;
+
+/// How long a close reply may take to go out before the connection is dropped anyway.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A WebSocket subscriber that can also publish upstream.
+#[derive(Debug)]
+pub struct WsClient {
+    setup: Setup,
+    retry: Retry,
+    /// Boxed: the stream's state is large next to the other clients' in [`super::Client`].
+    ws: Option<Box<Ws>>,
+    cursor: u64,
+    resume: Option<u64>,
+}
+
+impl WsClient {
+    pub(crate) async fn connect(
+        target: Target,
+        config: ClientConfig,
+        counters: Arc<Counters>,
+    ) -> Result<Self, ClientError> {
+        let resume = config.after;
+        let setup = Setup {
+            target,
+            config,
+            counters,
+        };
+        let ws = open(&setup, resume).await?;
+        Ok(WsClient {
+            setup,
+            retry: Retry::default(),
+            ws: Some(ws),
+            cursor: 0,
+            resume,
+        })
+    }
+
+    /// See [`Client::next`](super::Client::next).
+    ///
+    /// Reading is also what answers the server's pings: tungstenite queues the pong and
+    /// flushes it on the next read, so keep calling this.
+    pub async fn next(&mut self) -> Result<Item, ClientError> {
+        loop {
+            let ws = self.ensure_connected().await?;
+            let message = ws.next().await;
+            let received = Instant::now();
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(item) = self.handle_text(Bytes::from(text), received)? {
+                        return Ok(item);
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    return Err(ClientError::Protocol("unexpected binary frame".into()));
+                }
+                // Pings are answered by tungstenite.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) => {
+                    // Send the queued close reply, then let go at once instead of waiting for
+                    // the server to close TCP: nothing can follow a Close, and a server slow
+                    // to hang up must not delay the reconnect.
+                    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, ws.close(None)).await;
+                    self.ws = None;
+                    self.retry.ended(&self.setup, None)?;
+                }
+                Some(Err(e)) => {
+                    self.ws = None;
+                    self.retry.ended(&self.setup, Some(e.into()))?;
+                }
+                None => {
+                    self.ws = None;
+                    self.retry.ended(&self.setup, None)?;
+                }
+            }
+        }
+    }
+
+    /// Sends `payload` as one text frame, which the server publishes to the topic.
+    ///
+    /// Reconnects first (as configured) if the connection was lost. A refusal comes back later,
+    /// from [`next`](Self::next), as [`ClientError::Server`].
+    ///
+    /// Not cancel-safe: dropped mid-way, the frame may or may not have been sent.
+    pub async fn send_upstream(&mut self, payload: &str) -> Result<(), ClientError> {
+        let ws = self.ensure_connected().await?;
+        if let Err(e) = ws.send(Message::text(payload)).await {
+            self.ws = None;
+            self.setup.counters.add_error();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// See [`Client::cursor`](super::Client::cursor).
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    async fn ensure_connected(&mut self) -> Result<&mut Ws, ClientError> {
+        if self.ws.is_none() {
+            let (setup, resume) = (&self.setup, self.resume);
+            let delay = setup.config.reconnect_delay;
+            let fresh = self
+                .retry
+                .reconnect(setup, delay, || open(setup, resume))
+                .await?;
+            self.ws = Some(fresh);
+        }
+        Ok(self.ws.as_deref_mut().expect("connected above"))
+    }
+
+    fn handle_text(
+        &mut self,
+        frame: Bytes,
+        received: Instant,
+    ) -> Result<Option<Item>, ClientError> {
+        match parse_envelope(&frame)? {
+            Envelope::Event(e) => {
+                self.cursor = e.id;
+                self.resume = Some(self.resume.unwrap_or(0).max(e.id));
+                Ok(Some(Item::Event(Delivery {
+                    id: e.id,
+                    payload: e.payload,
+                    received,
+                })))
+            }
+            Envelope::Gap(g) => {
+                self.cursor = self.cursor.max(g.to);
+                self.resume = Some(self.resume.unwrap_or(0).max(g.to));
+                Ok(Some(Item::Gap {
+                    from: g.from,
+                    to: g.to,
+                }))
+            }
+            Envelope::Error(message) => Err(ClientError::Server(message)),
+        }
+    }
+}
+
+/// Connects and upgrades, returning once the server answered 101.
+async fn open(setup: &Setup, after: Option<u64>) -> Result<Box<Ws>, ClientError> {
+    let socket = connect_socket(&setup.target, &setup.counters).await?;
+    let path = subscribe_path(Transport::Ws, &setup.config.topic, after, None);
+    let url = format!("ws://{}{}", setup.target.host(), path);
+    setup.counters.add_request();
+    match tokio_tungstenite::client_async(url, socket).await {
+        Ok((ws, _response)) => Ok(Box::new(ws)),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            Err(status_error(response.status(), body))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    fn event(item: Item) -> (u64, String) {
+        match item {
+            Item::Event(d) => (d.id, String::from_utf8(d.payload.to_vec()).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // tungstenite's header callback must return its own (large) error response type.
+    #[allow(clippy::result_large_err)]
+    #[tokio::test]
+    async fn frames_upstream_pings_and_reconnect() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_hdr_async(
+                socket,
+                |req: &tungstenite::handshake::server::Request, resp| {
+                    assert_eq!(req.uri().to_string(), "/ws?topic=t");
+                    Ok(resp)
+                },
+            )
+            .await
+            .unwrap();
+            ws.send(Message::Ping(Bytes::from_static(b"p")))
+                .await
+                .unwrap();
+            ws.send(Message::text(r#"{"id":1,"data":"one"}"#))
+                .await
+                .unwrap();
+            ws.send(Message::text(r#"{"gap":{"from":2,"to":3}}"#))
+                .await
+                .unwrap();
+            // The pong (answered while the client reads) comes before its upstream frame.
+            let mut saw_pong = false;
+            while let Some(Ok(m)) = ws.next().await {
+                match m {
+                    Message::Pong(p) => saw_pong = &p[..] == b"p",
+                    Message::Text(t) => {
+                        up_tx.send((saw_pong, t.to_string())).unwrap();
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            ws.send(Message::text(r#"{"error":"refused"}"#))
+                .await
+                .unwrap();
+            ws.close(None).await.unwrap();
+            // The client hangs up after replying, without waiting for this side to.
+            while ws.next().await.is_some() {}
+            // The server closes TCP after the closing handshake; the client waits for that.
+            drop(ws);
+            // The reconnect resumes after the gap's end; a 404 first, then the real thing.
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let head = crate::http::test_server::read_head(&mut socket).await;
+            assert!(head.starts_with("GET /ws?topic=t&after=3 "), "{head}");
+            let body = r#"{"error":"busy"}"#;
+            let msg = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(msg.as_bytes()).await.unwrap();
+            drop(socket);
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+            ws.send(Message::text(r#"{"id":4,"data":"f\u00fcnf"}"#))
+                .await
+                .unwrap();
+            std::future::pending::<()>().await;
+        });
+        let counters = Counters::new_shared();
+        let mut config = ClientConfig::new(Transport::Ws, "t");
+        config.reconnect_delay = Duration::from_millis(10);
+        let mut client = WsClient::connect(Target::from_addr(addr), config, counters.clone())
+            .await
+            .unwrap();
+        assert_eq!(event(client.next().await.unwrap()), (1, "one".into()));
+        assert_eq!(client.next().await.unwrap(), Item::Gap { from: 2, to: 3 });
+        client.send_upstream("hello").await.unwrap();
+        assert_eq!(up_rx.recv().await.unwrap(), (true, "hello".to_owned()));
+        let err = client.next().await.unwrap_err();
+        assert_eq!(err.server_message(), Some("refused"));
+        // The Close ends the connection; the first reconnect gets an error status.
+        let err = client.next().await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Status { status, .. } if status.as_u16() == 503),
+            "{err}"
+        );
+        assert_eq!(event(client.next().await.unwrap()), (4, "fünf".into()));
+        assert_eq!(client.cursor(), 4);
+        let s = counters.snapshot();
+        assert_eq!((s.connects, s.reconnects, s.requests), (3, 1, 3));
+    }
+}

@@ -1,0 +1,347 @@
+//! Zero-DOM parsing of the JSON the servers send: event and gap objects, poll batches, publish
+//! answers and error bodies.
+//!
+//! Serde derives over borrowed data: a payload whose JSON string has no escapes comes back as a
+//! [`Bytes::slice_ref`] of the received buffer, so the common case neither allocates nor copies.
+//! Only an escaped string (`\"`, `\\`, `\u00fc`...) is unescaped into a fresh allocation.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{Deserializer, Visitor};
+use serde::Deserialize;
+
+/// Why a server message could not be understood.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON, or JSON of the wrong shape for its place.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Valid JSON object that is none of the expected kinds.
+    #[error("unexpected message: {0}")]
+    Shape(&'static str),
+}
+
+/// Ids `from..=to` were lost: older than the replay buffer, or dropped for a slow subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Gap {
+    /// First lost id.
+    pub from: u64,
+    /// Last lost id.
+    pub to: u64,
+}
+
+/// One published event as the server sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Per-topic id, increasing from 1.
+    pub id: u64,
+    /// The payload, unescaped.
+    pub payload: Bytes,
+}
+
+/// One line of an NDJSON stream or one WebSocket text frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// `{"id":N,"data":"..."}`.
+    Event(Event),
+    /// `{"gap":{"from":A,"to":B}}`.
+    Gap(Gap),
+    /// `{"error":"..."}`, e.g. a WebSocket server refusing an upstream frame.
+    Error(String),
+}
+
+/// A poll or long-poll response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Events after the requested id, in the order sent.
+    pub events: Vec<Event>,
+    /// Ids lost before the first event, if any.
+    pub gap: Option<Gap>,
+    /// The topic's newest id; larger than the last event's id when the batch was truncated.
+    pub last_id: u64,
+}
+
+/// A JSON string that borrows from the input when it has no escapes.
+///
+/// Needed because serde only borrows a `Cow<str>` field that is not wrapped in `Option`.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(V).map(Text)
+    }
+}
+
+/// Any single message object; which fields are set tells its kind.
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    id: Option<u64>,
+    #[serde(borrow)]
+    data: Option<Text<'a>>,
+    gap: Option<Gap>,
+    #[serde(borrow)]
+    error: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    id: u64,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    events: Vec<RawEvent<'a>>,
+    gap: Option<Gap>,
+    last_id: u64,
+}
+
+#[derive(Deserialize)]
+struct RawPublished {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct RawError<'a> {
+    #[serde(borrow)]
+    error: Text<'a>,
+}
+
+/// The payload as `Bytes`: a view into `buf` when the string was borrowed from it.
+fn payload_bytes(buf: &Bytes, text: Cow<'_, str>) -> Bytes {
+    match text {
+        Cow::Borrowed(s) => buf.slice_ref(s.as_bytes()),
+        Cow::Owned(s) => Bytes::from(s.into_bytes()),
+    }
+}
+
+/// Parses one event, gap or error object (surrounding whitespace, e.g. the NDJSON `\n`, allowed).
+pub fn parse_envelope(buf: &Bytes) -> Result<Envelope, EnvelopeError> {
+    let raw: RawMessage<'_> = serde_json::from_slice(buf)?;
+    match raw {
+        RawMessage {
+            gap: Some(gap),
+            id: None,
+            data: None,
+            ..
+        } => Ok(Envelope::Gap(gap)),
+        RawMessage {
+            id: Some(id),
+            data: Some(Text(data)),
+            gap: None,
+            ..
+        } => Ok(Envelope::Event(Event {
+            id,
+            payload: payload_bytes(buf, data),
+        })),
+        RawMessage {
+            error: Some(Text(error)),
+            id: None,
+            data: None,
+            gap: None,
+        } => Ok(Envelope::Error(error.into_owned())),
+        _ => Err(EnvelopeError::Shape(
+            "expected {\"id\",\"data\"}, {\"gap\"} or {\"error\"}",
+        )),
+    }
+}
+
+/// Parses a `/poll` or `/longpoll` body. The `Vec` is the only allocation besides escaped payloads.
+pub fn parse_batch(body: &Bytes) -> Result<Batch, EnvelopeError> {
+    let raw: RawBatch<'_> = serde_json::from_slice(body)?;
+    let events = raw
+        .events
+        .into_iter()
+        .map(|e| Event {
+            id: e.id,
+            payload: payload_bytes(body, e.data),
+        })
+        .collect();
+    Ok(Batch {
+        events,
+        gap: raw.gap,
+        last_id: raw.last_id,
+    })
+}
+
+/// Parses the data of an SSE `gap` event: `{"from":A,"to":B}`.
+pub fn parse_gap(data: &[u8]) -> Result<Gap, EnvelopeError> {
+    Ok(serde_json::from_slice(data)?)
+}
+
+/// Parses a publish answer, `{"id":N}`.
+pub fn parse_published(body: &[u8]) -> Result<u64, EnvelopeError> {
+    let raw: RawPublished = serde_json::from_slice(body)?;
+    Ok(raw.id)
+}
+
+/// The text of an `{"error":"..."}` body, if the body is one.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<RawError<'_>>(body)
+        .ok()
+        .map(|e| e.error.0.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> Event {
+        match parse_envelope(&Bytes::copy_from_slice(json.as_bytes())).unwrap() {
+            Envelope::Event(e) => e,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_payload_is_a_view_of_the_buffer() {
+        let buf = Bytes::from_static(b"{\"id\":7,\"data\":\"hello world\"}\n");
+        let Envelope::Event(e) = parse_envelope(&buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.id, 7);
+        assert_eq!(&e.payload[..], b"hello world");
+        let start = buf.as_ptr() as usize;
+        let p = e.payload.as_ptr() as usize;
+        assert!(p >= start && p < start + buf.len(), "payload was copied");
+    }
+
+    #[test]
+    fn escapes_are_decoded() {
+        assert_eq!(
+            &event(r#"{"id":1,"data":"say \"hi\" \\ o/"}"#).payload[..],
+            br#"say "hi" \ o/"#
+        );
+        assert_eq!(
+            &event(r#"{"id":2,"data":"gr\u00fc\u00DF"}"#).payload[..],
+            "grüß".as_bytes()
+        );
+        assert_eq!(
+            &event(r#"{"id":3,"data":"a\nb\tc\/"}"#).payload[..],
+            b"a\nb\tc/"
+        );
+        assert_eq!(
+            &event(r#"{"id":4,"data":"\ud83d\ude00"}"#).payload[..],
+            "😀".as_bytes()
+        );
+        assert_eq!(
+            &event("{\"id\":5,\"data\":\"ü raw\"}").payload[..],
+            "ü raw".as_bytes()
+        );
+    }
+
+    #[test]
+    fn key_order_and_unknown_keys_do_not_matter() {
+        let e = event(r#" {"data":"x","extra":[1,{"a":null}],"id":18446744073709551615} "#);
+        assert_eq!((e.id, &e.payload[..]), (u64::MAX, &b"x"[..]));
+    }
+
+    #[test]
+    fn gap_and_error_objects() {
+        let gap = parse_envelope(&Bytes::from_static(br#"{"gap":{"from":3,"to":9}}"#)).unwrap();
+        assert_eq!(gap, Envelope::Gap(Gap { from: 3, to: 9 }));
+        let gap = parse_envelope(&Bytes::from_static(br#"{"gap":{"to":9,"from":9}}"#)).unwrap();
+        assert_eq!(gap, Envelope::Gap(Gap { from: 9, to: 9 }));
+        let err = parse_envelope(&Bytes::from_static(br#"{"error":"frame \"too\" big"}"#)).unwrap();
+        assert_eq!(err, Envelope::Error("frame \"too\" big".into()));
+        assert_eq!(
+            parse_gap(br#"{"from":1,"to":2}"#).unwrap(),
+            Gap { from: 1, to: 2 }
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bad in [
+            &b""[..],
+            b"not json",
+            b"[]",
+            b"{}",
+            b"{\"id\":1}",
+            b"{\"data\":\"x\"}",
+            b"{\"id\":-1,\"data\":\"x\"}",
+            b"{\"id\":1,\"data\":5}",
+            b"{\"id\":1,\"data\":\"x\"",
+            b"{\"id\":1,\"data\":\"x\"} trailing",
+            b"{\"gap\":{\"from\":1}}",
+            b"{\"gap\":{\"from\":1,\"to\":2},\"id\":3,\"data\":\"x\"}",
+            b"{\"id\":1,\"data\":\"bad \\q escape\"}",
+        ] {
+            assert!(
+                parse_envelope(&Bytes::copy_from_slice(bad)).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(parse_gap(b"{\"from\":\"1\",\"to\":2}").is_err());
+        assert!(parse_batch(&Bytes::from_static(b"{\"events\":[]}")).is_err());
+        assert!(parse_batch(&Bytes::from_static(
+            b"{\"events\":[{\"gap\":{\"from\":1,\"to\":2}}],\"last_id\":2}"
+        ))
+        .is_err());
+    }
+
+    #[test]
+    fn batch_without_gap() {
+        let body = Bytes::from_static(
+            br#"{"events":[{"id":4,"data":"a"},{"id":5,"data":"b\"c"}],"last_id":9}"#,
+        );
+        let b = parse_batch(&body).unwrap();
+        assert_eq!(b.last_id, 9);
+        assert_eq!(b.gap, None);
+        assert_eq!(b.events.len(), 2);
+        assert_eq!((b.events[0].id, &b.events[0].payload[..]), (4, &b"a"[..]));
+        assert_eq!(
+            (b.events[1].id, &b.events[1].payload[..]),
+            (5, &b"b\"c"[..])
+        );
+        let empty = parse_batch(&Bytes::from_static(br#"{"last_id":0,"events":[]}"#)).unwrap();
+        assert!(empty.events.is_empty());
+        assert_eq!(empty.last_id, 0);
+    }
+
+    #[test]
+    fn batch_with_gap() {
+        let body = Bytes::from_static(
+            br#"{"last_id":12,"gap":{"from":1,"to":10},"events":[{"id":11,"data":"x"},{"id":12,"data":"y"}]}"#,
+        );
+        let b = parse_batch(&body).unwrap();
+        assert_eq!(b.gap, Some(Gap { from: 1, to: 10 }));
+        assert_eq!(b.events.iter().map(|e| e.id).collect::<Vec<_>>(), [11, 12]);
+        assert_eq!(b.last_id, 12);
+    }
+
+    #[test]
+    fn publish_and_error_bodies() {
+        assert_eq!(parse_published(br#"{"id":42}"#).unwrap(), 42);
+        assert!(parse_published(br#"{"error":"nope"}"#).is_err());
+        assert_eq!(
+            error_message(br#"{"error":"bad \u0074opic"}"#).as_deref(),
+            Some("bad topic")
+        );
+        assert_eq!(error_message(b"<html>"), None);
+    }
+}

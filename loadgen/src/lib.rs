@@ -1,0 +1,52 @@
+//! Reference clients for every pushbench transport, built to run by the thousand.
+//!
+//! A [`Client`] subscribes to a topic with one technique (short polling, long polling, HTTP
+//! streaming, Server-Sent Events or WebSocket) and yields exactly what the server sent, as
+//! [`Item`]s: events with their receive time, and gap signals. A [`Publisher`] posts events.
+//! Every byte either moves goes through a [`CountingStream`], so [`Counters`] measure what the
+//! transports cost on the wire.
+//!
+//! The clients are lean on purpose: no JSON DOM, no copy of a payload that needs no
+//! unescaping (it stays a slice of the received buffer), one task per client (hyper's
+//! connection is driven inline rather than spawned).
+//!
+//! # Layout
+//!
+//! - `lib.rs`: this overview and the re-exports.
+//! - `target.rs`: [`Target`], the server address parsed from `http://HOST:PORT` and resolved
+//!   once, plus the `Host` header to send.
+//! - `counters.rs`: [`Counters`], relaxed atomic totals per task, and [`CountingStream`], the
+//!   socket wrapper that feeds the byte counts.
+//! - `error.rs`: [`ClientError`], the one error type.
+//! - `envelope.rs`: zero-DOM parsing of event, gap and error objects, poll batches and publish
+//!   answers, borrowing payloads from the received buffer.
+//! - `sse_parser.rs`: [`SseParser`], an incremental WHATWG `text/event-stream` parser.
+//! - `http.rs`: a keep-alive HTTP/1.1 connection driven by its owner, and [`get`] for one-off
+//!   requests.
+//! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection.
+//! - `client/mod.rs`: [`Client`], [`ClientConfig`], [`Item`], [`Delivery`], and the reconnect
+//!   policy every transport shares.
+//! - `client/poll.rs`: short polling on a fixed-rate schedule, and the request and batch
+//!   handling long polling shares.
+//! - `client/longpoll.rs`: long polling, re-issued as soon as an answer arrives.
+//! - `client/stream.rs`: HTTP streaming, NDJSON lines split zero-copy from a `BytesMut`.
+//! - `client/sse.rs`: Server-Sent Events, reconnecting like `EventSource` (`retry:`,
+//!   `Last-Event-ID`).
+//! - `client/ws.rs`: WebSocket, including upstream publishing.
+
+pub mod client;
+pub mod counters;
+pub mod envelope;
+pub mod error;
+pub mod http;
+pub mod publisher;
+pub mod sse_parser;
+pub mod target;
+
+pub use crate::http::get;
+pub use client::{Client, ClientConfig, Delivery, Item};
+pub use counters::{Counters, CountersSnapshot, CountingStream};
+pub use error::ClientError;
+pub use publisher::Publisher;
+pub use sse_parser::{SseEvent, SseParser};
+pub use target::{Target, TargetError};

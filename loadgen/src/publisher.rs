@@ -1,0 +1,153 @@
+//! [`Publisher`]: `POST /publish` on one keep-alive connection.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method};
+use http_body_util::Full;
+use pushbench_servers::protocol::PATH_PUBLISH;
+
+use crate::counters::Counters;
+use crate::envelope::parse_published;
+use crate::error::{check_topic, status_error, ClientError};
+use crate::http::HttpConn;
+use crate::target::Target;
+
+/// Publishes events over one keep-alive HTTP/1.1 connection, counted like a client's.
+#[derive(Debug)]
+pub struct Publisher {
+    target: Target,
+    counters: Arc<Counters>,
+    conn: Option<HttpConn>,
+}
+
+impl Publisher {
+    /// Opens the connection.
+    pub async fn connect(
+        target: &Target,
+        counters: Arc<Counters>,
+    ) -> Result<Publisher, ClientError> {
+        let conn = HttpConn::open(target, &counters).await?;
+        Ok(Publisher {
+            target: target.clone(),
+            counters,
+            conn: Some(conn),
+        })
+    }
+
+    /// Publishes `payload` to `topic` and returns the id the server gave it.
+    ///
+    /// When a connection that already served a request fails, the request is sent once more on
+    /// a new connection: the server most likely closed it while idle, before reading anything,
+    /// so the retry does not publish twice. A failure on a fresh connection is returned.
+    pub async fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<u64, ClientError> {
+        check_topic(topic)?;
+        let path = format!("{PATH_PUBLISH}?topic={topic}");
+        let body = Bytes::copy_from_slice(payload);
+        let mut retried = false;
+        loop {
+            let reused = self
+                .conn
+                .as_ref()
+                .is_some_and(|c| !c.is_closed() && c.served());
+            match self.try_publish(&path, body.clone()).await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.is_connection_error() => {
+                    self.conn = None;
+                    if reused && !retried {
+                        retried = true;
+                        tracing::debug!("publish connection lost ({e}); retrying on a new one");
+                        continue;
+                    }
+                    self.counters.add_error();
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.counters.add_error();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn try_publish(&mut self, path: &str, body: Bytes) -> Result<u64, ClientError> {
+        let conn = match &mut self.conn {
+            Some(conn) if !conn.is_closed() => conn,
+            slot => {
+                *slot = None;
+                let conn = HttpConn::open(&self.target, &self.counters).await?;
+                self.counters.add_reconnect();
+                slot.insert(conn)
+            }
+        };
+        let req = conn
+            .request(Method::POST, path)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
+        let response = conn.send(req).await?;
+        let status = response.status();
+        let body = conn.read_body(response.into_body()).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &body));
+        }
+        Ok(parse_published(&body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::test_server::{read_head, respond, spawn};
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn publishes_and_survives_an_idle_close() {
+        let (addr, mut rx) = spawn().await;
+        tokio::spawn(async move {
+            let mut a = rx.recv().await.unwrap();
+            assert!(
+                a.head.starts_with("POST /publish?topic=t HTTP/1.1\r\n"),
+                "{}",
+                a.head
+            );
+            let mut body = [0u8; 5];
+            a.socket.read_exact(&mut body).await.unwrap();
+            assert_eq!(&body, b"hello");
+            respond(&mut a.socket, "200 OK", "application/json", r#"{"id":1}"#).await;
+            drop(a);
+            let mut b = rx.recv().await.unwrap();
+            let mut body = [0u8; 2];
+            b.socket.read_exact(&mut body).await.unwrap();
+            respond(&mut b.socket, "200 OK", "application/json", r#"{"id":2}"#).await;
+            let _ = read_head(&mut b.socket).await;
+            respond(
+                &mut b.socket,
+                "413 Payload Too Large",
+                "application/json",
+                r#"{"error":"too big"}"#,
+            )
+            .await;
+            std::future::pending::<()>().await;
+        });
+        let counters = Counters::new_shared();
+        let mut publisher = Publisher::connect(&Target::from_addr(addr), counters.clone())
+            .await
+            .unwrap();
+        assert_eq!(publisher.publish("t", b"hello").await.unwrap(), 1);
+        // Let the close reach the client first, as with a real idle timeout.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(publisher.publish("t", b"hi").await.unwrap(), 2);
+        let err = publisher.publish("t", b"x").await.unwrap_err();
+        assert_eq!(err.server_message(), Some("too big"));
+        assert!(matches!(
+            publisher.publish("bad topic", b"x").await,
+            Err(ClientError::Topic { .. })
+        ));
+        let s = counters.snapshot();
+        assert_eq!(
+            (s.connects, s.reconnects, s.requests, s.errors),
+            (2, 1, 3, 1)
+        );
+    }
+}

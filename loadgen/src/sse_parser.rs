@@ -1,0 +1,421 @@
+//! An incremental `text/event-stream` parser following the WHATWG rules.
+//!
+//! Fed arbitrary chunks (a line, or even a CRLF pair, may be split anywhere), it yields events
+//! as soon as their blank line arrives. A single `data:` line, the only kind pushbench servers
+//! send, comes out as a view into the buffered bytes, without a copy.
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field; empty means the default type, `message`.
+    pub event: Bytes,
+    /// The `data:` lines joined with `\n`.
+    pub data: Bytes,
+    /// The stream's last event id when this event was dispatched (an `id:` field in this event,
+    /// or else the one before it, as `EventSource.lastEventId` does).
+    pub last_event_id: Bytes,
+}
+
+impl SseEvent {
+    /// The event type, `message` when no `event:` field was given.
+    pub fn event_type(&self) -> &[u8] {
+        if self.event.is_empty() {
+            b"message"
+        } else {
+            &self.event
+        }
+    }
+}
+
+/// The data buffer; a single line is kept as a slice to avoid copying it.
+#[derive(Debug, Default)]
+enum Data {
+    #[default]
+    None,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+/// Incremental event-stream parser: [`feed`](SseParser::feed) bytes, then drain
+/// [`next_event`](SseParser::next_event) until it returns `None`.
+#[derive(Debug)]
+pub struct SseParser {
+    buf: BytesMut,
+    /// Prefix of `buf` already searched for a line break, so a long line fed byte by byte is
+    /// not rescanned from its start each time.
+    scanned: usize,
+    /// The last line ended in CR; an LF right after it belongs to the same line break.
+    skip_lf: bool,
+    /// Nothing of this stream has been consumed yet, so a BOM may still have to be stripped.
+    at_start: bool,
+    data: Data,
+    event: Bytes,
+    id_buffer: Bytes,
+    last_event_id: Bytes,
+    retry: Option<Duration>,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        SseParser::new()
+    }
+}
+
+impl SseParser {
+    /// A parser at the start of a stream, with no last event id.
+    pub fn new() -> Self {
+        SseParser {
+            buf: BytesMut::new(),
+            scanned: 0,
+            skip_lf: false,
+            at_start: true,
+            data: Data::None,
+            event: Bytes::new(),
+            id_buffer: Bytes::new(),
+            last_event_id: Bytes::new(),
+            retry: None,
+        }
+    }
+
+    /// Sets the last event id, as if a previous stream had ended with it.
+    pub fn set_last_event_id(&mut self, id: Bytes) {
+        self.id_buffer = id.clone();
+        self.last_event_id = id;
+    }
+
+    /// The id to send as `Last-Event-ID` when reconnecting (empty: send none).
+    pub fn last_event_id(&self) -> &Bytes {
+        &self.last_event_id
+    }
+
+    /// The reconnection delay from the latest valid `retry:` field.
+    pub fn retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
+    /// Bytes held that do not yet form a complete line, so callers can bound a runaway line.
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Forgets the partial event and line of a connection that ended, ready for a new stream.
+    ///
+    /// The last event id and retry delay survive, as they do across an `EventSource` reconnect.
+    pub fn reset_stream(&mut self) {
+        self.buf.clear();
+        self.scanned = 0;
+        self.skip_lf = false;
+        self.at_start = true;
+        self.data = Data::None;
+        self.event = Bytes::new();
+        self.id_buffer = self.last_event_id.clone();
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete event, or `None` when more bytes are needed.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if self.skip_lf {
+                let first = *self.buf.first()?;
+                if first == b'\n' {
+                    self.buf.advance(1);
+                }
+                self.skip_lf = false;
+            }
+            if self.at_start {
+                let n = self.buf.len().min(BOM.len());
+                if self.buf[..n] != BOM[..n] {
+                    self.at_start = false;
+                } else if n < BOM.len() {
+                    return None;
+                } else {
+                    self.buf.advance(BOM.len());
+                    self.at_start = false;
+                }
+            }
+            let pos = self.buf[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r');
+            let Some(pos) = pos.map(|p| p + self.scanned) else {
+                self.scanned = self.buf.len();
+                return None;
+            };
+            let line = self.buf.split_to(pos).freeze();
+            self.skip_lf = self.buf[0] == b'\r';
+            self.buf.advance(1);
+            self.scanned = 0;
+            if let Some(event) = self.process_line(line) {
+                return Some(event);
+            }
+        }
+    }
+
+    fn process_line(&mut self, line: Bytes) -> Option<SseEvent> {
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line[0] == b':' {
+            return None;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let skip = if line.get(colon + 1) == Some(&b' ') {
+                    2
+                } else {
+                    1
+                };
+                (&line[..colon], line.slice(colon + skip..))
+            }
+            None => (&line[..], Bytes::new()),
+        };
+        match field {
+            b"data" => {
+                self.data = match std::mem::take(&mut self.data) {
+                    Data::None => Data::One(value),
+                    Data::One(first) => {
+                        let mut joined = BytesMut::with_capacity(first.len() + 1 + value.len());
+                        joined.extend_from_slice(&first);
+                        joined.extend_from_slice(b"\n");
+                        joined.extend_from_slice(&value);
+                        Data::Many(joined)
+                    }
+                    Data::Many(mut joined) => {
+                        joined.extend_from_slice(b"\n");
+                        joined.extend_from_slice(&value);
+                        Data::Many(joined)
+                    }
+                };
+            }
+            b"event" => self.event = value,
+            b"id" if !value.contains(&0) => self.id_buffer = value,
+            b"retry" => self.set_retry(&value),
+            _ => {}
+        }
+        None
+    }
+
+    /// Takes a `retry:` value that is all ASCII digits; anything else, or an absurd number,
+    /// is ignored.
+    fn set_retry(&mut self, value: &[u8]) {
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return;
+        }
+        if let Ok(ms) = std::str::from_utf8(value).unwrap_or("").parse::<u64>() {
+            self.retry = Some(Duration::from_millis(ms));
+        }
+    }
+
+    fn dispatch(&mut self) -> Option<SseEvent> {
+        self.last_event_id = self.id_buffer.clone();
+        let event = std::mem::take(&mut self.event);
+        let data = match std::mem::take(&mut self.data) {
+            Data::None => return None,
+            Data::One(data) => data,
+            Data::Many(data) => data.freeze(),
+        };
+        Some(SseEvent {
+            event,
+            data,
+            last_event_id: self.last_event_id.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (type, data, last id) triples, easy to compare.
+    fn collect(p: &mut SseParser, out: &mut Vec<(String, String, String)>) {
+        while let Some(e) = p.next_event() {
+            let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            out.push((s(e.event_type()), s(&e.data), s(&e.last_event_id)));
+        }
+    }
+
+    fn parse_in_chunks(input: &[u8], chunk: usize) -> Vec<(String, String, String)> {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        for c in input.chunks(chunk) {
+            p.feed(c);
+            collect(&mut p, &mut out);
+        }
+        out
+    }
+
+    /// Every chunk size, 1 (byte by byte) included, must give the same events.
+    fn parse_all_ways(input: &[u8]) -> Vec<(String, String, String)> {
+        let whole = parse_in_chunks(input, input.len().max(1));
+        for size in 1..input.len() {
+            assert_eq!(parse_in_chunks(input, size), whole, "chunk size {size}");
+        }
+        whole
+    }
+
+    fn ev(t: &str, d: &str, id: &str) -> (String, String, String) {
+        (t.into(), d.into(), id.into())
+    }
+
+    #[test]
+    fn pushbench_events_and_gaps() {
+        let input = b"retry: 1500\n: keep-alive\n\nid: 1\ndata: hello\n\nevent: gap\ndata: {\"from\":2,\"to\":4}\n\nid: 5\ndata: {\"json\": \"payload\"}\n\n";
+        assert_eq!(
+            parse_all_ways(input),
+            [
+                ev("message", "hello", "1"),
+                ev("gap", "{\"from\":2,\"to\":4}", "1"),
+                ev("message", "{\"json\": \"payload\"}", "5"),
+            ]
+        );
+        let mut p = SseParser::new();
+        p.feed(input);
+        while p.next_event().is_some() {}
+        assert_eq!(p.retry(), Some(Duration::from_millis(1500)));
+        assert_eq!(&p.last_event_id()[..], b"5");
+    }
+
+    #[test]
+    fn every_line_ending() {
+        for nl in ["\n", "\r\n", "\r"] {
+            let input = format!("id: 7{nl}data: a{nl}data: b{nl}{nl}data: c{nl}{nl}");
+            assert_eq!(
+                parse_all_ways(input.as_bytes()),
+                [ev("message", "a\nb", "7"), ev("message", "c", "7")],
+                "{nl:?}"
+            );
+        }
+        // Mixed, and a CR followed by a CRLF is two line breaks, not one.
+        let input = b"data: a\r\ndata: b\rdata: c\n\r\r\ndata: d\r\r";
+        assert_eq!(
+            parse_all_ways(input),
+            [ev("message", "a\nb\nc", ""), ev("message", "d", "")]
+        );
+    }
+
+    #[test]
+    fn crlf_split_across_feeds() {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        for part in [&b"data: x\r"[..], b"\n", b"\r", b"\n", b"data: y\r", b"\r"] {
+            p.feed(part);
+            collect(&mut p, &mut out);
+        }
+        assert_eq!(out, [ev("message", "x", ""), ev("message", "y", "")]);
+    }
+
+    #[test]
+    fn field_syntax() {
+        let input = b"data\n\ndata:\n\ndata:no-space\n\ndata:  two spaces\n\ndata: x:y: z\n\nfoo: bar\ndata: q\n\n";
+        assert_eq!(
+            parse_all_ways(input),
+            [
+                ev("message", "", ""),
+                ev("message", "", ""),
+                ev("message", "no-space", ""),
+                ev("message", " two spaces", ""),
+                ev("message", "x:y: z", ""),
+                ev("message", "q", ""),
+            ]
+        );
+        // Trailing empty data lines keep their newline, only the final one is dropped.
+        assert_eq!(
+            parse_all_ways(b"data: a\ndata\n\n"),
+            [ev("message", "a\n", "")]
+        );
+    }
+
+    #[test]
+    fn ids_persist_and_commit_without_data() {
+        let input = b"id: 3\n\ndata: a\n\nid: 4\nevent: custom\n\ndata: b\n\nid\ndata: c\n\nid: bad\0id\ndata: d\n\n";
+        assert_eq!(
+            parse_all_ways(input),
+            [
+                ev("message", "a", "3"),
+                ev("message", "b", "4"),
+                ev("message", "c", ""),
+                ev("message", "d", ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn event_type_resets_after_dispatch() {
+        let input = b"event: gap\nid: 1\n\ndata: x\n\nevent: gap\ndata: y\n\ndata: z\n\n";
+        assert_eq!(
+            parse_all_ways(input),
+            [
+                ev("message", "x", "1"),
+                ev("gap", "y", "1"),
+                ev("message", "z", "1")
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_rules() {
+        let mut p = SseParser::new();
+        p.feed(b"retry: 10\nretry: 1x\nretry:\nretry: -5\nretry: 99999999999999999999999\n\n");
+        assert_eq!(p.next_event(), None);
+        assert_eq!(p.retry(), Some(Duration::from_millis(10)));
+        p.feed(b"retry:250\n");
+        assert_eq!(p.next_event(), None);
+        assert_eq!(p.retry(), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn bom_is_stripped_once() {
+        let input = b"\xEF\xBB\xBFdata: a\n\n\xEF\xBB\xBFdata: b\n\n";
+        // The second BOM makes the field name unknown, so that event has no data.
+        assert_eq!(parse_all_ways(input), [ev("message", "a", "")]);
+        assert_eq!(parse_all_ways(b"\xEFdata: a\n\n").len(), 0);
+        assert!(parse_all_ways(b"\xEF").is_empty());
+    }
+
+    #[test]
+    fn incomplete_event_waits_and_reset_drops_it() {
+        let mut p = SseParser::new();
+        p.feed(b"id: 9\ndata: a\n\nid: 10\ndata: partial\n");
+        assert_eq!(&p.next_event().unwrap().data[..], b"a");
+        assert_eq!(p.next_event(), None);
+        p.feed(b"data: more");
+        assert_eq!(p.next_event(), None);
+        assert!(p.buffered_len() > 0);
+        p.reset_stream();
+        assert_eq!(p.buffered_len(), 0);
+        assert_eq!(&p.last_event_id()[..], b"9");
+        p.feed(b"data: fresh\n\n");
+        let e = p.next_event().unwrap();
+        assert_eq!(
+            (&e.data[..], &e.last_event_id[..]),
+            (&b"fresh"[..], &b"9"[..])
+        );
+    }
+
+    #[test]
+    fn set_last_event_id_seeds_the_stream() {
+        let mut p = SseParser::new();
+        p.set_last_event_id(Bytes::from_static(b"41"));
+        p.feed(b"data: x\n\n");
+        assert_eq!(&p.next_event().unwrap().last_event_id[..], b"41");
+    }
+
+    #[test]
+    fn single_data_line_is_not_copied() {
+        let mut p = SseParser::new();
+        p.feed(b"id: 1\ndata: payload\n\n");
+        let e = p.next_event().unwrap();
+        // Both are views of the one buffer fed: "1" at offset 4, "payload" at offset 12.
+        let distance = e.data.as_ptr() as usize - e.last_event_id.as_ptr() as usize;
+        assert_eq!(distance, 8);
+    }
+}
