@@ -1,0 +1,123 @@
+//! The real `pushbench` binary: `serve` prints its address first, serves, and stops cleanly on
+//! SIGTERM and SIGINT; bad command lines fail with one line and a non-zero exit.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::AsyncReadExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+
+fn spawn_serve(args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            panic!("server still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn serve_prints_address_serves_and_stops_on_signals() {
+    for sig in ["-TERM", "-INT"] {
+        let (mut child, addr) = spawn_serve(&["sse", "--addr", "127.0.0.1:0"]);
+        let (mut stream, head) = open_stream(addr, "/sse?topic=cli", "").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(publish(addr, "cli", "over the wire").await, 1);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("data: over the wire") {
+            let n = tokio::time::timeout(STEP, stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        signal(&child, sig);
+        // The open stream ends cleanly (terminating chunk, then EOF) and the process exits 0,
+        // well inside the 5 s shutdown deadline.
+        let mut rest = Vec::new();
+        tokio::time::timeout(STEP, stream.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            rest.ends_with(b"0\r\n\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        let status = wait_exit(&mut child, Duration::from_secs(4));
+        assert!(status.success(), "{sig}: {status:?}");
+    }
+}
+
+fn run_fail(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn bad_command_lines_fail_with_a_clear_message() {
+    let err = run_fail(&["serve", "pigeon"]);
+    assert!(err.contains("unknown transport"), "{err}");
+    let err = run_fail(&["serve", "sse", "--addr", "nowhere"]);
+    assert!(err.contains("--addr"), "{err}");
+    let err = run_fail(&["serve", "sse", "--keepalive", "often"]);
+    assert!(err.contains("30s"), "{err}");
+    let err = run_fail(&["serve", "sse", "--slow-policy", "ignore"]);
+    assert!(err.contains("drop or disconnect"), "{err}");
+
+    // A port already taken: one line naming the address, exit 1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "sse", "--addr", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: cannot listen on"), "{err}");
+}
