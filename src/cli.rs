@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Run one transport's server (or `all` of them on one port) until SIGINT or SIGTERM.
     Serve(cmd::serve::ServeArgs),
+    /// Measure one transport under load: N subscribers, an open-loop publisher, HDR latency,
+    /// loss, bytes, requests, and the CPU and memory of the server and of the load generator.
+    Load(cmd::load::LoadArgs),
 }
 
 /// Runs a parsed command line.
@@ -26,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Load(args) => cmd::load::run(args),
     }
 }
 

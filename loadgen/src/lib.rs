@@ -33,12 +33,19 @@
 //! - `client/sse.rs`: Server-Sent Events, reconnecting like `EventSource` (`retry:`,
 //!   `Last-Event-ID`).
 //! - `client/ws.rs`: WebSocket, including upstream publishing.
+//! - `load/`: the load generator (`pushbench load`): `config.rs` (what a run does),
+//!   `schedule.rs` (when to publish: open loop), `publish.rs` (how: a pool of publish
+//!   connections), `payload.rs` (the stamp each payload carries), `worker.rs` (subscriber
+//!   threads), `recorder.rs` (histograms and per-client loss accounting), `sampler.rs` (`/proc`
+//!   CPU and memory), `env.rs` (machine and build), `report.rs` (the JSON schema, summary and
+//!   interval log), `run.rs` (the collector that runs it all).
 
 pub mod client;
 pub mod counters;
 pub mod envelope;
 pub mod error;
 pub mod http;
+pub mod load;
 pub mod publisher;
 pub mod sse_parser;
 pub mod target;

@@ -195,6 +195,8 @@ fn stats(app: &App) -> Response<Body> {
     if let Some(map) = value.as_object_mut() {
         let names: Vec<_> = app.transports.iter().map(|t| t.name()).collect();
         map.insert("transports".into(), names.into());
+        // Lets a load generator on the same machine find the process to sample.
+        map.insert("pid".into(), std::process::id().into());
     }
     json_response(StatusCode::OK, Bytes::from(value.to_string()))
 }

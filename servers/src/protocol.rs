@@ -83,6 +83,19 @@ impl fmt::Display for Transport {
     }
 }
 
+impl serde::Serialize for Transport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Transport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A transport name that is not one of [`Transport::ALL`].
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown transport {0:?} (expected poll, longpoll, stream, sse or ws)")]

@@ -1,3 +1,4 @@
 //! One module per subcommand.
 
+pub(crate) mod load;
 pub(crate) mod serve;

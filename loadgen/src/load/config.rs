@@ -1,0 +1,133 @@
+//! What one load run does.
+
+use std::time::Duration;
+
+use pushbench_servers::protocol::{Transport, DEFAULT_TOPIC};
+use serde::{Deserialize, Serialize};
+
+/// The configuration of one `pushbench load` run. Serialised into the report as given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadConfig {
+    /// The technique every subscriber uses.
+    pub transport: Transport,
+    /// The server, `http://HOST:PORT`.
+    pub target: String,
+    /// Subscribers.
+    pub clients: usize,
+    /// Events published per second (open loop).
+    pub rate: f64,
+    /// Length of the measurement window.
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    /// Payload size in bytes (the stamp is at least 47).
+    pub payload: usize,
+    /// Topic to publish to and subscribe to.
+    pub topic: String,
+    /// Short polling: time between polls.
+    #[serde(with = "secs")]
+    pub poll_interval: Duration,
+    /// Long polling: how long the server may hold a request.
+    #[serde(with = "secs")]
+    pub longpoll_timeout: Duration,
+    /// New subscriptions per second while connecting.
+    pub ramp: f64,
+    /// Events published before the window opens, and not measured.
+    #[serde(with = "secs")]
+    pub warmup: Duration,
+    /// How long to wait after the last due time for deliveries still on the way.
+    #[serde(with = "secs")]
+    pub drain: Duration,
+    /// Concurrent publish connections, so one slow publish never delays the next.
+    pub publishers: usize,
+    /// Worker threads that run the subscribers.
+    pub threads: usize,
+    /// The server's process id, to sample its CPU and memory.
+    pub server_pid: Option<u32>,
+}
+
+impl LoadConfig {
+    /// Defaults for everything but what the run must name.
+    pub fn new(transport: Transport, target: impl Into<String>) -> LoadConfig {
+        LoadConfig {
+            transport,
+            target: target.into(),
+            clients: 100,
+            rate: 10.0,
+            duration: Duration::from_secs(10),
+            payload: 64,
+            topic: DEFAULT_TOPIC.to_owned(),
+            poll_interval: Duration::from_secs(1),
+            longpoll_timeout: Duration::from_secs(30),
+            ramp: 2000.0,
+            warmup: Duration::from_secs(1),
+            drain: Duration::from_secs(2),
+            publishers: 4,
+            threads: 1,
+            server_pid: None,
+        }
+    }
+
+    /// The drain actually used: never shorter than what the transport needs to deliver an
+    /// event published at the very end (a poll interval, or a long poll's round).
+    pub fn effective_drain(&self) -> Duration {
+        let floor = match self.transport {
+            Transport::Poll => self.poll_interval * 2,
+            _ => Duration::ZERO,
+        };
+        self.drain.max(floor)
+    }
+
+    /// Refuses settings that cannot make a meaningful run.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
+        positive(self.clients > 0, "--clients must be at least 1")?;
+        positive(
+            self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1_000_000.0,
+            "--rate must be more than 0 and at most 1000000 events/s",
+        )?;
+        positive(!self.duration.is_zero(), "--duration must be more than 0")?;
+        positive(
+            self.ramp.is_finite() && self.ramp > 0.0,
+            "--ramp must be more than 0 connections/s",
+        )?;
+        positive(self.publishers > 0, "--publishers must be at least 1")?;
+        positive(self.threads > 0, "--threads must be at least 1")?;
+        positive(
+            !self.poll_interval.is_zero(),
+            "--poll-interval must be more than 0",
+        )?;
+        positive(
+            self.payload <= pushbench_servers::protocol::MAX_PAYLOAD_BYTES,
+            "--payload must be at most 65536 bytes",
+        )?;
+        pushbench_servers::protocol::validate_topic(&self.topic)
+            .map_err(|e| format!("--topic: {e}"))?;
+        let events = (self.warmup + self.duration).as_secs_f64() * self.rate;
+        positive(
+            events <= 100_000_000.0,
+            "--rate × (--warmup + --duration) must be at most 100 million events",
+        )?;
+        // One bit per (client, window event) for exact loss and duplicate accounting.
+        let bits = self.duration.as_secs_f64() * self.rate * self.clients as f64;
+        positive(
+            bits / 8.0 <= 2.0 * 1024.0 * 1024.0 * 1024.0,
+            "--clients × --rate × --duration is too large to account for exactly (over 2 GiB); \
+             shorten the run or use --workers",
+        )?;
+        Ok(())
+    }
+}
+
+/// Durations as fractional seconds in JSON.
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs: f64 = serde::Deserialize::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}

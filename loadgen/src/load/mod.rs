@@ -1,0 +1,23 @@
+//! The load generator: subscribers by the thousand, an open-loop publisher, and the collector
+//! that turns what they recorded into a [`LoadReport`].
+//!
+//! A run goes: connect every subscriber at the ramp rate → note the server's memory → publish on
+//! the schedule (warm-up, then the measurement window) → drain deliveries still on the way →
+//! stop, merge, report. Subscribers run on worker threads ([`worker`]), the publisher on its own
+//! thread ([`publish`]), and this module samples `/proc` and keeps the time series.
+
+pub mod config;
+pub mod env;
+pub mod payload;
+pub mod publish;
+pub mod recorder;
+pub mod report;
+pub mod sampler;
+pub mod schedule;
+pub mod worker;
+
+mod run;
+
+pub use config::LoadConfig;
+pub use report::{LoadReport, SCHEMA};
+pub use run::{run, LoadError};

@@ -1,0 +1,219 @@
+//! What a worker records: latency histograms, per-client delivery accounting, errors.
+//!
+//! Every worker thread owns one [`Recorder`], shared by its clients without locks (they run on
+//! that thread only), and hands it to the collector at the end; interval histograms go to the
+//! collector once a second. There is never one message per delivery.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use crate::error::ClientError;
+
+/// Latencies are recorded in microseconds, from 1 µs to 60 s, to 3 significant digits.
+pub const LATENCY_MAX_US: u64 = 60_000_000;
+
+/// A histogram with the run's bounds.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("static bounds are valid")
+}
+
+/// Totals of one worker, merged across workers at the end.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    /// Due → received, of each first delivery of a window event to a client.
+    pub latency: Histogram<u64>,
+    /// The same, since the last interval was taken.
+    pub interval: Histogram<u64>,
+    /// Time from starting a subscription to its first response (TCP connect included).
+    pub connect: Histogram<u64>,
+    /// How late the worker's own timer fired (loop lag: the worker's health, not the server's).
+    pub loop_lag: Histogram<u64>,
+    /// First deliveries of window events.
+    pub delivered: u64,
+    /// Window events a client received again.
+    pub duplicates: u64,
+    /// Deliveries with a lower id than one the client already had.
+    pub out_of_order: u64,
+    /// Gap signals received.
+    pub gaps: u64,
+    /// Ids covered by those gap signals.
+    pub gap_events: u64,
+    /// Events whose payload is not ours (another publisher on the topic).
+    pub foreign: u64,
+    /// Deliveries timed before their due time: a clock problem, recorded as 1 µs.
+    pub clock_anomalies: u64,
+    /// Clients that subscribed.
+    pub clients_connected: u64,
+    /// Clients whose subscription failed.
+    pub clients_failed: u64,
+    /// Clients that ended before the run did (gave up reconnecting).
+    pub clients_lost: u64,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            latency: latency_histogram(),
+            interval: latency_histogram(),
+            connect: latency_histogram(),
+            loop_lag: latency_histogram(),
+            delivered: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            gaps: 0,
+            gap_events: 0,
+            foreign: 0,
+            clock_anomalies: 0,
+            clients_connected: 0,
+            clients_failed: 0,
+            clients_lost: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
+impl Recorder {
+    /// Records one first delivery's latency in microseconds.
+    pub fn record_latency(&mut self, latency_us: u64) {
+        let v = latency_us.clamp(1, LATENCY_MAX_US);
+        self.latency.saturating_record(v);
+        self.interval.saturating_record(v);
+    }
+
+    /// Counts an error by its kind.
+    pub fn error(&mut self, err: &ClientError) {
+        *self.errors.entry(error_kind(err)).or_default() += 1;
+    }
+
+    /// Takes the interval histogram, leaving an empty one.
+    pub fn take_interval(&mut self) -> Histogram<u64> {
+        let taken = self.interval.clone();
+        self.interval.reset();
+        taken
+    }
+
+    /// Adds another worker's totals.
+    pub fn merge(&mut self, other: &Recorder) {
+        // Same bounds everywhere, so `add` cannot fail.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.connect.add(&other.connect);
+        let _ = self.loop_lag.add(&other.loop_lag);
+        self.delivered += other.delivered;
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.gaps += other.gaps;
+        self.gap_events += other.gap_events;
+        self.foreign += other.foreign;
+        self.clock_anomalies += other.clock_anomalies;
+        self.clients_connected += other.clients_connected;
+        self.clients_failed += other.clients_failed;
+        self.clients_lost += other.clients_lost;
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// A short, stable name for an error, for the `errors` table.
+pub fn error_kind(err: &ClientError) -> String {
+    match err {
+        ClientError::Topic { .. } => "bad_topic".into(),
+        ClientError::Connect { source, .. } => {
+            format!("connect_{:?}", source.kind()).to_lowercase()
+        }
+        ClientError::Io(e) => format!("io_{:?}", e.kind()).to_lowercase(),
+        ClientError::Hyper(_) => "http".into(),
+        ClientError::WebSocket(_) => "websocket".into(),
+        ClientError::Status { status, .. } => format!("status_{}", status.as_u16()),
+        ClientError::Server(_) => "server_error_message".into(),
+        ClientError::Protocol(_) => "protocol".into(),
+        ClientError::Closed => "closed".into(),
+        ClientError::Unsupported(_) => "unsupported".into(),
+        ClientError::TooManyReconnects { .. } => "too_many_reconnects".into(),
+    }
+}
+
+/// One client's view of the window: which events it got, in what order.
+#[derive(Debug)]
+pub struct Track {
+    /// One bit per window event.
+    seen: Vec<u64>,
+    /// Highest id delivered so far.
+    last_id: u64,
+}
+
+/// What a delivery was, for this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The first delivery of this window event.
+    First,
+    /// This client had it already.
+    Duplicate,
+}
+
+impl Track {
+    /// Accounting for a window of `window_events` events.
+    pub fn new(window_events: u64) -> Track {
+        Track {
+            seen: vec![0; window_events.div_ceil(64) as usize],
+            last_id: 0,
+        }
+    }
+
+    /// Notes delivery of the event with server `id`; returns whether its id went backwards.
+    pub fn order(&mut self, id: u64) -> bool {
+        if id <= self.last_id {
+            return true;
+        }
+        self.last_id = id;
+        false
+    }
+
+    /// Notes the window event at `index` (0-based within the window).
+    pub fn see(&mut self, index: u64) -> Seen {
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        if self.seen[word] & bit != 0 {
+            return Seen::Duplicate;
+        }
+        self.seen[word] |= bit;
+        Seen::First
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_counts_duplicates_and_order() {
+        let mut t = Track::new(130);
+        assert_eq!(t.see(0), Seen::First);
+        assert_eq!(t.see(129), Seen::First);
+        assert_eq!(t.see(0), Seen::Duplicate);
+        assert!(!t.order(5));
+        assert!(!t.order(6));
+        assert!(t.order(4));
+        assert!(t.order(6));
+    }
+
+    #[test]
+    fn merge_adds_everything() {
+        let mut a = Recorder::default();
+        let mut b = Recorder::default();
+        a.record_latency(100);
+        b.record_latency(300);
+        b.delivered = 2;
+        b.error(&ClientError::Closed);
+        a.merge(&b);
+        assert_eq!(a.latency.len(), 2);
+        assert_eq!(a.delivered, 2);
+        assert_eq!(a.errors["closed"], 1);
+        // Out-of-range values are clamped, not lost.
+        a.record_latency(0);
+        a.record_latency(u64::MAX);
+        assert_eq!(a.latency.len(), 4);
+    }
+}

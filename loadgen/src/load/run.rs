@@ -1,0 +1,593 @@
+//! The collector: runs one load test from connect to report.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use tokio::sync::watch;
+
+use super::config::LoadConfig;
+use super::env::Environment;
+use super::publish::{self, PublishPlan, PublishResult};
+use super::recorder::{latency_histogram, Recorder};
+use super::report::*;
+use super::sampler::{sample, usable_cores, ProcSample};
+use super::schedule::{Clock, Schedule};
+use super::worker::{self, Live, WorkerMsg, WorkerPlan};
+use crate::client::ClientConfig;
+use crate::counters::{Counters, CountersSnapshot};
+use crate::target::{Target, TargetError};
+
+/// How often the collector samples `/proc` and refreshes the progress line.
+const TICK: Duration = Duration::from_millis(250);
+/// Sockets kept free for the publisher, the sampler and stdio.
+const FD_RESERVE: u64 = 64;
+/// Loadgen CPU share of its usable cores past which its timings are suspect.
+const CPU_SATURATED: f64 = 0.8;
+/// Timer lateness (p99) past which the loadgen's own scheduling distorts latencies.
+const LAG_SATURATED_US: u64 = 5_000;
+
+/// Why a run could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration makes no sense.
+    #[error("{0}")]
+    Config(String),
+    /// The target is not a usable address.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// More sockets than one process may open.
+    #[error(
+        "{needed} sockets needed but this process may open only {limit} files; \
+         run fewer --clients per process with --workers K"
+    )]
+    TooManySockets {
+        /// Sockets the run needs.
+        needed: u64,
+        /// The open-files limit.
+        limit: u64,
+    },
+    /// A thread could not be started.
+    #[error("could not start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// No subscriber could connect.
+    #[error("no subscriber could connect to {target}: {errors}")]
+    NoSubscribers {
+        /// The target.
+        target: String,
+        /// The errors, by kind.
+        errors: String,
+    },
+}
+
+/// Runs one load test. `interrupt` (Ctrl-C) stops it early with partial results. `bar` shows
+/// progress; pass a hidden bar for none.
+pub async fn run(
+    config: LoadConfig,
+    bar: &ProgressBar,
+    interrupt: impl Future<Output = ()>,
+) -> Result<LoadReport, LoadError> {
+    config.validate().map_err(LoadError::Config)?;
+    let target = Target::resolve(&config.target).await?;
+    check_sockets(&config)?;
+    let started_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let clock = Clock::now();
+    let run_start = Instant::now();
+    let server_pid = match config.server_pid {
+        Some(pid) => Some(pid),
+        None => discover_pid(&target).await,
+    };
+    let mut col = Collector::new(server_pid, run_start);
+    let rss_before = sample(server_pid).map(|s| s.rss_bytes);
+
+    // Phase 1: subscribers.
+    let plan = Schedule::new(run_start, config.rate, config.warmup, config.duration);
+    let (tx, rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let live = Arc::new(Live::default());
+    let threads = config.threads.min(config.clients).max(1);
+    let mut workers = Vec::new();
+    let mut worker_counters = Vec::new();
+    for index in 0..threads {
+        let clients = config.clients / threads + usize::from(index < config.clients % threads);
+        let counters = Counters::new_shared();
+        worker_counters.push(counters.clone());
+        let wplan = WorkerPlan {
+            index,
+            clients,
+            ramp: config.ramp / threads as f64,
+            target: target.clone(),
+            client: ClientConfig {
+                after: None,
+                poll_interval: config.poll_interval,
+                longpoll_timeout: config.longpoll_timeout,
+                ..ClientConfig::new(config.transport, config.topic.clone())
+            },
+            warmup_events: plan.warmup_events,
+            window_events: plan.window_events,
+            clock,
+        };
+        workers.push(worker::spawn(
+            wplan,
+            counters,
+            live.clone(),
+            tx.clone(),
+            stop_rx.clone(),
+        )?);
+    }
+    drop(tx);
+
+    tokio::pin!(interrupt);
+    let mut interrupted = false;
+    bar.set_length(config.clients as u64);
+    bar.set_message("connecting");
+    let mut subscribed = 0;
+    let mut ticker = tokio::time::interval(TICK);
+    while subscribed < threads {
+        tokio::select! {
+            () = &mut interrupt => { interrupted = true; break; }
+            _ = ticker.tick() => {}
+        }
+        for msg in rx.try_iter() {
+            match msg {
+                WorkerMsg::Subscribed { .. } => subscribed += 1,
+                other => col.absorb(other),
+            }
+        }
+        let connected = live.connected.load(Ordering::Relaxed);
+        bar.set_position(connected);
+        col.sample("connecting", &live, 0);
+    }
+    let connected = live.connected.load(Ordering::Relaxed);
+    if connected == 0 && !interrupted {
+        let _ = stop_tx.send(true);
+        let recorders = col.finish(&rx, workers);
+        let errors: Vec<_> = recorders
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k} × {v}"))
+            .collect();
+        return Err(LoadError::NoSubscribers {
+            target: config.target.clone(),
+            errors: errors.join(", "),
+        });
+    }
+    let rss_connected = sample(server_pid).map(|s| s.rss_bytes);
+
+    // Phase 2: publish on the open-loop schedule, starting a little ahead so event 0 is not
+    // already late when the publisher thread starts.
+    let schedule = Schedule::new(
+        Instant::now() + Duration::from_millis(100),
+        config.rate,
+        config.warmup,
+        config.duration,
+    );
+    let published = Arc::new(AtomicU64::new(0));
+    let publisher = publish::spawn(
+        PublishPlan {
+            target: target.clone(),
+            topic: config.topic.clone(),
+            payload: config.payload,
+            connections: config.publishers,
+            schedule,
+            clock,
+        },
+        published.clone(),
+        stop_rx.clone(),
+    )?;
+    let window_ms = (schedule.last_due() - schedule.window_start()).as_millis() as u64;
+    bar.set_length(window_ms.max(1));
+    bar.set_position(0);
+    let drain = config.effective_drain();
+    let mut window_open: Option<Marks> = None;
+    let mut drained_at = None;
+    if !interrupted {
+        loop {
+            tokio::select! {
+                () = &mut interrupt => { interrupted = true; break; }
+                _ = ticker.tick() => {}
+            }
+            for msg in rx.try_iter() {
+                col.absorb(msg);
+            }
+            let now = Instant::now();
+            if window_open.is_none() && now >= schedule.window_start() {
+                window_open = Some(Marks::take(now, server_pid, &worker_counters));
+            }
+            let phase = match window_open {
+                None => "warmup",
+                Some(_) if now <= schedule.last_due() => "window",
+                Some(_) => "drain",
+            };
+            let delivered = live.delivered.load(Ordering::Relaxed);
+            col.sample(phase, &live, published.load(Ordering::Relaxed));
+            bar.set_position(
+                now.saturating_duration_since(schedule.window_start())
+                    .as_millis() as u64,
+            );
+            bar.set_message(format!(
+                "{phase}  delivered {delivered}  p99 {}",
+                col.last_p99_ms()
+                    .map_or("-".into(), |ms| format!("{ms:.1} ms"))
+            ));
+            if publisher.is_finished() {
+                // Drain: stop early once every expected delivery arrived.
+                let expected = connected * plan.window_events;
+                let done_at = *drained_at.get_or_insert(now.max(schedule.last_due()) + drain);
+                if delivered >= expected || now >= done_at {
+                    break;
+                }
+            }
+        }
+    }
+    let window_close = Marks::take(Instant::now(), server_pid, &worker_counters);
+    let _ = stop_tx.send(true);
+    let publish_result = publisher.join().unwrap_or_else(|_| PublishResult::empty());
+    let mut recorder = col.finish(&rx, workers);
+    recorder.clients_connected = recorder.clients_connected.max(connected);
+    bar.finish_and_clear();
+
+    let window_open = window_open.unwrap_or_else(|| window_close.clone());
+    Ok(build_report(
+        config,
+        Built {
+            started_at_unix_ms,
+            interrupted,
+            server_pid,
+            rss_before,
+            rss_connected,
+            window_open,
+            window_close,
+            publish: publish_result,
+            recorder,
+            col,
+        },
+    ))
+}
+
+/// Refuses a run that would exceed the open-files limit mid-way, after raising it.
+fn check_sockets(config: &LoadConfig) -> Result<(), LoadError> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let needed = config.clients as u64 + config.publishers as u64 + FD_RESERVE;
+    if needed > limit {
+        return Err(LoadError::TooManySockets { needed, limit });
+    }
+    Ok(())
+}
+
+/// pushbench servers say their pid in `/stats`; other servers need `--server-pid`.
+async fn discover_pid(target: &Target) -> Option<u32> {
+    let (status, body) = crate::http::get(target, "/stats").await.ok()?;
+    if !status.is_success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let pid = u32::try_from(v.get("pid")?.as_u64()?).ok()?;
+    // Only a process on this machine can be sampled.
+    sample(Some(pid)).map(|_| pid)
+}
+
+/// Readings taken at the window's edges, to charge costs to the window alone.
+#[derive(Debug, Clone)]
+struct Marks {
+    at: Instant,
+    server: Option<ProcSample>,
+    loadgen: Option<ProcSample>,
+    counters: CountersSnapshot,
+}
+
+impl Marks {
+    fn take(at: Instant, server_pid: Option<u32>, counters: &[Arc<Counters>]) -> Marks {
+        let mut total = CountersSnapshot::default();
+        for c in counters {
+            total.merge(&c.snapshot());
+        }
+        Marks {
+            at,
+            server: server_pid.and_then(|p| sample(Some(p))),
+            loadgen: sample(None),
+            counters: total,
+        }
+    }
+}
+
+/// Time series, interval histograms and peaks, gathered on the collector's tick.
+#[derive(Debug)]
+struct Collector {
+    server_pid: Option<u32>,
+    run_start: Instant,
+    last: (Instant, Option<ProcSample>, Option<ProcSample>),
+    series: Vec<Sample>,
+    /// Interval histograms merged across workers, per collector second.
+    current: Histogram<u64>,
+    current_start: Instant,
+    intervals: Vec<(Duration, Duration, Histogram<u64>)>,
+    server_rss_peak: Option<u64>,
+    loadgen_rss_peak: u64,
+    done: Vec<Recorder>,
+}
+
+impl Collector {
+    fn new(server_pid: Option<u32>, run_start: Instant) -> Collector {
+        Collector {
+            server_pid,
+            run_start,
+            last: (run_start, sample(server_pid), sample(None)),
+            series: Vec::new(),
+            current: latency_histogram(),
+            current_start: run_start,
+            intervals: Vec::new(),
+            server_rss_peak: None,
+            loadgen_rss_peak: 0,
+            done: Vec::new(),
+        }
+    }
+
+    fn absorb(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Interval { histogram, end, .. } => {
+                let _ = self.current.add(&*histogram);
+                if end.duration_since(self.current_start) >= worker::INTERVAL {
+                    let start = self.current_start.duration_since(self.run_start);
+                    let length = end.duration_since(self.current_start);
+                    let h = std::mem::replace(&mut self.current, latency_histogram());
+                    self.intervals.push((start, length, h));
+                    self.current_start = end;
+                }
+            }
+            WorkerMsg::Done { recorder, .. } => self.done.push(*recorder),
+            WorkerMsg::Subscribed { .. } => {}
+        }
+    }
+
+    fn last_p99_ms(&self) -> Option<f64> {
+        let (_, _, h) = self.intervals.last()?;
+        (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
+    }
+
+    fn sample(&mut self, phase: &str, live: &Live, published: u64) {
+        let now = Instant::now();
+        let server = sample(self.server_pid);
+        let me = sample(None);
+        let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
+        let cores = |a: Option<ProcSample>, b: Option<ProcSample>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.cpu.saturating_sub(a.cpu).as_secs_f64() / dt),
+            _ => None,
+        };
+        if let Some(s) = server {
+            self.server_rss_peak = Some(self.server_rss_peak.unwrap_or(0).max(s.rss_bytes));
+        }
+        let me_rss = me.map_or(0, |s| s.rss_bytes);
+        self.loadgen_rss_peak = self.loadgen_rss_peak.max(me_rss);
+        self.series.push(Sample {
+            t_s: now.duration_since(self.run_start).as_secs_f64(),
+            phase: phase.to_owned(),
+            published,
+            delivered: live.delivered.load(Ordering::Relaxed),
+            connected: live.connected.load(Ordering::Relaxed),
+            server_cpu_cores: cores(self.last.1, server),
+            server_rss_bytes: server.map(|s| s.rss_bytes),
+            loadgen_cpu_cores: cores(self.last.2, me).unwrap_or(0.0),
+            loadgen_rss_bytes: me_rss,
+        });
+        self.last = (now, server, me);
+    }
+
+    /// Waits for every worker's totals (they were told to stop) and merges them.
+    fn finish(
+        &mut self,
+        rx: &mpsc::Receiver<WorkerMsg>,
+        workers: Vec<std::thread::JoinHandle<()>>,
+    ) -> Recorder {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.done.len() < workers.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(msg) => self.absorb(msg),
+                Err(_) => break,
+            }
+        }
+        for w in workers {
+            if w.is_finished() {
+                let _ = w.join();
+            }
+        }
+        let mut total = Recorder::default();
+        for r in &self.done {
+            total.merge(r);
+        }
+        total
+    }
+}
+
+struct Built {
+    started_at_unix_ms: u64,
+    interrupted: bool,
+    server_pid: Option<u32>,
+    rss_before: Option<u64>,
+    rss_connected: Option<u64>,
+    window_open: Marks,
+    window_close: Marks,
+    publish: PublishResult,
+    recorder: Recorder,
+    col: Collector,
+}
+
+fn build_report(config: LoadConfig, b: Built) -> LoadReport {
+    let r = &b.recorder;
+    let window = b
+        .window_close
+        .at
+        .saturating_duration_since(b.window_open.at);
+    let window_s = window.as_secs_f64();
+    let mut counters = b.window_close.counters;
+    let open = b.window_open.counters;
+    counters.bytes_down -= open.bytes_down.min(counters.bytes_down);
+    counters.bytes_up -= open.bytes_up.min(counters.bytes_up);
+    counters.requests -= open.requests.min(counters.requests);
+    counters.empty_responses -= open.empty_responses.min(counters.empty_responses);
+    let delivered = r.delivered;
+    let per = |n: u64| {
+        if delivered > 0 {
+            n as f64 / delivered as f64
+        } else {
+            0.0
+        }
+    };
+    let expected = r.clients_connected * b.publish.window_ok;
+    let cpu_delta = |a: Option<ProcSample>, z: Option<ProcSample>| match (a, z) {
+        (Some(a), Some(z)) => Some(z.cpu.saturating_sub(a.cpu)),
+        _ => None,
+    };
+    let server_cpu = cpu_delta(b.window_open.server, b.window_close.server);
+    let loadgen_cpu = cpu_delta(b.window_open.loadgen, b.window_close.loadgen).unwrap_or_default();
+    let cores = usable_cores();
+    let loadgen_util = if window_s > 0.0 {
+        loadgen_cpu.as_secs_f64() / (window_s * cores as f64)
+    } else {
+        0.0
+    };
+    let loop_lag = Percentiles::of(&r.loop_lag);
+    let lateness = Percentiles::of(&b.publish.lateness);
+
+    let mut warnings = Vec::new();
+    if loadgen_util > CPU_SATURATED {
+        warnings.push(format!(
+            "load generator CPU was {:.0}% of its {cores} usable core(s): it may have been the \
+             bottleneck, so these latencies may not be the server's",
+            loadgen_util * 100.0
+        ));
+    }
+    if loop_lag.p99 > LAG_SATURATED_US {
+        warnings.push(format!(
+            "load generator timers ran {:.1} ms late at p99: deliveries were timed late by the \
+             load generator itself",
+            loop_lag.p99 as f64 / 1000.0
+        ));
+    }
+    if lateness.p99 > LAG_SATURATED_US {
+        warnings.push(format!(
+            "publishes started {:.1} ms late at p99 (more --publishers may help); latency \
+             still counts from the due time",
+            lateness.p99 as f64 / 1000.0
+        ));
+    }
+    if b.publish.skipped > 0 {
+        warnings.push(format!(
+            "{} events were never published: every publish connection was backed up",
+            b.publish.skipped
+        ));
+    }
+    let saturated = loadgen_util > CPU_SATURATED || loop_lag.p99 > LAG_SATURATED_US;
+    if b.server_pid.is_none() {
+        warnings.push(
+            "server CPU and memory not measured: give --server-pid for a server that does not \
+             report its pid in /stats"
+                .into(),
+        );
+    }
+    if r.clients_failed > 0 {
+        warnings.push(format!(
+            "{} subscribers failed to connect",
+            r.clients_failed
+        ));
+    }
+
+    let rss_per_conn = match (b.rss_before, b.rss_connected) {
+        (Some(a), Some(z)) if r.clients_connected > 0 => {
+            Some((z as f64 - a as f64) / r.clients_connected as f64)
+        }
+        _ => None,
+    };
+    LoadReport {
+        schema: SCHEMA.to_owned(),
+        interrupted: b.interrupted,
+        started_at_unix_ms: b.started_at_unix_ms,
+        environment: Environment::detect(),
+        window_s,
+        publish: PublishSummary {
+            planned_rate: config.rate,
+            achieved_rate: b.publish.achieved_rate(config.rate),
+            scheduled: b.publish.scheduled,
+            published: b.publish.ok,
+            window_published: b.publish.window_ok,
+            failed: b.publish.failed.clone(),
+            skipped: b.publish.skipped,
+            lateness_us: lateness,
+            bytes_up: b.publish.counters.bytes_up,
+            bytes_down: b.publish.counters.bytes_down,
+        },
+        latency_us: Percentiles::of(&r.latency),
+        delivered,
+        expected,
+        lost: expected.saturating_sub(delivered),
+        duplicates: r.duplicates,
+        out_of_order: r.out_of_order,
+        gaps: r.gaps,
+        gap_events: r.gap_events,
+        clients: config.clients as u64,
+        clients_connected: r.clients_connected,
+        clients_failed: r.clients_failed,
+        clients_lost: r.clients_lost,
+        bytes_down_per_event: per(counters.bytes_down),
+        bytes_up_per_event: per(counters.bytes_up),
+        requests_per_event: per(counters.requests),
+        bytes_down: counters.bytes_down,
+        bytes_up: counters.bytes_up,
+        requests: counters.requests,
+        empty_responses: counters.empty_responses,
+        reconnects: b.window_close.counters.reconnects,
+        connect_us: Percentiles::of(&r.connect),
+        errors: r.errors.clone(),
+        clock_anomalies: r.clock_anomalies,
+        foreign_events: r.foreign,
+        server: ServerSummary {
+            pid: b.server_pid,
+            cpu_ms_per_1k_events: server_cpu
+                .filter(|_| delivered > 0)
+                .map(|c| c.as_secs_f64() * 1000.0 * 1000.0 / delivered as f64),
+            cpu_cores: server_cpu
+                .filter(|_| window_s > 0.0)
+                .map(|c| c.as_secs_f64() / window_s),
+            rss_before_bytes: b.rss_before,
+            rss_connected_bytes: b.rss_connected,
+            rss_per_conn_bytes: rss_per_conn,
+            rss_peak_bytes: b.col.server_rss_peak,
+        },
+        loadgen: LoadgenSummary {
+            cpu_utilization: loadgen_util,
+            cores,
+            threads: config.threads,
+            rss_peak_bytes: b.col.loadgen_rss_peak,
+            loop_lag_us: loop_lag,
+            saturated,
+            warnings,
+        },
+        histogram: EncodedHistogram::encode(&r.latency),
+        timeseries: b.col.series,
+        intervals: b.col.intervals,
+        config,
+    }
+}
+
+impl PublishResult {
+    fn empty() -> PublishResult {
+        PublishResult {
+            scheduled: 0,
+            window_ok: 0,
+            ok: 0,
+            failed: BTreeMap::new(),
+            skipped: 0,
+            lateness: latency_histogram(),
+            window_span: None,
+            counters: CountersSnapshot::default(),
+            interrupted: true,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `pushbench load`: one transport under controlled load, with the summary on stdout and the
+//! report in JSON and HdrHistogram log files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pushbench_loadgen::load::{self, report::write_hlog, LoadConfig, LoadReport};
+use pushbench_servers::Transport;
+
+use crate::duration;
+
+/// Options of `pushbench load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Technique every subscriber uses: poll, longpoll, stream, sse or ws.
+    #[arg(long, short = 't')]
+    pub transport: Transport,
+    /// The server, `http://HOST:PORT` (any server that speaks docs/PROTOCOL.md).
+    #[arg(long)]
+    pub target: String,
+    /// Subscribers.
+    #[arg(long, short = 'c', default_value_t = 100)]
+    pub clients: usize,
+    /// Events published per second, on an open-loop schedule.
+    #[arg(long, short = 'r', default_value_t = 10.0)]
+    pub rate: f64,
+    /// Length of the measurement window, e.g. 30s or 2m.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = duration::parse)]
+    pub duration: Duration,
+    /// Payload bytes per event (at least the 47-byte stamp is sent).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Topic to publish and subscribe to.
+    #[arg(long, default_value = "default")]
+    pub topic: String,
+    /// Short polling: time between polls (ignored by other transports).
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    pub poll_interval: Duration,
+    /// Long polling: how long the server may hold each request (ignored by others).
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    pub longpoll_timeout: Duration,
+    /// New subscriptions per second while connecting.
+    #[arg(long, default_value_t = 2000.0)]
+    pub ramp: f64,
+    /// Events published, and not measured, before the window opens.
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    pub warmup: Duration,
+    /// How long to wait after the last event for deliveries still on the way (polling waits
+    /// at least two intervals).
+    #[arg(long, default_value = "2s", value_parser = duration::parse)]
+    pub drain: Duration,
+    /// Concurrent publish connections.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Subscriber threads (default: the cores this process may use).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The server's pid, to sample its CPU and memory (pushbench servers are found via /stats).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Write the report as JSON (schema: docs/RESULTS.md).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an HdrHistogram interval log of the latencies.
+    #[arg(long)]
+    pub hlog: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl LoadArgs {
+    fn config(&self) -> LoadConfig {
+        LoadConfig {
+            clients: self.clients,
+            rate: self.rate,
+            duration: self.duration,
+            payload: self.payload,
+            topic: self.topic.clone(),
+            poll_interval: self.poll_interval,
+            longpoll_timeout: self.longpoll_timeout,
+            ramp: self.ramp,
+            warmup: self.warmup,
+            drain: self.drain,
+            publishers: self.publishers,
+            threads: self
+                .threads
+                .unwrap_or_else(load::sampler::usable_cores)
+                .max(1),
+            server_pid: self.server_pid,
+            ..LoadConfig::new(self.transport, self.target.clone())
+        }
+    }
+}
+
+pub(crate) fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let config = args.config();
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let report = runtime.block_on(load::run(config, &bar, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }))?;
+    write_outputs(&report, args.json.as_deref(), args.hlog.as_deref())?;
+    print!("{}", report.summary());
+    if report.interrupted {
+        anyhow::bail!("interrupted: the results above and in the files cover the run so far");
+    }
+    Ok(())
+}
+
+/// Writes the JSON report and the interval log where asked.
+pub(crate) fn write_outputs(
+    report: &LoadReport,
+    json: Option<&std::path::Path>,
+    hlog: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = hlog {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        write_hlog(&mut file, report.started_at_unix_ms, &report.intervals)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::flush(&mut file)?;
+    }
+    Ok(())
+}
