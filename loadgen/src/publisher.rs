@@ -37,9 +37,11 @@ impl Publisher {
 
     /// Publishes `payload` to `topic` and returns the id the server gave it.
     ///
-    /// When a connection that already served a request fails, the request is sent once more on
-    /// a new connection: the server most likely closed it while idle, before reading anything,
-    /// so the retry does not publish twice. A failure on a fresh connection is returned.
+    /// A connection the server closed while idle is replaced before sending. When a reused
+    /// connection fails and hyper reports the request was never sent (canceled), it is sent
+    /// once more on a new connection. Any other failure is returned, not retried: the server
+    /// may have stored the event before the connection broke, and a retry would publish it
+    /// twice.
     pub async fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<u64, ClientError> {
         check_topic(topic)?;
         let path = format!("{PATH_PUBLISH}?topic={topic}");
@@ -54,7 +56,8 @@ impl Publisher {
                 Ok(id) => return Ok(id),
                 Err(e) if e.is_connection_error() => {
                     self.conn = None;
-                    if reused && !retried {
+                    let never_sent = matches!(&e, ClientError::Hyper(h) if h.is_canceled());
+                    if reused && never_sent && !retried {
                         retried = true;
                         tracing::debug!("publish connection lost ({e}); retrying on a new one");
                         continue;

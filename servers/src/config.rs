@@ -31,10 +31,12 @@ impl std::str::FromStr for SlowPolicy {
 pub struct HubConfig {
     /// Events each topic keeps for resume (the replay buffer), by count.
     pub replay_events: usize,
-    /// The same buffer's cap in bytes, so 4,096 large payloads cannot exhaust memory.
+    /// The same buffer's cap in bytes, so 4,096 large payloads cannot exhaust memory. The
+    /// default (4 MiB) keeps the worst case, `max_topics` × `replay_bytes` = 4 GiB, well under
+    /// the memory of the machine the server runs on.
     pub replay_bytes: usize,
     /// Topics that may exist at once; publishing or subscribing to a new topic past this is
-    /// refused with 503.
+    /// refused with 503. (Polling a topic that does not exist does not create it.)
     pub max_topics: usize,
     /// A subscriber's outgoing queue: how many published events it may have pending before the
     /// [`SlowPolicy`] applies. Subscribers share the topic's replay buffer, so the queue costs
@@ -48,7 +50,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             replay_events: 4096,
-            replay_bytes: 16 * 1024 * 1024,
+            replay_bytes: 4 * 1024 * 1024,
             max_topics: 1024,
             max_lag: 4096,
             slow_policy: SlowPolicy::Drop,
@@ -78,6 +80,11 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// How long graceful shutdown may take before remaining connections are cut.
     pub shutdown_deadline: Duration,
+    /// How long a write to a socket may make no progress before the connection is cut (and
+    /// counted in `write_timeouts`). A streaming body is only polled when the socket has room,
+    /// so without this a client that stops reading would hold its connection, its subscriber
+    /// and the graceful shutdown forever: the slow-subscriber policy never gets to run.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +99,7 @@ impl Default for ServerConfig {
             longpoll_max_timeout: Duration::from_secs(120),
             max_batch: 1000,
             shutdown_deadline: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }

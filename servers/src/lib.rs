@@ -16,6 +16,7 @@
 //! - `app`: routing, and the shared endpoints (publish, stats, metrics).
 //! - `body`: the endless response body of HTTP streaming and SSE.
 //! - `serve`: the accept loop: connection cap, HTTP settings, graceful shutdown.
+//! - `write_timeout`: the socket wrapper that cuts a connection whose peer stops reading.
 //! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each
 //!   with `run(listener, hub, shutdown)`.
 
@@ -30,6 +31,7 @@ mod app;
 mod body;
 mod http;
 mod serve;
+mod write_timeout;
 
 pub use config::{HubConfig, ServerConfig, SlowPolicy};
 pub use http::ApiError;

@@ -1,4 +1,5 @@
-//! The accept loop every server shares: connection cap, HTTP/1.1 settings, graceful shutdown.
+//! The accept loop every server shares: connection cap, write timeout, HTTP/1.1 settings,
+//! graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +21,7 @@ use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::protocol::Transport;
 use crate::stats::{GaugeGuard, Stats};
+use crate::write_timeout::WriteTimeout;
 
 /// hyper's own cap on a request head. Heads between [`ServerConfig::max_header_bytes`] and
 /// this get our JSON 431; larger ones get hyper's bare 431 before any handler runs.
@@ -27,6 +29,11 @@ const HYPER_MAX_HEAD: usize = 64 * 1024;
 
 /// How long a refused connection gets to read its 503 before it is closed.
 const REJECT_LINGER: Duration = Duration::from_secs(2);
+
+/// Refusals answered at once. Each holds a socket and a task for up to [`REJECT_LINGER`], so
+/// without a cap a flood past the connection cap would cost exactly what the cap prevents;
+/// past this, a refused socket is closed without an answer.
+const MAX_REJECTING: usize = 64;
 
 /// How a server's shutdown went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +54,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> ShutdownReport {
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let app = Arc::new(App {
         hub,
         transports: transports.to_vec(),
@@ -73,7 +81,13 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => spawn_connection(&app, &builder, stream, permit),
-                        Err(_) => spawn_rejection(&app, &builder, stream),
+                        Err(_) => {
+                            Stats::inc(&app.hub.stats().connections_rejected);
+                            if let Ok(permit) = rejecting.clone().try_acquire_owned() {
+                                spawn_rejection(&app, &builder, stream, permit);
+                            }
+                            // Otherwise `stream` is dropped here: closed unanswered.
+                        }
                     }
                 }
                 Err(err) => {
@@ -120,8 +134,9 @@ fn spawn_connection(
         let slot = slot.clone();
         async move { Ok::<_, Infallible>(app::handle(app, req, slot).await) }
     });
+    let io = WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
     let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let app = app.clone();
     app.tasks.clone().spawn(async move {
@@ -142,9 +157,13 @@ fn spawn_connection(
 }
 
 /// Answers a connection past the cap with 503 and closes it, so the client learns why instead
-/// of hanging in the accept backlog.
-fn spawn_rejection(app: &Arc<App>, builder: &http1::Builder, stream: TcpStream) {
-    Stats::inc(&app.hub.stats().connections_rejected);
+/// of hanging in the accept backlog. `permit` is its place under [`MAX_REJECTING`].
+fn spawn_rejection(
+    app: &Arc<App>,
+    builder: &http1::Builder,
+    stream: TcpStream,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let max = app.config.max_connections;
     let service = service_fn(move |_req| async move {
         let mut resp = ApiError::Unavailable(format!(
@@ -160,7 +179,13 @@ fn spawn_rejection(app: &Arc<App>, builder: &http1::Builder, stream: TcpStream) 
     let mut builder = builder.clone();
     builder.keep_alive(false);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let shutdown = app.shutdown.clone();
     app.tasks.spawn(async move {
-        let _ = tokio::time::timeout(REJECT_LINGER, conn).await;
+        // Shutdown need not wait for a refusal.
+        tokio::select! {
+            _ = tokio::time::timeout(REJECT_LINGER, conn) => {}
+            () = shutdown.cancelled() => {}
+        }
+        drop(permit);
     });
 }

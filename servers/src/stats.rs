@@ -54,7 +54,8 @@ counters! {
     connections_open: "gauge",
     /// Connections accepted since start.
     connections: "counter",
-    /// Connections refused with 503 because the connection cap was reached.
+    /// Connections refused because the connection cap was reached: answered 503, or closed
+    /// unanswered when too many refusals are already in progress.
     connections_rejected: "counter",
     /// Subscribers (streams, WebSockets, held long polls) open now.
     subscribers_open: "gauge",
@@ -80,6 +81,8 @@ counters! {
     topics: "gauge",
     /// accept() calls that failed (for example, out of file descriptors).
     accept_errors: "counter",
+    /// Connections cut because the peer read nothing for the write timeout.
+    write_timeouts: "counter",
 }
 
 impl Stats {

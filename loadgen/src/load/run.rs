@@ -188,9 +188,16 @@ pub async fn run(
     let mut window_open: Option<Marks> = None;
     let mut drained_at = None;
     if !interrupted {
+        let open_at = tokio::time::sleep_until(schedule.window_start().into());
+        tokio::pin!(open_at);
         loop {
             tokio::select! {
                 () = &mut interrupt => { interrupted = true; break; }
+                // The window's marks are taken on the dot, not at the next tick, so bytes and
+                // CPU are charged to exactly the window's events.
+                () = &mut open_at, if window_open.is_none() => {
+                    window_open = Some(Marks::take(Instant::now(), server_pid, &worker_counters));
+                }
                 _ = ticker.tick() => {}
             }
             for msg in rx.try_iter() {

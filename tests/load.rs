@@ -1,0 +1,166 @@
+//! The load generator end to end against each real server (small N): the numbers it reports
+//! must add up.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use indicatif::ProgressBar;
+use pushbench_loadgen::load::{self, LoadConfig, LoadReport};
+use pushbench_servers::event::Event;
+use pushbench_servers::Transport;
+
+const CLIENTS: usize = 20;
+const RATE: f64 = 20.0;
+const PAYLOAD: usize = 64;
+
+async fn run_load(transport: Transport, target: String) -> LoadReport {
+    let config = LoadConfig {
+        clients: CLIENTS,
+        rate: RATE,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        drain: Duration::from_secs(1),
+        poll_interval: Duration::from_millis(100),
+        payload: PAYLOAD,
+        threads: 1,
+        ..LoadConfig::new(transport, target)
+    };
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        load::run(config, &ProgressBar::hidden(), std::future::pending()),
+    )
+    .await
+    .expect("the run ends on its own")
+    .expect("the run succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_numbers_add_up_for_every_transport() {
+    for transport in Transport::ALL {
+        let mut server = TestServer::start(&[transport]).await;
+        let r = run_load(transport, server.url()).await;
+        let ctx = format!("{transport}:\n{}", r.summary());
+
+        // Every subscriber got every window event exactly once, in order.
+        let window_events = (RATE * 2.0) as u64;
+        assert_eq!(r.clients_connected, CLIENTS as u64, "{ctx}");
+        assert_eq!(r.publish.window_published, window_events, "{ctx}");
+        assert_eq!(r.expected, CLIENTS as u64 * window_events, "{ctx}");
+        assert_eq!(r.delivered, r.expected, "{ctx}");
+        assert_eq!((r.lost, r.duplicates, r.out_of_order, r.gaps), (0, 0, 0, 0), "{ctx}");
+        assert_eq!(r.latency_us.count, r.delivered, "{ctx}");
+
+        // Latencies are positive and ordered.
+        let l = r.latency_us;
+        assert!(l.min >= 1 && l.p50 <= l.p99 && l.p99 <= l.max, "{ctx}");
+        assert_eq!(r.clock_anomalies, 0, "{ctx}");
+        // Polling every 100 ms: the mean delay is near half the interval, never above it plus
+        // a generous margin; streaming is far below it.
+        if transport == Transport::Poll {
+            assert!(l.mean > 20_000.0 && l.max < 400_000, "{ctx}");
+        } else {
+            assert!(l.p50 < 50_000, "{ctx}");
+        }
+
+        // Bytes per event are plausible against the encoded frame.
+        // Ids in this run have two digits, like this sample's.
+        let sample = Event::encode(50, &"x".repeat(PAYLOAD));
+        let frame = match transport {
+            Transport::Sse => sample.sse().len(),
+            Transport::Stream => sample.ndjson().len(),
+            _ => sample.json().len(),
+        } as f64;
+        let down = r.bytes_down_per_event;
+        let up = r.bytes_up_per_event;
+        match transport {
+            // Pure push: the frame plus a few bytes of chunk or frame header.
+            Transport::Stream | Transport::Sse | Transport::Ws => {
+                assert!(down >= frame && down <= frame + 16.0, "{ctx}");
+                assert!(r.requests_per_event == 0.0 && up == 0.0, "{ctx}");
+            }
+            // Polling pays a request and response head per poll; long polling one per event.
+            Transport::Poll | Transport::LongPoll => {
+                assert!(down > frame && down < frame + 600.0, "{ctx}");
+                assert!(up > 0.0 && r.requests_per_event > 0.0, "{ctx}");
+            }
+        }
+        if transport == Transport::Poll {
+            assert!(r.empty_responses > 0, "{ctx}");
+        }
+
+        // The server was found and measured; the load generator reported on itself.
+        assert!(r.server.pid.is_some(), "{ctx}");
+        assert!(r.server.cpu_ms_per_1k_events.is_some_and(|v| v > 0.0), "{ctx}");
+        assert!(r.loadgen.cores >= 1 && !r.timeseries.is_empty(), "{ctx}");
+        assert!(!r.histogram.data.is_empty(), "{ctx}");
+        assert_matches_schema(&r);
+        assert_eq!(server.shutdown().await.forced, 0, "{ctx}");
+    }
+}
+
+/// The JSON a run writes matches the documented schema (docs/load.schema.json).
+fn assert_matches_schema(report: &LoadReport) {
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../docs/load.schema.json"))
+        .expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema");
+    let value = serde_json::to_value(report).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "report does not match the schema:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn schema_rejects_a_report_missing_a_field() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/load.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut doc = serde_json::json!({"schema": "pushbench-load/1"});
+    assert!(!validator.is_valid(&doc));
+    doc["unexpected"] = 1.into();
+    assert!(!validator.is_valid(&doc));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_target_is_a_clear_error() {
+    // Bind then drop: the port is (almost certainly) closed now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = LoadConfig {
+        clients: 3,
+        duration: Duration::from_secs(1),
+        ..LoadConfig::new(Transport::Sse, format!("http://127.0.0.1:{port}"))
+    };
+    let err = load::run(config, &ProgressBar::hidden(), std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no subscriber could connect"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_gives_partial_results() {
+    let mut server = TestServer::start(&[Transport::Sse]).await;
+    let config = LoadConfig {
+        clients: 5,
+        rate: 50.0,
+        duration: Duration::from_secs(60),
+        warmup: Duration::ZERO,
+        ..LoadConfig::new(Transport::Sse, server.url())
+    };
+    let started = std::time::Instant::now();
+    let r = load::run(config, &ProgressBar::hidden(), async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    })
+    .await
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(r.interrupted);
+    assert!(r.delivered > 0 && r.delivered <= r.expected + 5 * 5, "{}", r.summary());
+    server.shutdown().await;
+}
