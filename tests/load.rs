@@ -49,7 +49,11 @@ async fn loadgen_numbers_add_up_for_every_transport() {
         assert_eq!(r.publish.window_published, window_events, "{ctx}");
         assert_eq!(r.expected, CLIENTS as u64 * window_events, "{ctx}");
         assert_eq!(r.delivered, r.expected, "{ctx}");
-        assert_eq!((r.lost, r.duplicates, r.out_of_order, r.gaps), (0, 0, 0, 0), "{ctx}");
+        assert_eq!(
+            (r.lost, r.duplicates, r.out_of_order, r.gaps),
+            (0, 0, 0, 0),
+            "{ctx}"
+        );
         assert_eq!(r.latency_us.count, r.delivered, "{ctx}");
 
         // Latencies are positive and ordered.
@@ -92,7 +96,10 @@ async fn loadgen_numbers_add_up_for_every_transport() {
 
         // The server was found and measured; the load generator reported on itself.
         assert!(r.server.pid.is_some(), "{ctx}");
-        assert!(r.server.cpu_ms_per_1k_events.is_some_and(|v| v > 0.0), "{ctx}");
+        assert!(
+            r.server.cpu_ms_per_1k_events.is_some_and(|v| v > 0.0),
+            "{ctx}"
+        );
         assert!(r.loadgen.cores >= 1 && !r.timeseries.is_empty(), "{ctx}");
         assert!(!r.histogram.data.is_empty(), "{ctx}");
         assert_matches_schema(&r);
@@ -102,15 +109,19 @@ async fn loadgen_numbers_add_up_for_every_transport() {
 
 /// The JSON a run writes matches the documented schema (docs/load.schema.json).
 fn assert_matches_schema(report: &LoadReport) {
-    let schema: serde_json::Value = serde_json::from_str(include_str!("../docs/load.schema.json"))
-        .expect("the schema is JSON");
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/load.schema.json")).expect("the schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema");
     let value = serde_json::to_value(report).unwrap();
     let errors: Vec<String> = validator
         .iter_errors(&value)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
-    assert!(errors.is_empty(), "report does not match the schema:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "report does not match the schema:\n{}",
+        errors.join("\n")
+    );
 }
 
 #[test]
@@ -140,7 +151,10 @@ async fn unreachable_target_is_a_clear_error() {
     let err = load::run(config, &ProgressBar::hidden(), std::future::pending())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("no subscriber could connect"), "{err}");
+    assert!(
+        err.to_string().contains("no subscriber could connect"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,6 +175,10 @@ async fn interrupt_gives_partial_results() {
     .unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(r.interrupted);
-    assert!(r.delivered > 0 && r.delivered <= r.expected + 5 * 5, "{}", r.summary());
+    assert!(
+        r.delivered > 0 && r.delivered <= r.expected + 5 * 5,
+        "{}",
+        r.summary()
+    );
     server.shutdown().await;
 }

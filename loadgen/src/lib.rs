@@ -23,6 +23,7 @@
 //! - `sse_parser.rs`: [`SseParser`], an incremental WHATWG `text/event-stream` parser.
 //! - `http.rs`: a keep-alive HTTP/1.1 connection driven by its owner, and [`get`] for one-off
 //!   requests.
+//! - `profile.rs`: [`Profile`], the server dialect (pushbench's protocol, or Nchan's).
 //! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection.
 //! - `client/mod.rs`: [`Client`], [`ClientConfig`], [`Item`], [`Delivery`], and the reconnect
 //!   policy every transport shares.
@@ -46,6 +47,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod load;
+pub mod profile;
 pub mod publisher;
 pub mod sse_parser;
 pub mod target;
@@ -54,6 +56,7 @@ pub use crate::http::get;
 pub use client::{Client, ClientConfig, Delivery, Item};
 pub use counters::{Counters, CountersSnapshot, CountingStream};
 pub use error::ClientError;
+pub use profile::Profile;
 pub use publisher::Publisher;
 pub use sse_parser::{SseEvent, SseParser};
 pub use target::{Target, TargetError};

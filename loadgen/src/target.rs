@@ -38,9 +38,22 @@ pub enum TargetError {
 pub struct Target {
     addr: SocketAddr,
     host: HeaderValue,
+    /// The server's dialect.
+    profile: crate::profile::Profile,
 }
 
 impl Target {
+    /// The same target, spoken to in `profile`'s dialect.
+    pub fn with_profile(mut self, profile: crate::profile::Profile) -> Target {
+        self.profile = profile;
+        self
+    }
+
+    /// The server's dialect.
+    pub fn profile(&self) -> crate::profile::Profile {
+        self.profile
+    }
+
     /// Parses `http://HOST[:PORT][/]` (port 80 when omitted) and resolves it with
     /// [`tokio::net::lookup_host`], keeping the first address.
     pub async fn resolve(url: &str) -> Result<Target, TargetError> {
@@ -62,14 +75,22 @@ impl Target {
                 url: url.to_owned(),
                 reason: "host is not a valid header value",
             })?;
-        Ok(Target { addr, host })
+        Ok(Target {
+            addr,
+            host,
+            profile: Default::default(),
+        })
     }
 
     /// A target for an address already known, e.g. a test server bound to `127.0.0.1:0`.
     pub fn from_addr(addr: SocketAddr) -> Target {
         let host = HeaderValue::from_str(&addr.to_string())
             .expect("a socket address is a valid header value");
-        Target { addr, host }
+        Target {
+            addr,
+            host,
+            profile: Default::default(),
+        }
     }
 
     /// The address every connection goes to.

@@ -3,6 +3,8 @@
 //! The body pulls from the hub only when hyper asks for the next frame, that is when the socket
 //! has taken the previous one, so a slow reader builds no queue in this process: its cursor just
 //! falls behind in the shared replay buffer until the hub's slow-subscriber policy applies.
+//! A reader that stops altogether never lets the body be polled again, so no policy can see it;
+//! the socket's write timeout (`crate::write_timeout`) cuts that connection instead.
 
 use std::convert::Infallible;
 use std::pin::Pin;

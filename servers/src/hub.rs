@@ -8,7 +8,7 @@
 //! skips ahead with a gap signal or is disconnected, and both are counted.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 
@@ -72,6 +72,9 @@ struct Inner {
 
 #[derive(Debug)]
 struct Topic {
+    /// Held by a publisher while it assigns and encodes the next event.
+    publishing: Mutex<()>,
+    /// Held only to add or read events; never during an encode.
     ring: RwLock<Ring>,
     /// Carries the newest id; every subscriber holds a receiver.
     newest: watch::Sender<u64>,
@@ -135,10 +138,17 @@ impl Hub {
         let text = validate_payload(payload)?;
         let topic = self.topic(topic)?;
         let cfg = &self.inner.config;
-        let id = {
+        // Publishers of one topic take turns here, so ids are assigned in order; the encode
+        // (up to 64 KiB escaped three ways) happens under this lock only, never under the
+        // ring's, so readers and subscribers never wait behind it.
+        let _turn = topic
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = read(&topic.ring).last_id + 1;
+        let event = Arc::new(Event::encode(id, text));
+        {
             let mut ring = write(&topic.ring);
-            let id = ring.last_id + 1;
-            let event = Arc::new(Event::encode(id, text));
             ring.bytes += event.retained_bytes();
             ring.events.push_back(event);
             ring.last_id = id;
@@ -146,22 +156,30 @@ impl Hub {
             while ring.events.len() > cfg.replay_events.max(1)
                 || (ring.bytes > cfg.replay_bytes && ring.events.len() > 1)
             {
-                let old = ring.events.pop_front().expect("ring is not empty");
+                let Some(old) = ring.events.pop_front() else {
+                    break;
+                };
                 ring.bytes -= old.retained_bytes();
                 evicted += 1;
             }
             Stats::add(&self.inner.stats.evicted, evicted);
-            id
-        };
-        // After the ring holds the event, so a woken subscriber always finds it.
+        }
+        // After the ring holds the event, so a woken subscriber always finds it; still in turn,
+        // so the watched value only grows.
         topic.newest.send_replace(id);
         Stats::inc(&self.inner.stats.events_published);
         Ok(id)
     }
 
     /// Reads up to `max` events after `after` (`None`: from now, so none) without waiting.
+    ///
+    /// Reading never creates a topic: a topic that does not exist reads as empty, with
+    /// `last_id` 0, so polls for arbitrary names cannot fill the topic table.
     pub fn read(&self, topic: &str, after: Option<u64>, max: usize) -> Result<Batch, HubError> {
-        let topic = self.topic(topic)?;
+        let Some(topic) = self.existing_topic(topic)? else {
+            check_after(after, 0)?;
+            return Ok(Batch::default());
+        };
         let ring = read(&topic.ring);
         let after = check_after(after, ring.last_id)?;
         let mut batch = Batch {
@@ -187,7 +205,26 @@ impl Hub {
         Ok(batch)
     }
 
+    /// A waiter for the first event after `after` on `topic` (created if need be, so a publish
+    /// to it can wake the waiter). Unlike [`Hub::subscribe`] it hands out nothing, so it counts
+    /// no gaps: a held long poll waits with this, and only the read that answers it counts.
+    pub fn watch(&self, topic: &str, after: u64) -> Result<Waiter, HubError> {
+        let topic = self.topic(topic)?;
+        let mut newest = topic.newest.subscribe();
+        newest.mark_unchanged();
+        Ok(Waiter {
+            topic,
+            newest,
+            after,
+        })
+    }
+
     /// Subscribes to `topic` after id `after` (`None`: only events published from now on).
+    ///
+    /// A resume never starts more than [`HubConfig::max_lag`] events behind, whatever the
+    /// [`SlowPolicy`]: older ids are skipped with one gap signal, counted as `replay_misses` for
+    /// the ids the replay buffer no longer held and as `drops` for the ones it did. Otherwise a
+    /// backlog under the disconnect policy would cut the client at once, every time it resumed.
     pub fn subscribe(&self, topic: &str, after: Option<u64>) -> Result<Subscription, HubError> {
         let topic = self.topic(topic)?;
         let mut newest = topic.newest.subscribe();
@@ -195,14 +232,19 @@ impl Hub {
         let (cursor, gap) = {
             let ring = read(&topic.ring);
             let after = check_after(after, ring.last_id)?;
-            let first = ring.first_id();
-            if after + 1 < first {
+            let stats = &self.inner.stats;
+            // Ids up to `missed` are gone from the buffer; up to `skipped`, too far behind.
+            let missed = after.max(ring.first_id() - 1);
+            let skipped = missed.max(ring.last_id.saturating_sub(self.inner.config.max_lag));
+            if skipped > after {
+                Stats::add(&stats.replay_misses, missed - after);
+                Stats::add(&stats.drops, skipped - missed);
+                Stats::inc(&stats.gaps);
                 let gap = Gap {
                     from: after + 1,
-                    to: first - 1,
+                    to: skipped,
                 };
-                self.count_replay_miss(gap);
-                (gap.to, Some(gap))
+                (skipped, Some(gap))
             } else {
                 (after, None)
             }
@@ -226,11 +268,20 @@ impl Hub {
         Stats::inc(&self.inner.stats.gaps);
     }
 
-    fn topic(&self, name: &str) -> Result<Arc<Topic>, HubError> {
+    /// The topic named `name`, if it exists.
+    fn existing_topic(&self, name: &str) -> Result<Option<Arc<Topic>>, HubError> {
         if let Some(t) = read(&self.inner.topics).get(name) {
-            return Ok(t.clone());
+            return Ok(Some(t.clone()));
         }
         validate_topic(name)?;
+        Ok(None)
+    }
+
+    /// The topic named `name`, created if it does not exist yet.
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, HubError> {
+        if let Some(t) = self.existing_topic(name)? {
+            return Ok(t);
+        }
         let mut topics = write(&self.inner.topics);
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
@@ -239,6 +290,7 @@ impl Hub {
             return Err(HubError::TopicLimit(topics.len()));
         }
         let topic = Arc::new(Topic {
+            publishing: Mutex::new(()),
             ring: RwLock::new(Ring::default()),
             newest: watch::Sender::new(0),
         });
@@ -301,19 +353,6 @@ impl Subscription {
         }
     }
 
-    /// Waits until at least one event exists after the cursor. Cancel-safe.
-    pub async fn ready(&mut self) {
-        loop {
-            self.newest.borrow_and_update();
-            if self.pending_gap.is_some() || read(&self.topic.ring).last_id > self.cursor {
-                return;
-            }
-            if self.newest.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
     fn try_next(&mut self) -> Result<Option<Item>, SlowSubscriber> {
         if let Some(gap) = self.pending_gap.take() {
             return Ok(Some(Item::Gap(gap)));
@@ -349,6 +388,30 @@ impl Subscription {
         let event = ring.get(self.cursor).clone();
         Stats::inc(&stats.deliveries);
         Ok(Some(Item::Event(event)))
+    }
+}
+
+/// Waits for a topic to pass an id, without receiving anything (see [`Hub::watch`]).
+#[derive(Debug)]
+pub struct Waiter {
+    topic: Arc<Topic>,
+    newest: watch::Receiver<u64>,
+    after: u64,
+}
+
+impl Waiter {
+    /// Waits until at least one event exists after the watched id. Cancel-safe.
+    pub async fn ready(&mut self) {
+        loop {
+            self.newest.borrow_and_update();
+            if read(&self.topic.ring).last_id > self.after {
+                return;
+            }
+            if self.newest.changed().await.is_err() {
+                // The sender lives in the topic, which this waiter keeps alive.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -484,6 +547,98 @@ mod tests {
                 last_id: 1
             }
         );
+    }
+
+    #[tokio::test]
+    async fn resume_backlog_past_max_lag_skips_ahead_under_either_policy() {
+        for policy in [SlowPolicy::Drop, SlowPolicy::Disconnect] {
+            // Buffer 6, lag 3: after 10 events the ring holds 5..=10.
+            let h = hub(6, 3, policy);
+            for _ in 0..10 {
+                h.publish("t", b"x").unwrap();
+            }
+            let mut s = h.subscribe("t", Some(1)).unwrap();
+            match s.next().await.unwrap() {
+                Item::Gap(g) => assert_eq!(g, Gap { from: 2, to: 7 }, "{policy:?}"),
+                other => panic!("{policy:?}: {other:?}"),
+            }
+            for want in 8..=10 {
+                assert_eq!(event_id(s.next().await.unwrap()), want, "{policy:?}");
+            }
+            let snap = h.stats().snapshot();
+            // 2..=4 were gone from the buffer; 5..=7 were there but too far behind.
+            assert_eq!(snap.replay_misses, 3, "{policy:?}");
+            assert_eq!(snap.drops, 3, "{policy:?}");
+            assert_eq!(snap.gaps, 1, "{policy:?}");
+            assert_eq!(snap.slow_disconnects, 0, "{policy:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_do_not_create_topics() {
+        let h = hub(4, 4, SlowPolicy::Drop);
+        let b = h.read("nobody", None, 10).unwrap();
+        assert!(b.events.is_empty() && b.gap.is_none());
+        assert_eq!(b.last_id, 0);
+        assert_eq!(h.read("nobody", Some(0), 10).unwrap().last_id, 0);
+        assert_eq!(
+            h.read("nobody", Some(3), 10).unwrap_err(),
+            HubError::AheadOfTopic {
+                after: 3,
+                last_id: 0
+            }
+        );
+        assert!(matches!(
+            h.read("no body", None, 10),
+            Err(HubError::Topic(_))
+        ));
+        assert_eq!(h.topic_count(), 0);
+        assert_eq!(h.stats().snapshot().topics, 0);
+        // Subscribing and publishing still create.
+        h.subscribe("s", None).unwrap();
+        h.publish("p", b"x").unwrap();
+        assert_eq!(h.topic_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn watch_counts_no_gaps_and_wakes_on_publish() {
+        let h = hub(4, 4, SlowPolicy::Drop);
+        for _ in 0..10 {
+            h.publish("t", b"x").unwrap();
+        }
+        // Ids 1..=6 are gone: a subscription would count a replay miss; a waiter does not.
+        let mut w = h.watch("t", 0).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), w.ready())
+            .await
+            .unwrap();
+        let mut w = h.watch("t", 10).unwrap();
+        let publisher = h.clone();
+        let waiter = tokio::spawn(async move { w.ready().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        publisher.publish("t", b"y").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        let snap = h.stats().snapshot();
+        assert_eq!((snap.replay_misses, snap.gaps, snap.drops), (0, 0, 0));
+    }
+
+    #[test]
+    fn readers_do_not_wait_behind_an_encode() {
+        // A publisher holding its turn (as during an encode) must not block a reader.
+        let h = hub(100, 100, SlowPolicy::Drop);
+        h.publish("t", b"x").unwrap();
+        let topic = h.topic("t").unwrap();
+        let _turn = topic.publishing.lock().unwrap();
+        let reader = h.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(reader.read("t", Some(0), 10).map(|b| b.last_id));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(got, Ok(Ok(1)));
     }
 
     #[test]

@@ -47,7 +47,11 @@ impl<T> WriteTimeout<T> {
 
     /// Handles one write-side poll result: progress clears the timer; `Pending` arms it (once)
     /// and turns into an error when it has fired.
-    fn check<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    fn check<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
         match polled {
             Poll::Ready(result) => {
                 self.stalled = None;
@@ -154,7 +158,10 @@ mod tests {
             .expect("the write timeout fires")
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(w.write(&[1]).await.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            w.write(&[1]).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
         assert_eq!(stats.snapshot().write_timeouts, 1);
     }
 }

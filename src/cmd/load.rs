@@ -21,6 +21,9 @@ pub struct LoadArgs {
     /// The server, `http://HOST:PORT` (any server that speaks docs/PROTOCOL.md).
     #[arg(long)]
     pub target: String,
+    /// The server's dialect: pushbench (docs/PROTOCOL.md) or nchan (deploy/nchan/nginx.conf).
+    #[arg(long, default_value = "pushbench")]
+    pub target_profile: pushbench_loadgen::Profile,
     /// Subscribers.
     #[arg(long, short = 'c', default_value_t = 100)]
     pub clients: usize,
@@ -91,6 +94,7 @@ impl LoadArgs {
                 .unwrap_or_else(load::sampler::usable_cores)
                 .max(1),
             server_pid: self.server_pid,
+            target_profile: self.target_profile,
             ..LoadConfig::new(self.transport, self.target.clone())
         }
     }

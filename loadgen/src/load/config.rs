@@ -12,6 +12,9 @@ pub struct LoadConfig {
     pub transport: Transport,
     /// The server, `http://HOST:PORT`.
     pub target: String,
+    /// The server's dialect: pushbench's protocol or Nchan's.
+    #[serde(default)]
+    pub target_profile: crate::profile::Profile,
     /// Subscribers.
     pub clients: usize,
     /// Events published per second (open loop).
@@ -51,6 +54,7 @@ impl LoadConfig {
         LoadConfig {
             transport,
             target: target.into(),
+            target_profile: crate::profile::Profile::Pushbench,
             clients: 100,
             rate: 10.0,
             duration: Duration::from_secs(10),

@@ -72,7 +72,9 @@ pub async fn run(
     interrupt: impl Future<Output = ()>,
 ) -> Result<LoadReport, LoadError> {
     config.validate().map_err(LoadError::Config)?;
-    let target = Target::resolve(&config.target).await?;
+    let target = Target::resolve(&config.target)
+        .await?
+        .with_profile(config.target_profile);
     check_sockets(&config)?;
     let started_at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

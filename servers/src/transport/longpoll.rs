@@ -32,12 +32,13 @@ pub(crate) async fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body
     if !batch.events.is_empty() || batch.gap.is_some() || timeout.is_zero() {
         return Ok(batch_response(&batch));
     }
-    // Nothing yet: hold the request. Subscribing at the batch's last id cannot miss an event
-    // published since the read, because the subscription sees it as already pending.
-    let mut sub = hub.subscribe(&query.topic, Some(batch.last_id))?;
+    // Nothing yet: hold the request. Watching from the batch's last id cannot miss an event
+    // published since the read, because the waiter sees it as already there. The waiter counts
+    // no gaps: only the read that answers does, so nothing is counted twice.
+    let mut waiter = hub.watch(&query.topic, batch.last_id)?;
     let _open = GaugeGuard::new(hub.stats().clone(), |s| &s.subscribers_open);
     tokio::select! {
-        () = sub.ready() => {}
+        () = waiter.ready() => {}
         () = tokio::time::sleep(timeout) => {}
         // A held poll answers (empty) at shutdown instead of being cut.
         () = app.shutdown.cancelled() => {}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -46,7 +46,7 @@ pub(crate) fn handle(
     query: Query,
     slot: &ConnSlot,
 ) -> Result<Response<Body>, ApiError> {
-    let accept = check_upgrade(req.headers())?;
+    let accept = check_upgrade(req.version(), req.headers())?;
     let sub = app.hub.subscribe(&query.topic, query.after)?;
     let guard = take_guard(slot);
     let open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
@@ -89,8 +89,14 @@ pub(crate) fn handle(
     Ok(resp)
 }
 
-/// Checks the RFC 6455 handshake headers and returns the `Sec-WebSocket-Accept` value.
-fn check_upgrade(h: &HeaderMap) -> Result<String, ApiError> {
+/// Checks the RFC 6455 handshake (§4.2.1) and returns the `Sec-WebSocket-Accept` value.
+fn check_upgrade(version: Version, h: &HeaderMap) -> Result<String, ApiError> {
+    // RFC 6455 upgrades an HTTP/1.1 request; HTTP/1.0 has no upgrade mechanism.
+    if version != Version::HTTP_11 {
+        return Err(ApiError::BadRequest(format!(
+            "a WebSocket upgrade must be an HTTP/1.1 request, not {version:?}"
+        )));
+    }
     let has_token = |name: header::HeaderName, token: &str| {
         h.get_all(name).iter().any(|v| {
             v.to_str()
@@ -111,18 +117,51 @@ fn check_upgrade(h: &HeaderMap) -> Result<String, ApiError> {
     let key = h
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or_else(|| ApiError::BadRequest("missing Sec-WebSocket-Key".into()))?;
+    if !is_base64_16_bytes(key.as_bytes()) {
+        return Err(ApiError::BadRequest(
+            "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)".into(),
+        ));
+    }
     Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// Whether `key` is the canonical base64 of 16 bytes: 22 alphabet characters, the last of which
+/// carries 2 data bits and 4 zero bits, then `==`.
+fn is_base64_16_bytes(key: &[u8]) -> bool {
+    fn value(c: u8) -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let [body @ .., last, b'=', b'='] = key else {
+        return false;
+    };
+    body.len() == 21
+        && body.iter().all(|&c| value(c).is_some())
+        && value(*last).is_some_and(|v| v & 0x0f == 0)
 }
 
 async fn run_session(app: &App, mut ws: Socket, mut sub: Subscription, topic: &str) {
     let period = app.config.keepalive;
     let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Registered once, so each turn of the loop does not lock the token's waiter list.
     let mut shutdown = Box::pin(app.shutdown.clone().cancelled_owned());
     let close = loop {
+        // Shutdown wins over everything else. It is checked here, and not by biasing the
+        // select below, so that the other branches stay fair: a client flooding upstream
+        // frames must not starve its own deliveries, nor a busy topic its upstream.
+        if app.shutdown.is_cancelled() {
+            break Some((CloseCode::Away, "server shutting down"));
+        }
+        // A send that cannot make progress is bounded by the socket's write timeout.
         let sent = tokio::select! {
-            biased;
-            () = &mut shutdown => break Some((CloseCode::Away, "server shutting down")),
+            () = &mut shutdown => continue,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => match app.hub.publish(topic, text.as_bytes()) {
                     Ok(_) => Ok(()),
