@@ -98,3 +98,50 @@ async fn deadline_cuts_a_client_that_never_reads() {
         started.elapsed()
     );
 }
+
+/// A subscriber that stops reading fills the socket; the write timeout then cuts it, so it
+/// neither stays open forever nor holds up graceful shutdown.
+#[tokio::test]
+async fn write_timeout_cuts_a_subscriber_that_stops_reading() {
+    let ws_upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for (transport, path, extra) in [
+        (Transport::Sse, "/sse", ""),
+        (Transport::Stream, "/stream", ""),
+        (Transport::Ws, "/ws", ws_upgrade),
+    ] {
+        let hub = HubConfig {
+            // Keep every event pending, so the subscriber has far more than the socket holds.
+            replay_bytes: 64 * 1024 * 1024,
+            ..HubConfig::default()
+        };
+        let config = ServerConfig {
+            write_timeout: Duration::from_millis(300),
+            ..ServerConfig::default()
+        };
+        let mut server = TestServer::start_with(&[transport], hub, config).await;
+        let (_never_read, head) = open_stream(server.addr, path, extra).await;
+        assert!(head.starts_with("HTTP/1.1 10") || head.starts_with("HTTP/1.1 200"));
+        let stats = server.hub.stats().clone();
+        assert_eq!(stats.snapshot().subscribers_open, 1, "{transport}");
+        // 24 MB: far past what the kernel buffers of one loopback connection take.
+        let big = "x".repeat(60_000);
+        for _ in 0..400 {
+            server.hub.publish("default", big.as_bytes()).unwrap();
+        }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let s = stats.snapshot();
+            if s.subscribers_open == 0 && s.write_timeouts == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let s = stats.snapshot();
+        assert_eq!(s.subscribers_open, 0, "{transport}: {s:?}");
+        assert_eq!(s.write_timeouts, 1, "{transport}: {s:?}");
+        assert_eq!(s.connections_open, 0, "{transport}: {s:?}");
+        let report = server.shutdown().await;
+        assert_eq!(report.forced, 0, "{transport}");
+    }
+}
