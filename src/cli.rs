@@ -22,6 +22,9 @@ pub enum Command {
     /// Measure one transport under load: N subscribers, an open-loop publisher, HDR latency,
     /// loss, bytes, requests, and the CPU and memory of the server and of the load generator.
     Load(cmd::load::LoadArgs),
+    /// A worker process of `load --workers K` (internal).
+    #[command(hide = true)]
+    LoadWorker(cmd::load::WorkerArgs),
 }
 
 /// Runs a parsed command line.
@@ -30,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Load(args) => cmd::load::run(args),
+        Command::LoadWorker(args) => cmd::load::run_worker(args),
     }
 }
 

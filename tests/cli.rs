@@ -121,3 +121,53 @@ fn bad_command_lines_fail_with_a_clear_message() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: cannot listen on"), "{err}");
 }
+
+#[tokio::test]
+async fn load_with_worker_processes_merges_their_results() {
+    let (mut server, addr) = spawn_serve(&["sse", "--addr", "127.0.0.1:0"]);
+    let dir = std::env::temp_dir().join(format!("pushbench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("workers.json");
+    let hlog = dir.join("workers.hlog");
+    let out = Command::new(BIN)
+        .args(["load", "-t", "sse", "--target", &format!("http://{addr}")])
+        .args([
+            "-c",
+            "40",
+            "-r",
+            "20",
+            "-d",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--workers",
+            "2",
+        ])
+        .args([
+            "-q",
+            "--json",
+            json.to_str().unwrap(),
+            "--hlog",
+            hlog.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    signal(&server, "-TERM");
+    wait_exit(&mut server, Duration::from_secs(6));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("latency (due → received)"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["loadgen"]["threads"], 2, "two worker processes");
+    assert_eq!(r["clients_connected"], 40);
+    assert_eq!(r["expected"], 40 * 40);
+    assert_eq!(r["delivered"], r["expected"]);
+    assert_eq!(r["lost"], 0);
+    let log = std::fs::read_to_string(&hlog).unwrap();
+    assert!(log.contains("#[StartTime:") && log.lines().any(|l| l.starts_with("Tag=latency,")));
+    let _ = std::fs::remove_dir_all(&dir);
+}

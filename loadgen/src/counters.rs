@@ -24,7 +24,7 @@ pub struct Counters {
 }
 
 /// A plain copy of [`Counters`] at one moment.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CountersSnapshot {
     /// Bytes read from sockets (headers, framing and payload alike).
     pub bytes_down: u64,
@@ -43,6 +43,19 @@ pub struct CountersSnapshot {
 }
 
 impl CountersSnapshot {
+    /// What happened between `earlier` and this snapshot, field by field.
+    pub fn since(&self, earlier: &CountersSnapshot) -> CountersSnapshot {
+        CountersSnapshot {
+            bytes_down: self.bytes_down.saturating_sub(earlier.bytes_down),
+            bytes_up: self.bytes_up.saturating_sub(earlier.bytes_up),
+            requests: self.requests.saturating_sub(earlier.requests),
+            connects: self.connects.saturating_sub(earlier.connects),
+            reconnects: self.reconnects.saturating_sub(earlier.reconnects),
+            empty_responses: self.empty_responses.saturating_sub(earlier.empty_responses),
+            errors: self.errors.saturating_sub(earlier.errors),
+        }
+    }
+
     /// Adds another snapshot field by field, to total many tasks.
     pub fn merge(&mut self, other: &CountersSnapshot) {
         self.bytes_down += other.bytes_down;

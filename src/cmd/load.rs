@@ -61,6 +61,10 @@ pub struct LoadArgs {
     /// Subscriber threads (default: the cores this process may use).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run the subscribers in K worker processes (one thread each) and merge their histograms,
+    /// for more subscribers than one process may hold sockets for (about 19,900 here).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
     /// The server's pid, to sample its CPU and memory (pushbench servers are found via /stats).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -93,6 +97,7 @@ impl LoadArgs {
                 .threads
                 .unwrap_or_else(load::sampler::usable_cores)
                 .max(1),
+            workers: self.workers,
             server_pid: self.server_pid,
             target_profile: self.target_profile,
             ..LoadConfig::new(self.transport, self.target.clone())
@@ -147,4 +152,16 @@ pub(crate) fn write_outputs(
         std::io::Write::flush(&mut file)?;
     }
     Ok(())
+}
+
+/// Options of the hidden `pushbench load-worker`, which `load --workers K` starts.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The worker's plan, as JSON.
+    #[arg(long)]
+    pub spec: String,
+}
+
+pub(crate) fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    load::process::run_child(&args.spec).map_err(anyhow::Error::msg)
 }

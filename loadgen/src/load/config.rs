@@ -42,8 +42,12 @@ pub struct LoadConfig {
     pub drain: Duration,
     /// Concurrent publish connections, so one slow publish never delays the next.
     pub publishers: usize,
-    /// Worker threads that run the subscribers.
+    /// Worker threads that run the subscribers (in this process, when `workers` is 1).
     pub threads: usize,
+    /// Worker processes; more than 1 runs the subscribers in that many child processes (one
+    /// thread each), for more sockets than one process may open.
+    #[serde(default = "one")]
+    pub workers: usize,
     /// The server's process id, to sample its CPU and memory.
     pub server_pid: Option<u32>,
 }
@@ -67,6 +71,7 @@ impl LoadConfig {
             drain: Duration::from_secs(2),
             publishers: 4,
             threads: 1,
+            workers: 1,
             server_pid: None,
         }
     }
@@ -97,6 +102,10 @@ impl LoadConfig {
         positive(self.publishers > 0, "--publishers must be at least 1")?;
         positive(self.threads > 0, "--threads must be at least 1")?;
         positive(
+            self.workers > 0 && self.workers <= 64,
+            "--workers must be from 1 to 64",
+        )?;
+        positive(
             !self.poll_interval.is_zero(),
             "--poll-interval must be more than 0",
         )?;
@@ -116,10 +125,14 @@ impl LoadConfig {
         positive(
             bits / 8.0 <= 2.0 * 1024.0 * 1024.0 * 1024.0,
             "--clients × --rate × --duration is too large to account for exactly (over 2 GiB); \
-             shorten the run or use --workers",
+             shorten the run",
         )?;
         Ok(())
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Durations as fractional seconds in JSON.

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod env;
 pub mod payload;
+pub mod process;
 pub mod publish;
 pub mod recorder;
 pub mod report;

@@ -6,7 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
 
@@ -18,16 +21,58 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("static bounds are valid")
 }
 
+/// A histogram as HdrHistogram V2 compressed (deflate), base64: the form every HdrHistogram
+/// library reads, used in the JSON report and between worker processes.
+pub fn encode_b64(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    match V2DeflateSerializer::new().serialize(h, &mut bytes) {
+        Ok(_) => base64::engine::general_purpose::STANDARD.encode(&bytes),
+        // Serialising into a Vec fails only for histograms too large to exist here.
+        Err(_) => String::new(),
+    }
+}
+
+/// Reads [`encode_b64`]'s output back.
+pub fn decode_b64(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| format!("histogram does not decode: {e:?}"))
+}
+
+/// Serde for histograms, as [`encode_b64`] text.
+pub mod hist_serde {
+    use hdrhistogram::Histogram;
+
+    /// Writes `h` as base64 text.
+    pub fn serialize<S: serde::Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::encode_b64(h))
+    }
+
+    /// Reads base64 text back.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        super::decode_b64(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Totals of one worker, merged across workers at the end.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recorder {
     /// Due → received, of each first delivery of a window event to a client.
+    #[serde(with = "hist_serde")]
     pub latency: Histogram<u64>,
     /// The same, since the last interval was taken.
+    #[serde(with = "hist_serde")]
     pub interval: Histogram<u64>,
     /// Time from starting a subscription to its first response (TCP connect included).
+    #[serde(with = "hist_serde")]
     pub connect: Histogram<u64>,
-    /// How late the worker's own timer fired (loop lag: the worker's health, not the server's).
+    /// How late the worker's own timer fired during the window (loop lag: the worker's health,
+    /// not the server's).
+    #[serde(with = "hist_serde")]
     pub loop_lag: Histogram<u64>,
     /// First deliveries of window events.
     pub delivered: u64,
@@ -197,6 +242,17 @@ mod tests {
         assert!(!t.order(6));
         assert!(t.order(4));
         assert!(t.order(6));
+    }
+
+    #[test]
+    fn recorder_round_trips_through_json() {
+        let mut a = Recorder::default();
+        a.record_latency(1234);
+        a.delivered = 1;
+        let text = serde_json::to_string(&a).unwrap();
+        let b: Recorder = serde_json::from_str(&text).unwrap();
+        assert_eq!(b.latency, a.latency);
+        assert_eq!(b.delivered, 1);
     }
 
     #[test]

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -134,15 +133,10 @@ pub struct EncodedHistogram {
 impl EncodedHistogram {
     /// HdrHistogram V2 with deflate, base64: what every HdrHistogram library can decode.
     pub fn encode(h: &Histogram<u64>) -> EncodedHistogram {
-        let mut bytes = Vec::new();
-        let data = match V2DeflateSerializer::new().serialize(h, &mut bytes) {
-            Ok(_) => base64::engine::general_purpose::STANDARD.encode(&bytes),
-            Err(_) => String::new(),
-        };
         EncodedHistogram {
             encoding: "HdrHistogram V2 compressed (deflate), base64".into(),
             unit: "us".into(),
-            data,
+            data: super::recorder::encode_b64(h),
         }
     }
 }
@@ -363,7 +357,6 @@ pub fn write_hlog(
 mod tests {
     use super::*;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    use hdrhistogram::serialization::Deserializer;
 
     #[test]
     fn histogram_round_trips_through_base64() {
@@ -372,12 +365,7 @@ mod tests {
             h.record(v).unwrap();
         }
         let enc = EncodedHistogram::encode(&h);
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(enc.data)
-            .unwrap();
-        let back: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut std::io::Cursor::new(bytes))
-            .unwrap();
+        let back = super::super::recorder::decode_b64(&enc.data).unwrap();
         assert_eq!(back, h);
     }
 

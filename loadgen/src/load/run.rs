@@ -6,20 +6,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc as tmpsc;
+
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use tokio::sync::watch;
 
 use super::config::LoadConfig;
 use super::env::Environment;
+use super::process::{ProcessWorker, WorkerSpec};
 use super::publish::{self, PublishPlan, PublishResult};
 use super::recorder::{latency_histogram, Recorder};
 use super::report::*;
 use super::sampler::{sample, usable_cores, ProcSample};
 use super::schedule::{Clock, Schedule};
-use super::worker::{self, Live, WorkerMsg, WorkerPlan};
+use super::worker::{self, Control, WorkerMsg, WorkerPlan};
 use crate::client::ClientConfig;
-use crate::counters::{Counters, CountersSnapshot};
+use crate::counters::CountersSnapshot;
 use crate::target::{Target, TargetError};
 
 /// How often the collector samples `/proc` and refreshes the progress line.
@@ -88,42 +91,15 @@ pub async fn run(
     let mut col = Collector::new(server_pid, run_start);
     let rss_before = sample(server_pid).map(|s| s.rss_bytes);
 
-    // Phase 1: subscribers.
+    // Phase 1: subscribers, on worker threads here or in worker processes.
     let plan = Schedule::new(run_start, config.rate, config.warmup, config.duration);
     let (tx, rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let live = Arc::new(Live::default());
-    let threads = config.threads.min(config.clients).max(1);
-    let mut workers = Vec::new();
-    let mut worker_counters = Vec::new();
-    for index in 0..threads {
-        let clients = config.clients / threads + usize::from(index < config.clients % threads);
-        let counters = Counters::new_shared();
-        worker_counters.push(counters.clone());
-        let wplan = WorkerPlan {
-            index,
-            clients,
-            ramp: config.ramp / threads as f64,
-            target: target.clone(),
-            client: ClientConfig {
-                after: None,
-                poll_interval: config.poll_interval,
-                longpoll_timeout: config.longpoll_timeout,
-                ..ClientConfig::new(config.transport, config.topic.clone())
-            },
-            warmup_events: plan.warmup_events,
-            window_events: plan.window_events,
-            clock,
-        };
-        workers.push(worker::spawn(
-            wplan,
-            counters,
-            live.clone(),
-            tx.clone(),
-            stop_rx.clone(),
-        )?);
-    }
+    let mut workers = spawn_workers(&config, &target, &plan, clock, &tx)?;
     drop(tx);
+    col.workers(
+        workers.len(),
+        workers.iter().filter_map(WorkerHandle::pid).collect(),
+    );
 
     tokio::pin!(interrupt);
     let mut interrupted = false;
@@ -131,26 +107,34 @@ pub async fn run(
     bar.set_message("connecting");
     let mut subscribed = 0;
     let mut ticker = tokio::time::interval(TICK);
-    while subscribed < threads {
+    while subscribed < workers.len() {
         tokio::select! {
             () = &mut interrupt => { interrupted = true; break; }
             _ = ticker.tick() => {}
         }
         for msg in rx.try_iter() {
-            match msg {
-                WorkerMsg::Subscribed { .. } => subscribed += 1,
-                other => col.absorb(other),
+            if let WorkerMsg::Subscribed { .. } = msg {
+                subscribed += 1;
             }
+            col.absorb(msg);
         }
-        let connected = live.connected.load(Ordering::Relaxed);
-        bar.set_position(connected);
-        col.sample("connecting", &live, 0);
+        bar.set_position(col.connected());
+        col.sample("connecting", 0);
+        if workers.iter_mut().any(WorkerHandle::exited) {
+            break;
+        }
     }
-    let connected = live.connected.load(Ordering::Relaxed);
+    // The last `Subscribed` may race a final progress message; count from the recorders' view
+    // after a short settle instead of trusting a stale sum.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for msg in rx.try_iter() {
+        col.absorb(msg);
+    }
+    let connected = col.connected();
     if connected == 0 && !interrupted {
-        let _ = stop_tx.send(true);
-        let recorders = col.finish(&rx, workers);
-        let errors: Vec<_> = recorders
+        let recorder = col.finish(&rx, workers, clock);
+        let errors: Vec<_> = recorder
+            .recorder
             .errors
             .iter()
             .map(|(k, v)| format!("{k} × {v}"))
@@ -170,6 +154,10 @@ pub async fn run(
         config.warmup,
         config.duration,
     );
+    for w in &mut workers {
+        w.control(Control::Window(schedule.window_start()), &clock);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
     let published = Arc::new(AtomicU64::new(0));
     let publisher = publish::spawn(
         PublishPlan {
@@ -181,7 +169,7 @@ pub async fn run(
             clock,
         },
         published.clone(),
-        stop_rx.clone(),
+        stop_rx,
     )?;
     let window_ms = (schedule.last_due() - schedule.window_start()).as_millis() as u64;
     bar.set_length(window_ms.max(1));
@@ -198,7 +186,7 @@ pub async fn run(
                 // The window's marks are taken on the dot, not at the next tick, so bytes and
                 // CPU are charged to exactly the window's events.
                 () = &mut open_at, if window_open.is_none() => {
-                    window_open = Some(Marks::take(Instant::now(), server_pid, &worker_counters));
+                    window_open = Some(col.marks(Instant::now()));
                 }
                 _ = ticker.tick() => {}
             }
@@ -206,16 +194,13 @@ pub async fn run(
                 col.absorb(msg);
             }
             let now = Instant::now();
-            if window_open.is_none() && now >= schedule.window_start() {
-                window_open = Some(Marks::take(now, server_pid, &worker_counters));
-            }
             let phase = match window_open {
                 None => "warmup",
                 Some(_) if now <= schedule.last_due() => "window",
                 Some(_) => "drain",
             };
-            let delivered = live.delivered.load(Ordering::Relaxed);
-            col.sample(phase, &live, published.load(Ordering::Relaxed));
+            let delivered = col.delivered();
+            col.sample(phase, published.load(Ordering::Relaxed));
             bar.set_position(
                 now.saturating_duration_since(schedule.window_start())
                     .as_millis() as u64,
@@ -235,11 +220,10 @@ pub async fn run(
             }
         }
     }
-    let window_close = Marks::take(Instant::now(), server_pid, &worker_counters);
+    let window_close = col.marks(Instant::now());
     let _ = stop_tx.send(true);
     let publish_result = publisher.join().unwrap_or_else(|_| PublishResult::empty());
-    let mut recorder = col.finish(&rx, workers);
-    recorder.clients_connected = recorder.clients_connected.max(connected);
+    let totals = col.finish(&rx, workers, clock);
     bar.finish_and_clear();
 
     let window_open = window_open.unwrap_or_else(|| window_close.clone());
@@ -254,7 +238,7 @@ pub async fn run(
             window_open,
             window_close,
             publish: publish_result,
-            recorder,
+            totals,
             col,
         },
     ))
@@ -263,7 +247,10 @@ pub async fn run(
 /// Refuses a run that would exceed the open-files limit mid-way, after raising it.
 fn check_sockets(config: &LoadConfig) -> Result<(), LoadError> {
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let needed = config.clients as u64 + config.publishers as u64 + FD_RESERVE;
+    // With worker processes each holds its share; this process keeps the publishers.
+    let per_process = config.clients.div_ceil(config.workers) as u64;
+    let here = if config.workers > 1 { 0 } else { per_process };
+    let needed = (here + config.publishers as u64 + FD_RESERVE).max(per_process + FD_RESERVE);
     if needed > limit {
         return Err(LoadError::TooManySockets { needed, limit });
     }
@@ -282,75 +269,243 @@ async fn discover_pid(target: &Target) -> Option<u32> {
     sample(Some(pid)).map(|_| pid)
 }
 
-/// Readings taken at the window's edges, to charge costs to the window alone.
+/// A worker, in this process or a child.
+#[derive(Debug)]
+enum WorkerHandle {
+    Thread {
+        control: tmpsc::UnboundedSender<Control>,
+        join: std::thread::JoinHandle<()>,
+    },
+    Process(ProcessWorker),
+}
+
+impl WorkerHandle {
+    fn control(&mut self, c: Control, clock: &Clock) {
+        match self {
+            WorkerHandle::Thread { control, .. } => {
+                let _ = control.send(c);
+            }
+            WorkerHandle::Process(p) => p.control(c, clock),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            WorkerHandle::Thread { .. } => None,
+            WorkerHandle::Process(p) => Some(p.pid()),
+        }
+    }
+
+    /// Whether the worker died early (it can then never report).
+    fn exited(&mut self) -> bool {
+        match self {
+            WorkerHandle::Thread { join, .. } => join.is_finished(),
+            WorkerHandle::Process(_) => false,
+        }
+    }
+
+    fn finish(self) {
+        match self {
+            WorkerHandle::Thread { join, .. } => {
+                if join.is_finished() {
+                    let _ = join.join();
+                }
+            }
+            WorkerHandle::Process(p) => p.finish(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Starts the subscribers' workers: `threads` threads here, or `workers` child processes.
+fn spawn_workers(
+    config: &LoadConfig,
+    target: &Target,
+    plan: &Schedule,
+    clock: Clock,
+    tx: &mpsc::Sender<WorkerMsg>,
+) -> Result<Vec<WorkerHandle>, LoadError> {
+    let n = if config.workers > 1 {
+        config.workers
+    } else {
+        config.threads
+    }
+    .min(config.clients)
+    .max(1);
+    let share = |i: usize| config.clients / n + usize::from(i < config.clients % n);
+    let mut handles = Vec::with_capacity(n);
+    if config.workers > 1 {
+        let exe = std::env::current_exe()?;
+        for index in 0..n {
+            let spec = WorkerSpec {
+                index,
+                clients: share(index),
+                ramp: config.ramp / n as f64,
+                target: config.target.clone(),
+                profile: config.target_profile,
+                transport: config.transport,
+                topic: config.topic.clone(),
+                poll_interval_ms: config.poll_interval.as_millis() as u64,
+                longpoll_timeout_ms: config.longpoll_timeout.as_millis() as u64,
+                warmup_events: plan.warmup_events,
+                window_events: plan.window_events,
+            };
+            handles.push(WorkerHandle::Process(ProcessWorker::spawn(
+                &exe,
+                &spec,
+                tx.clone(),
+            )?));
+        }
+        return Ok(handles);
+    }
+    for index in 0..n {
+        let (control, control_rx) = tmpsc::unbounded_channel();
+        let wplan = WorkerPlan {
+            index,
+            clients: share(index),
+            ramp: config.ramp / n as f64,
+            target: target.clone(),
+            client: ClientConfig {
+                after: None,
+                poll_interval: config.poll_interval,
+                longpoll_timeout: config.longpoll_timeout,
+                ..ClientConfig::new(config.transport, config.topic.clone())
+            },
+            warmup_events: plan.warmup_events,
+            window_events: plan.window_events,
+            clock,
+        };
+        let join = worker::spawn(wplan, tx.clone(), control_rx)?;
+        handles.push(WorkerHandle::Thread { control, join });
+    }
+    Ok(handles)
+}
+
+/// Readings taken at the window's edges, to charge CPU to the window alone.
 #[derive(Debug, Clone)]
 struct Marks {
     at: Instant,
     server: Option<ProcSample>,
     loadgen: Option<ProcSample>,
-    counters: CountersSnapshot,
 }
 
-impl Marks {
-    fn take(at: Instant, server_pid: Option<u32>, counters: &[Arc<Counters>]) -> Marks {
-        let mut total = CountersSnapshot::default();
-        for c in counters {
-            total.merge(&c.snapshot());
-        }
-        Marks {
-            at,
-            server: server_pid.and_then(|p| sample(Some(p))),
-            loadgen: sample(None),
-            counters: total,
-        }
-    }
+/// What the workers reported, merged.
+#[derive(Debug, Default)]
+struct Totals {
+    recorder: Recorder,
+    window: CountersSnapshot,
+    total: CountersSnapshot,
 }
 
-/// Time series, interval histograms and peaks, gathered on the collector's tick.
+/// Time series, interval histograms, live counts and peaks, gathered on the collector's tick.
 #[derive(Debug)]
 struct Collector {
     server_pid: Option<u32>,
+    /// Worker processes, whose CPU and memory count as the load generator's.
+    child_pids: Vec<u32>,
     run_start: Instant,
     last: (Instant, Option<ProcSample>, Option<ProcSample>),
     series: Vec<Sample>,
+    /// Latest (delivered, connected) of each worker.
+    progress: Vec<(u64, u64)>,
     /// Interval histograms merged across workers, per collector second.
     current: Histogram<u64>,
     current_start: Instant,
     intervals: Vec<(Duration, Duration, Histogram<u64>)>,
     server_rss_peak: Option<u64>,
     loadgen_rss_peak: u64,
-    done: Vec<Recorder>,
+    done: usize,
+    totals: Totals,
 }
 
 impl Collector {
     fn new(server_pid: Option<u32>, run_start: Instant) -> Collector {
         Collector {
             server_pid,
+            child_pids: Vec::new(),
             run_start,
             last: (run_start, sample(server_pid), sample(None)),
             series: Vec::new(),
+            progress: Vec::new(),
             current: latency_histogram(),
             current_start: run_start,
             intervals: Vec::new(),
             server_rss_peak: None,
             loadgen_rss_peak: 0,
-            done: Vec::new(),
+            done: 0,
+            totals: Totals::default(),
+        }
+    }
+
+    fn workers(&mut self, n: usize, child_pids: Vec<u32>) {
+        self.progress = vec![(0, 0); n];
+        self.child_pids = child_pids;
+        self.last.2 = self.loadgen_sample();
+    }
+
+    fn delivered(&self) -> u64 {
+        self.progress.iter().map(|p| p.0).sum()
+    }
+
+    fn connected(&self) -> u64 {
+        self.progress.iter().map(|p| p.1).sum()
+    }
+
+    /// This process plus its worker processes.
+    fn loadgen_sample(&self) -> Option<ProcSample> {
+        let mut total = sample(None)?;
+        for pid in &self.child_pids {
+            if let Some(s) = sample(Some(*pid)) {
+                total.cpu += s.cpu;
+                total.rss_bytes += s.rss_bytes;
+            }
+        }
+        Some(total)
+    }
+
+    fn marks(&self, at: Instant) -> Marks {
+        Marks {
+            at,
+            server: sample(self.server_pid),
+            loadgen: self.loadgen_sample(),
         }
     }
 
     fn absorb(&mut self, msg: WorkerMsg) {
         match msg {
-            WorkerMsg::Interval { histogram, end, .. } => {
-                let _ = self.current.add(&*histogram);
-                if end.duration_since(self.current_start) >= worker::INTERVAL {
+            WorkerMsg::Interval { histogram, .. } => {
+                let _ = self.current.add(&histogram);
+                let now = Instant::now();
+                if now.duration_since(self.current_start) >= worker::INTERVAL {
                     let start = self.current_start.duration_since(self.run_start);
-                    let length = end.duration_since(self.current_start);
+                    let length = now.duration_since(self.current_start);
                     let h = std::mem::replace(&mut self.current, latency_histogram());
                     self.intervals.push((start, length, h));
-                    self.current_start = end;
+                    self.current_start = now;
                 }
             }
-            WorkerMsg::Done { recorder, .. } => self.done.push(*recorder),
+            WorkerMsg::Progress {
+                worker,
+                delivered,
+                connected,
+            } => {
+                if let Some(p) = self.progress.get_mut(worker) {
+                    *p = (delivered, connected);
+                }
+            }
+            WorkerMsg::Done {
+                worker,
+                recorder,
+                window,
+                total,
+            } => {
+                if let Some(p) = self.progress.get_mut(worker) {
+                    *p = (recorder.delivered, recorder.clients_connected);
+                }
+                self.totals.recorder.merge(&recorder);
+                self.totals.window.merge(&window);
+                self.totals.total.merge(&total);
+                self.done += 1;
+            }
             WorkerMsg::Subscribed { .. } => {}
         }
     }
@@ -360,10 +515,10 @@ impl Collector {
         (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
     }
 
-    fn sample(&mut self, phase: &str, live: &Live, published: u64) {
+    fn sample(&mut self, phase: &str, published: u64) {
         let now = Instant::now();
         let server = sample(self.server_pid);
-        let me = sample(None);
+        let me = self.loadgen_sample();
         let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
         let cores = |a: Option<ProcSample>, b: Option<ProcSample>| match (a, b) {
             (Some(a), Some(b)) => Some(b.cpu.saturating_sub(a.cpu).as_secs_f64() / dt),
@@ -378,8 +533,8 @@ impl Collector {
             t_s: now.duration_since(self.run_start).as_secs_f64(),
             phase: phase.to_owned(),
             published,
-            delivered: live.delivered.load(Ordering::Relaxed),
-            connected: live.connected.load(Ordering::Relaxed),
+            delivered: self.delivered(),
+            connected: self.connected(),
             server_cpu_cores: cores(self.last.1, server),
             server_rss_bytes: server.map(|s| s.rss_bytes),
             loadgen_cpu_cores: cores(self.last.2, me).unwrap_or(0.0),
@@ -388,14 +543,18 @@ impl Collector {
         self.last = (now, server, me);
     }
 
-    /// Waits for every worker's totals (they were told to stop) and merges them.
+    /// Tells every worker to stop, waits for their totals, and merges them.
     fn finish(
         &mut self,
         rx: &mpsc::Receiver<WorkerMsg>,
-        workers: Vec<std::thread::JoinHandle<()>>,
-    ) -> Recorder {
+        mut workers: Vec<WorkerHandle>,
+        clock: Clock,
+    ) -> Totals {
+        for w in &mut workers {
+            w.control(Control::Stop, &clock);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.done.len() < workers.len() {
+        while self.done < workers.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(msg) => self.absorb(msg),
@@ -403,15 +562,9 @@ impl Collector {
             }
         }
         for w in workers {
-            if w.is_finished() {
-                let _ = w.join();
-            }
+            w.finish();
         }
-        let mut total = Recorder::default();
-        for r in &self.done {
-            total.merge(r);
-        }
-        total
+        std::mem::take(&mut self.totals)
     }
 }
 
@@ -424,23 +577,18 @@ struct Built {
     window_open: Marks,
     window_close: Marks,
     publish: PublishResult,
-    recorder: Recorder,
+    totals: Totals,
     col: Collector,
 }
 
 fn build_report(config: LoadConfig, b: Built) -> LoadReport {
-    let r = &b.recorder;
+    let r = &b.totals.recorder;
     let window = b
         .window_close
         .at
         .saturating_duration_since(b.window_open.at);
     let window_s = window.as_secs_f64();
-    let mut counters = b.window_close.counters;
-    let open = b.window_open.counters;
-    counters.bytes_down -= open.bytes_down.min(counters.bytes_down);
-    counters.bytes_up -= open.bytes_up.min(counters.bytes_up);
-    counters.requests -= open.requests.min(counters.requests);
-    counters.empty_responses -= open.empty_responses.min(counters.empty_responses);
+    let counters = b.totals.window;
     let delivered = r.delivered;
     let per = |n: u64| {
         if delivered > 0 {
@@ -551,7 +699,7 @@ fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         bytes_up: counters.bytes_up,
         requests: counters.requests,
         empty_responses: counters.empty_responses,
-        reconnects: b.window_close.counters.reconnects,
+        reconnects: b.totals.total.reconnects,
         connect_us: Percentiles::of(&r.connect),
         errors: r.errors.clone(),
         clock_anomalies: r.clock_anomalies,
@@ -572,7 +720,11 @@ fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         loadgen: LoadgenSummary {
             cpu_utilization: loadgen_util,
             cores,
-            threads: config.threads,
+            threads: if config.workers > 1 {
+                config.workers
+            } else {
+                config.threads
+            },
             rss_peak_bytes: b.col.loadgen_rss_peak,
             loop_lag_us: loop_lag,
             saturated,

@@ -25,6 +25,18 @@ impl Clock {
         }
     }
 
+    /// The instant at `unix_ns` ns since the Unix epoch (the inverse of [`Clock::unix_ns`]), for
+    /// instants another process sends.
+    pub fn instant_at(&self, unix_ns: u64) -> Instant {
+        if unix_ns >= self.unix_ns {
+            self.instant + Duration::from_nanos(unix_ns - self.unix_ns)
+        } else {
+            self.instant
+                .checked_sub(Duration::from_nanos(self.unix_ns - unix_ns))
+                .unwrap_or(self.instant)
+        }
+    }
+
     /// `at` as ns since the Unix epoch.
     pub fn unix_ns(&self, at: Instant) -> u64 {
         match at.checked_duration_since(self.instant) {
@@ -112,5 +124,6 @@ mod tests {
         let c = Clock::now();
         let later = c.instant + Duration::from_millis(5);
         assert_eq!(c.unix_ns(later), c.unix_ns + 5_000_000);
+        assert_eq!(c.instant_at(c.unix_ns + 5_000_000), later);
     }
 }

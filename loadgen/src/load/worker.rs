@@ -1,26 +1,31 @@
 //! A worker: one OS thread with its own single-threaded runtime, running a share of the
 //! subscribers. Its clients record into the worker's [`Recorder`] without locks or messages;
-//! the collector gets an interval histogram once a second and the totals at the end.
+//! the collector gets live counts four times a second, an interval histogram once a second and
+//! the totals at the end, as [`WorkerMsg`]s, which serialise so a worker may be another process.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc as tmpsc, watch};
 use tokio::task::LocalSet;
 
 use super::payload;
-use super::recorder::{Recorder, Seen, Track};
+use super::recorder::{hist_serde, Recorder, Seen, Track};
 use super::schedule::Clock;
 use crate::client::{Client, ClientConfig, Item};
-use crate::counters::Counters;
+use crate::counters::{Counters, CountersSnapshot};
 use crate::error::ClientError;
 use crate::target::Target;
 
 /// How often a worker hands its interval histogram to the collector.
 pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a worker reports its live counts.
+const PROGRESS: Duration = Duration::from_millis(250);
 
 /// How often the worker checks its own timer lateness.
 const LAG_PROBE: Duration = Duration::from_millis(10);
@@ -49,22 +54,39 @@ pub struct WorkerPlan {
     pub clock: Clock,
 }
 
+/// What the collector tells a worker.
+#[derive(Debug, Clone, Copy)]
+pub enum Control {
+    /// The measurement window opens at this instant: take the counter marks then.
+    Window(Instant),
+    /// Stop every subscriber and report.
+    Stop,
+}
+
 /// What a worker tells the collector.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum WorkerMsg {
     /// Every client of the worker has subscribed or failed to.
     Subscribed {
         /// Worker number.
         worker: usize,
     },
-    /// Latencies recorded during the interval ending at `end`.
+    /// Live counts of this worker (absolute).
+    Progress {
+        /// Worker number.
+        worker: usize,
+        /// First deliveries of window events so far.
+        delivered: u64,
+        /// Clients subscribed so far.
+        connected: u64,
+    },
+    /// Latencies recorded since the previous interval.
     Interval {
         /// Worker number.
         worker: usize,
-        /// When the interval ended.
-        end: Instant,
         /// The interval's latencies.
-        histogram: Box<hdrhistogram::Histogram<u64>>,
+        #[serde(with = "hist_serde")]
+        histogram: Histogram<u64>,
     },
     /// The worker's totals; the last message it sends.
     Done {
@@ -72,25 +94,18 @@ pub enum WorkerMsg {
         worker: usize,
         /// Everything it recorded.
         recorder: Box<Recorder>,
+        /// Socket counters from the window's opening to the stop.
+        window: CountersSnapshot,
+        /// Socket counters of the whole run.
+        total: CountersSnapshot,
     },
 }
 
-/// Live numbers the collector reads while the run goes.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// First deliveries of window events so far, all workers.
-    pub delivered: AtomicU64,
-    /// Subscribed clients so far, all workers.
-    pub connected: AtomicU64,
-}
-
-/// Starts a worker thread. It runs until `stop` turns true, then reports [`WorkerMsg::Done`].
+/// Starts a worker thread. It runs until told to stop, then reports [`WorkerMsg::Done`].
 pub fn spawn(
     plan: WorkerPlan,
-    counters: Arc<Counters>,
-    live: Arc<Live>,
     tx: mpsc::Sender<WorkerMsg>,
-    stop: watch::Receiver<bool>,
+    control: tmpsc::UnboundedReceiver<Control>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("pushbench-worker-{}", plan.index))
@@ -99,31 +114,67 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime builds");
-            let local = LocalSet::new();
-            local.block_on(&runtime, run(plan, counters, live, tx, stop));
+            LocalSet::new().block_on(&runtime, run(plan, tx, control));
         })
+}
+
+/// What the worker's tasks share, on its one thread.
+struct Shared {
+    plan: WorkerPlan,
+    rec: RefCell<Recorder>,
+    counters: Arc<Counters>,
+    delivered: Cell<u64>,
+    connected: Cell<u64>,
+    /// When the window opened, once it has: loop lag counts only from then, so the connect
+    /// burst does not read as saturation.
+    window_open: Cell<Option<Instant>>,
 }
 
 async fn run(
     plan: WorkerPlan,
-    counters: Arc<Counters>,
-    live: Arc<Live>,
     tx: mpsc::Sender<WorkerMsg>,
-    mut stop: watch::Receiver<bool>,
+    mut control: tmpsc::UnboundedReceiver<Control>,
 ) {
-    let rec = Rc::new(RefCell::new(Recorder::default()));
-    let plan = Rc::new(plan);
-    let pending = Rc::new(std::cell::Cell::new(plan.clients));
+    let worker = plan.index;
+    let shared = Rc::new(Shared {
+        plan,
+        rec: RefCell::new(Recorder::default()),
+        counters: Counters::new_shared(),
+        delivered: Cell::new(0),
+        connected: Cell::new(0),
+        window_open: Cell::new(None),
+    });
+    let (stop_tx, stop) = watch::channel(false);
+    let window_marks: Rc<Cell<Option<CountersSnapshot>>> = Rc::new(Cell::new(None));
     let mut tasks = tokio::task::JoinSet::new();
 
-    // Loop-lag probe and interval hand-off share one task: both are about this thread's health.
+    // Control: window marks, and the stop (also when the collector is gone).
     {
-        let rec = rec.clone();
-        let tx = tx.clone();
-        let worker = plan.index;
-        let mut stop = stop.clone();
+        let (shared, marks) = (shared.clone(), window_marks.clone());
+        tasks.spawn_local(async move {
+            while let Some(c) = control.recv().await {
+                match c {
+                    Control::Window(at) => {
+                        let (shared, marks) = (shared.clone(), marks.clone());
+                        tokio::task::spawn_local(async move {
+                            tokio::time::sleep_until(at.into()).await;
+                            marks.set(Some(shared.counters.snapshot()));
+                            shared.window_open.set(Some(at));
+                        });
+                    }
+                    Control::Stop => break,
+                }
+            }
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    // Health and hand-offs: the loop-lag probe, live counts, interval histograms.
+    {
+        let (shared, tx, mut stop) = (shared.clone(), tx.clone(), stop.clone());
         tasks.spawn_local(async move {
             let mut next_probe = Instant::now() + LAG_PROBE;
+            let mut next_progress = Instant::now() + PROGRESS;
             let mut next_interval = Instant::now() + INTERVAL;
             loop {
                 tokio::select! {
@@ -131,18 +182,26 @@ async fn run(
                     () = tokio::time::sleep_until(next_probe.into()) => {}
                 }
                 let now = Instant::now();
-                let lag = now.saturating_duration_since(next_probe);
-                rec.borrow_mut()
-                    .loop_lag
-                    .saturating_record((lag.as_micros() as u64).max(1));
+                if shared.window_open.get().is_some_and(|at| now >= at) {
+                    let lag = now.saturating_duration_since(next_probe);
+                    shared
+                        .rec
+                        .borrow_mut()
+                        .loop_lag
+                        .saturating_record((lag.as_micros() as u64).max(1));
+                }
                 next_probe = now + LAG_PROBE;
-                if now >= next_interval {
-                    let histogram = Box::new(rec.borrow_mut().take_interval());
-                    let _ = tx.send(WorkerMsg::Interval {
+                if now >= next_progress {
+                    let _ = tx.send(WorkerMsg::Progress {
                         worker,
-                        end: now,
-                        histogram,
+                        delivered: shared.delivered.get(),
+                        connected: shared.connected.get(),
                     });
+                    next_progress += PROGRESS;
+                }
+                if now >= next_interval {
+                    let histogram = shared.rec.borrow_mut().take_interval();
+                    let _ = tx.send(WorkerMsg::Interval { worker, histogram });
                     next_interval += INTERVAL;
                 }
             }
@@ -150,33 +209,34 @@ async fn run(
     }
 
     // Open subscriptions at the ramp rate; each runs as its own task until stopped.
+    let clients = shared.plan.clients;
+    let pending = Rc::new(Cell::new(clients));
     let started = Instant::now();
-    for i in 0..plan.clients {
-        let at = started + Duration::from_secs_f64(i as f64 / plan.ramp);
+    let mut ramp_stop = stop.clone();
+    for i in 0..clients {
+        let at = started + Duration::from_secs_f64(i as f64 / shared.plan.ramp);
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            _ = ramp_stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep_until(at.into()) => {}
         }
-        let (plan, rec, counters, live, tx, pending, stop) = (
-            plan.clone(),
-            rec.clone(),
-            counters.clone(),
-            live.clone(),
-            tx.clone(),
-            pending.clone(),
-            stop.clone(),
-        );
+        let (shared, tx, pending, stop) =
+            (shared.clone(), tx.clone(), pending.clone(), stop.clone());
         tasks.spawn_local(async move {
             let t0 = Instant::now();
-            let client = Client::connect(&plan.target, plan.client.clone(), counters).await;
+            let client = Client::connect(
+                &shared.plan.target,
+                shared.plan.client.clone(),
+                shared.counters.clone(),
+            )
+            .await;
             {
-                let mut r = rec.borrow_mut();
+                let mut r = shared.rec.borrow_mut();
                 match &client {
                     Ok(_) => {
                         r.connect
                             .saturating_record((t0.elapsed().as_micros() as u64).max(1));
                         r.clients_connected += 1;
-                        live.connected.fetch_add(1, Ordering::Relaxed);
+                        shared.connected.set(shared.connected.get() + 1);
                     }
                     Err(err) => {
                         r.clients_failed += 1;
@@ -186,38 +246,37 @@ async fn run(
             }
             pending.set(pending.get() - 1);
             if pending.get() == 0 {
-                let _ = tx.send(WorkerMsg::Subscribed { worker: plan.index });
+                let _ = tx.send(WorkerMsg::Subscribed { worker });
             }
             if let Ok(client) = client {
-                subscriber(client, &plan, &rec, &live, stop).await;
+                subscriber(client, &shared, stop).await;
             }
         });
     }
-    if plan.clients == 0 {
-        let _ = tx.send(WorkerMsg::Subscribed { worker: plan.index });
+    if clients == 0 {
+        let _ = tx.send(WorkerMsg::Subscribed { worker });
     }
-    let _ = stop.wait_for(|s| *s).await;
+    let _ = ramp_stop.wait_for(|s| *s).await;
     // Every task watches `stop`; give them a moment to finish, then drop the rest.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
     tasks.abort_all();
-    let recorder = Box::new(rec.borrow().clone());
+    let total = shared.counters.snapshot();
+    let window = total.since(&window_marks.get().unwrap_or(total));
+    let recorder = Box::new(shared.rec.borrow().clone());
     let _ = tx.send(WorkerMsg::Done {
-        worker: plan.index,
+        worker,
         recorder,
+        window,
+        total,
     });
 }
 
 /// Reads one subscription until stopped, accounting for every item.
-async fn subscriber(
-    mut client: Client,
-    plan: &WorkerPlan,
-    rec: &RefCell<Recorder>,
-    live: &Live,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn subscriber(mut client: Client, shared: &Shared, mut stop: watch::Receiver<bool>) {
+    let (plan, rec) = (&shared.plan, &shared.rec);
     let mut track = Track::new(plan.window_events);
     let mut errors_in_a_row = 0;
     loop {
@@ -252,7 +311,7 @@ async fn subscriber(
                         }
                         r.record_latency(received.saturating_sub(stamp.due_unix_ns) / 1000);
                         r.delivered += 1;
-                        live.delivered.fetch_add(1, Ordering::Relaxed);
+                        shared.delivered.set(shared.delivered.get() + 1);
                     }
                 }
             }
