@@ -198,6 +198,18 @@ pub fn parse_published(body: &[u8]) -> Result<u64, EnvelopeError> {
     Ok(raw.id)
 }
 
+/// The `last_message_id` of Nchan's channel info (`GET /pub` with `Accept: text/json`), e.g.
+/// `{"messages": 2, "requested": 0, "subscribers": 0, "last_message_id": "1795643780:1" }`.
+pub fn parse_nchan_last_message_id(body: &[u8]) -> Result<String, EnvelopeError> {
+    #[derive(Deserialize)]
+    struct Info<'a> {
+        #[serde(borrow)]
+        last_message_id: Cow<'a, str>,
+    }
+    let info: Info<'_> = serde_json::from_slice(body)?;
+    Ok(info.last_message_id.into_owned())
+}
+
 /// The text of an `{"error":"..."}` body, if the body is one.
 pub fn error_message(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<RawError<'_>>(body)
@@ -332,6 +344,13 @@ mod tests {
         assert_eq!(b.gap, Some(Gap { from: 1, to: 10 }));
         assert_eq!(b.events.iter().map(|e| e.id).collect::<Vec<_>>(), [11, 12]);
         assert_eq!(b.last_id, 12);
+    }
+
+    #[test]
+    fn nchan_channel_info() {
+        let body = br#"{"messages": 2, "requested": 0, "subscribers": 0, "last_message_id": "1795643780:1" }"#;
+        assert_eq!(parse_nchan_last_message_id(body).unwrap(), "1795643780:1");
+        assert!(parse_nchan_last_message_id(b"queued messages: 1").is_err());
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //! - `http.rs`: a keep-alive HTTP/1.1 connection driven by its owner, and [`get`] for one-off
 //!   requests.
 //! - `profile.rs`: [`Profile`], the server dialect (pushbench's protocol, or Nchan's).
-//! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection.
+//! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection (Nchan:
+//!   `POST /pub`).
 //! - `client/mod.rs`: [`Client`], [`ClientConfig`], [`Item`], [`Delivery`], and the reconnect
 //!   policy every transport shares.
 //! - `client/poll.rs`: short polling on a fixed-rate schedule, and the request and batch
@@ -34,6 +35,8 @@
 //! - `client/sse.rs`: Server-Sent Events, reconnecting like `EventSource` (`retry:`,
 //!   `Last-Event-ID`).
 //! - `client/ws.rs`: WebSocket, including upstream publishing.
+//! - `client/nchan.rs`: Nchan's start and resume ids (pinning "now", `Last-Modified`/`Etag`).
+//! - `client/chunked.rs`: a chunked response read off the socket, one Nchan message per chunk.
 //! - `load/`: the load generator (`pushbench load`): `config.rs` (what a run does),
 //!   `schedule.rs` (when to publish: open loop), `publish.rs` (how: a pool of publish
 //!   connections), `payload.rs` (the stamp each payload carries), `worker.rs` (subscriber

@@ -1,16 +1,16 @@
-//! [`Publisher`]: `POST /publish` on one keep-alive connection.
+//! [`Publisher`]: `POST /publish` on one keep-alive connection (Nchan: `POST /pub`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Method};
+use http::{header, Method, StatusCode};
 use http_body_util::Full;
-use pushbench_servers::protocol::PATH_PUBLISH;
 
 use crate::counters::Counters;
 use crate::envelope::parse_published;
 use crate::error::{check_topic, status_error, ClientError};
 use crate::http::HttpConn;
+use crate::profile::Profile;
 use crate::target::Target;
 
 /// Publishes events over one keep-alive HTTP/1.1 connection, counted like a client's.
@@ -19,6 +19,9 @@ pub struct Publisher {
     target: Target,
     counters: Arc<Counters>,
     conn: Option<HttpConn>,
+    /// Publishes accepted so far: against Nchan, whose answer has no integer id, the "id" a
+    /// publish returns.
+    accepted: u64,
 }
 
 impl Publisher {
@@ -32,10 +35,13 @@ impl Publisher {
             target: target.clone(),
             counters,
             conn: Some(conn),
+            accepted: 0,
         })
     }
 
-    /// Publishes `payload` to `topic` and returns the id the server gave it.
+    /// Publishes `payload` to `topic` and returns the id the server gave it. Nchan gives none
+    /// (its message ids are `time:tag` strings, and only in the answer's text): there the id
+    /// returned is this publisher's count of accepted publishes, 1, 2, 3...
     ///
     /// A connection the server closed while idle is replaced before sending. When a reused
     /// connection fails and hyper reports the request was never sent (canceled), it is sent
@@ -44,7 +50,7 @@ impl Publisher {
     /// twice.
     pub async fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<u64, ClientError> {
         check_topic(topic)?;
-        let path = format!("{PATH_PUBLISH}?topic={topic}");
+        let path = format!("{}?topic={topic}", self.target.profile().publish_path());
         let body = Bytes::copy_from_slice(payload);
         let mut retried = false;
         loop {
@@ -53,7 +59,10 @@ impl Publisher {
                 .as_ref()
                 .is_some_and(|c| !c.is_closed() && c.served());
             match self.try_publish(&path, body.clone()).await {
-                Ok(id) => return Ok(id),
+                Ok(id) => {
+                    self.accepted += 1;
+                    return Ok(id.unwrap_or(self.accepted));
+                }
                 Err(e) if e.is_connection_error() => {
                     self.conn = None;
                     let never_sent = matches!(&e, ClientError::Hyper(h) if h.is_canceled());
@@ -73,7 +82,8 @@ impl Publisher {
         }
     }
 
-    async fn try_publish(&mut self, path: &str, body: Bytes) -> Result<u64, ClientError> {
+    /// One publish; `Ok(None)` when accepted without an id (Nchan).
+    async fn try_publish(&mut self, path: &str, body: Bytes) -> Result<Option<u64>, ClientError> {
         let conn = match &mut self.conn {
             Some(conn) if !conn.is_closed() => conn,
             slot => {
@@ -91,10 +101,14 @@ impl Publisher {
         let response = conn.send(req).await?;
         let status = response.status();
         let body = conn.read_body(response.into_body()).await?;
-        if !status.is_success() {
-            return Err(status_error(status, &body));
+        match self.target.profile() {
+            Profile::Pushbench if status.is_success() => Ok(Some(parse_published(&body)?)),
+            // 201 Created: subscribers were present; 202 Accepted: none were.
+            Profile::Nchan if matches!(status, StatusCode::CREATED | StatusCode::ACCEPTED) => {
+                Ok(None)
+            }
+            _ => Err(status_error(status, &body)),
         }
-        Ok(parse_published(&body)?)
     }
 }
 

@@ -97,4 +97,80 @@ mod tests {
         );
         assert_eq!(counters.snapshot().empty_responses, 2);
     }
+
+    #[tokio::test]
+    async fn nchan_pins_now_then_follows_last_modified_and_etag() {
+        use tokio::io::AsyncWriteExt;
+        let (addr, mut rx) = spawn().await;
+        let counters = Counters::new_shared();
+        let (heads_tx, heads_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut a = rx.recv().await.unwrap();
+            let mut heads = vec![a.head.clone()];
+            respond(
+                &mut a.socket,
+                "200 OK",
+                "text/json",
+                r#"{"messages": 2, "requested": 0, "subscribers": 0, "last_message_id": "100:2" }"#,
+            )
+            .await;
+            // Held for Nchan's full time: 408, naming no message.
+            heads.push(read_head(&mut a.socket).await);
+            respond(&mut a.socket, "408 Request Timeout", "text/plain", "").await;
+            heads.push(read_head(&mut a.socket).await);
+            a.socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\
+                      Last-Modified: Thu, 01 Jan 1970 00:01:41 GMT\r\nEtag: 0\r\n\r\nraw",
+                )
+                .await
+                .unwrap();
+            heads.push(read_head(&mut a.socket).await);
+            heads_tx.send(heads).unwrap();
+            let _keep = a;
+            std::future::pending::<()>().await;
+        });
+        let mut config = ClientConfig::new(Transport::LongPoll, "t");
+        config.longpoll_timeout = Duration::from_millis(100);
+        let target = Target::from_addr(addr).with_profile(crate::profile::Profile::Nchan);
+        let mut client = LongPollClient::connect(target, config, counters.clone())
+            .await
+            .unwrap();
+        match client.next().await.unwrap() {
+            Item::Event(d) => assert_eq!((d.id, &d.payload[..]), (1, &b"raw"[..])),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(client.cursor(), 1);
+        // The next poll goes out (and stays unanswered).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), client.next())
+                .await
+                .is_err()
+        );
+        let heads: Vec<_> = heads_rx
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        assert!(heads[0].starts_with("get /pub?topic=t "), "{}", heads[0]);
+        for held in &heads[1..3] {
+            assert!(held.starts_with("get /longpoll?topic=t "), "{held}");
+            assert!(held.contains("last-event-id: 100:2\r\n"), "{held}");
+        }
+        assert!(
+            heads[3].starts_with("get /longpoll?topic=t "),
+            "{}",
+            heads[3]
+        );
+        assert!(
+            heads[3].contains("if-modified-since: thu, 01 jan 1970 00:01:41 gmt\r\n")
+                && heads[3].contains("if-none-match: 0\r\n")
+                && !heads[3].contains("last-event-id"),
+            "{}",
+            heads[3]
+        );
+        let s = counters.snapshot();
+        assert_eq!((s.requests, s.empty_responses, s.errors), (4, 1, 0));
+    }
 }

@@ -3,8 +3,15 @@
 //! Every client yields exactly what the server sent, in the order sent: events and gap signals
 //! alike. Judging duplicates, reordering and loss is left to the load generator, which sees all
 //! transports the same way.
+//!
+//! Each client speaks its target's dialect ([`Target::profile`]): pushbench's protocol, or
+//! Nchan's, whose differences are described in [`crate::profile`] and bridged in each
+//! transport's module with the help of `nchan.rs` (start and resume ids) and `chunked.rs`
+//! (chunk-framed streaming).
 
+mod chunked;
 mod longpoll;
+mod nchan;
 mod poll;
 mod sse;
 mod stream;
@@ -20,6 +27,7 @@ use pushbench_servers::protocol::{Transport, DEFAULT_TOPIC};
 
 use crate::counters::Counters;
 use crate::error::{check_topic, ClientError};
+use crate::profile::Profile;
 use crate::target::Target;
 
 pub use longpoll::LongPollClient;
@@ -93,7 +101,8 @@ pub enum Item {
 /// One received event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// The event's id.
+    /// The event's id. Against Nchan, whose ids are not integers, the client's own count of
+    /// events received (1, 2, 3...), so it says nothing about order.
     pub id: u64,
     /// The payload exactly as published.
     pub payload: Bytes,
@@ -166,6 +175,7 @@ impl Client {
     }
 
     /// The id of the last event received, or the end of a later gap (0 before anything).
+    /// Against Nchan: the number of events received.
     ///
     /// A reconnect (or the next poll) resumes after it. SSE is the exception, being faithful to
     /// browsers: its cursor and its `Last-Event-ID` move with `id:` fields only, which gap
@@ -192,7 +202,7 @@ impl Client {
     }
 
     /// Publishes `payload` over the subscription itself: WebSocket only, as a text frame.
-    /// Other transports return [`ClientError::Unsupported`].
+    /// Other transports, and Nchan's WebSocket subscriber, return [`ClientError::Unsupported`].
     pub async fn send_upstream(&mut self, payload: &str) -> Result<(), ClientError> {
         match self {
             Client::Ws(c) => c.send_upstream(payload).await,
@@ -226,6 +236,28 @@ pub(crate) struct Setup {
     pub(crate) target: Target,
     pub(crate) config: ClientConfig,
     pub(crate) counters: Arc<Counters>,
+}
+
+impl Setup {
+    /// Whether the target speaks Nchan's dialect.
+    pub(crate) fn nchan(&self) -> bool {
+        self.target.profile() == Profile::Nchan
+    }
+
+    /// The subscribe path of a streaming transport, starting after `after`. Nchan has no
+    /// integer ids: there `after` can only say "from now" (`None`) or "the oldest kept"
+    /// (`Some(0)`, sent as `last_event_id`, which Nchan reads when no header names one).
+    pub(crate) fn stream_path(&self, after: Option<u64>) -> Result<String, ClientError> {
+        let (transport, topic) = (self.config.transport, &self.config.topic);
+        if !self.nchan() {
+            return Ok(subscribe_path(transport, topic, after, None));
+        }
+        let mut path = subscribe_path(transport, topic, None, None);
+        if let Some(id) = nchan::start_id(after)? {
+            let _ = write!(path, "&last_event_id={id}");
+        }
+        Ok(path)
+    }
 }
 
 /// Reconnect bookkeeping shared by all clients.

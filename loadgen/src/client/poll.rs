@@ -1,12 +1,17 @@
 //! Short polling, and the request/batch machinery long polling shares with it.
+//!
+//! Against Nchan (interval poll and long poll), an answer is one raw message, `304` or `408` is
+//! an empty answer, and the cursor is Nchan's `Last-Modified`/`Etag` pair (`nchan.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{header, Method};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
 use tokio::time::{Interval, MissedTickBehavior};
 
+use super::nchan::{self, PollCursor};
 use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
 use crate::envelope::{parse_batch, Batch};
@@ -30,8 +35,10 @@ pub(crate) struct Poller {
     cursor: u64,
     /// The last response stopped short of the topic's newest id: ask again without waiting.
     truncated: bool,
-    /// Whether the client asked for "from now" and got it pinned during `connect`.
+    /// Whether the client asked for "from now" and got it pinned by a poll during `connect`.
     pinned: bool,
+    /// Against Nchan: where the next poll resumes (`None` against pushbench).
+    nchan: Option<PollCursor>,
 }
 
 impl Poller {
@@ -58,8 +65,23 @@ impl Poller {
             cursor: 0,
             truncated: false,
             pinned: false,
+            nchan: None,
         };
-        if resume.is_none() {
+        if poller.setup.nchan() {
+            // An interval poll without a message id never moves on (it answers 304 with no
+            // id to resume from), so "now" is pinned to the channel's newest message id.
+            let start = match nchan::start_id(resume)? {
+                Some(id) => HeaderValue::from_static(id),
+                None => {
+                    let conn = poller.conn.as_mut().expect("opened above");
+                    let topic = &poller.setup.config.topic;
+                    nchan::newest_id(conn, topic).await.inspect_err(|_| {
+                        poller.setup.counters.add_error();
+                    })?
+                }
+            };
+            poller.nchan = Some(PollCursor::after(start));
+        } else if resume.is_none() {
             poller.fetch(pin_timeout, false).await?;
             poller.pinned = true;
         }
@@ -136,24 +158,34 @@ impl Poller {
                 slot.insert(conn)
             }
         };
-        let path = subscribe_path(
-            self.setup.config.transport,
-            &self.setup.config.topic,
-            self.resume,
-            timeout,
-        );
-        let req = conn
-            .request(Method::GET, &path)
-            .header(header::ACCEPT, "application/json")
+        let (transport, topic) = (self.setup.config.transport, &self.setup.config.topic);
+        let (req, deadline) = match &self.nchan {
+            None => (
+                conn.request(
+                    Method::GET,
+                    &subscribe_path(transport, topic, self.resume, timeout),
+                )
+                .header(header::ACCEPT, "application/json"),
+                timeout,
+            ),
+            // Nchan holds a long poll for its configured time, whatever the client wants.
+            Some(cursor) => (
+                cursor.apply(
+                    conn.request(Method::GET, &subscribe_path(transport, topic, None, None)),
+                ),
+                timeout.map(|t| t.max(nchan::LONGPOLL_HOLD)),
+            ),
+        };
+        let req = req
             .body(empty())
-            .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
+            .map_err(|e| ClientError::Protocol(format!("invalid request: {e}")))?;
         let exchange = async {
             let response = conn.send(req).await?;
-            let status = response.status();
-            let body = conn.read_body(response.into_body()).await?;
-            Ok::<_, ClientError>((status, body))
+            let (parts, body) = response.into_parts();
+            let body = conn.read_body(body).await?;
+            Ok::<_, ClientError>((parts, body))
         };
-        let (status, body) = match timeout {
+        let (parts, body) = match deadline {
             Some(t) => tokio::time::timeout(t + LONGPOLL_GRACE, exchange)
                 .await
                 .map_err(|_| {
@@ -165,11 +197,49 @@ impl Poller {
             None => exchange.await?,
         };
         let received = Instant::now();
-        if !status.is_success() {
-            return Err(status_error(status, &body));
+        if self.nchan.is_some() {
+            return self.absorb_nchan(parts, body, received);
+        }
+        if !parts.status.is_success() {
+            return Err(status_error(parts.status, &body));
         }
         let batch = parse_batch(&body)?;
         self.absorb(batch, received);
+        Ok(())
+    }
+
+    /// Takes an Nchan answer: one raw message (after which more may wait, so the next poll
+    /// goes at once), or nothing new (`304` from an interval poll, `408` from a long poll held
+    /// for its full time).
+    fn absorb_nchan(
+        &mut self,
+        parts: http::response::Parts,
+        body: Bytes,
+        received: Instant,
+    ) -> Result<(), ClientError> {
+        let cursor = self.nchan.as_mut().expect("an Nchan poller");
+        match parts.status {
+            StatusCode::OK => {
+                if !cursor.update(&parts.headers) {
+                    return Err(ClientError::Protocol(
+                        "Nchan message without Last-Modified and Etag".into(),
+                    ));
+                }
+                self.cursor += 1;
+                self.queue.push_back(Item::Event(Delivery {
+                    id: self.cursor,
+                    payload: body,
+                    received,
+                }));
+                self.truncated = true;
+            }
+            StatusCode::NOT_MODIFIED | StatusCode::REQUEST_TIMEOUT => {
+                cursor.update(&parts.headers);
+                self.setup.counters.add_empty_response();
+                self.truncated = false;
+            }
+            other => return Err(status_error(other, &body)),
+        }
         Ok(())
     }
 

@@ -2,6 +2,10 @@
 //!
 //! Reconnects wait the server's `retry:` delay when it sent one, and resume with the
 //! `Last-Event-ID` header, whose value only `id:` fields set (gap events carry none).
+//!
+//! Against Nchan's eventsource subscriber the `id:` is Nchan's `time:tag` string: it is kept
+//! as is for `Last-Event-ID`, and the delivery's id is the client's own count. Every event is a
+//! message there, whatever its `event:` type (a publisher may set one).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +45,11 @@ impl SseClient {
         counters: Arc<Counters>,
     ) -> Result<Self, ClientError> {
         let mut parser = SseParser::new();
-        if let Some(after) = config.after {
+        if target.profile() == crate::profile::Profile::Nchan {
+            if let Some(id) = super::nchan::start_id(config.after)? {
+                parser.set_last_event_id(Bytes::from_static(id.as_bytes()));
+            }
+        } else if let Some(after) = config.after {
             parser.set_last_event_id(Bytes::from(after.to_string()));
         }
         let setup = Setup {
@@ -100,7 +108,8 @@ impl SseClient {
         }
     }
 
-    /// See [`Client::cursor`](super::Client::cursor): here, the last `id:` as a number.
+    /// See [`Client::cursor`](super::Client::cursor): here, the last `id:` as a number
+    /// (against Nchan, the number of events received).
     pub fn cursor(&self) -> u64 {
         self.cursor
     }
@@ -116,6 +125,14 @@ impl SseClient {
     }
 
     fn handle_event(&mut self, event: SseEvent) -> Result<Item, ClientError> {
+        if self.setup.nchan() {
+            self.cursor += 1;
+            return Ok(Item::Event(Delivery {
+                id: self.cursor,
+                payload: event.data,
+                received: self.read_at,
+            }));
+        }
         match event.event_type() {
             b"message" => {
                 let id = std::str::from_utf8(&event.last_event_id)

@@ -1,4 +1,8 @@
 //! HTTP streaming: `GET /stream`, a chunked NDJSON body with one event (or gap) per line.
+//!
+//! Against Nchan's http-chunked subscriber each chunk is one raw message, with no delimiter, so
+//! the body is read chunk by chunk off the wire (`chunked.rs`) instead of line by line. Nchan
+//! sends no ids on this transport, so a reconnect starts from now.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -6,9 +10,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use http::{header, Method};
 use hyper::body::Incoming;
-use pushbench_servers::protocol::Transport;
 
-use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
+use super::chunked::ChunkedResponse;
+use super::{ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
 use crate::envelope::{parse_envelope, Envelope};
 use crate::error::{status_error, ClientError};
@@ -53,12 +57,25 @@ impl Lines {
     }
 }
 
-/// An NDJSON streaming subscriber.
+/// One streaming response, in the target's framing.
+///
+/// The large variant is the pushbench one, which was stored inline before Nchan was added;
+/// boxing it would cost every pushbench connection an allocation to save memory on Nchan's.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Conn {
+    /// pushbench: NDJSON lines, read through hyper.
+    Lines(HttpConn, Incoming),
+    /// Nchan: one message per chunk.
+    Chunks(ChunkedResponse),
+}
+
+/// An HTTP streaming subscriber.
 #[derive(Debug)]
 pub struct StreamClient {
     setup: Setup,
     retry: Retry,
-    conn: Option<(HttpConn, Incoming)>,
+    conn: Option<Conn>,
     lines: Lines,
     /// When the last chunk arrived: every line completed by it was received then.
     read_at: Instant,
@@ -80,13 +97,14 @@ impl StreamClient {
         };
         let conn = open(&setup, resume).await?;
         Ok(StreamClient {
+            // Nchan: only the first connection may start anywhere but now (no ids to resume by).
+            resume: if setup.nchan() { None } else { resume },
             setup,
             retry: Retry::default(),
             conn: Some(conn),
             lines: Lines::default(),
             read_at: Instant::now(),
             cursor: 0,
-            resume,
         })
     }
 
@@ -107,8 +125,27 @@ impl StreamClient {
                     .await?;
                 self.conn = Some(fresh);
             }
-            let (conn, body) = self.conn.as_mut().expect("connected above");
-            match conn.next_chunk(body).await {
+            let chunk = match self.conn.as_mut().expect("connected above") {
+                Conn::Lines(conn, body) => conn.next_chunk(body).await,
+                Conn::Chunks(response) => match response.next_chunk(MAX_LINE).await {
+                    Ok(Some((message, read_at))) => {
+                        self.cursor += 1;
+                        return Ok(Item::Event(Delivery {
+                            id: self.cursor,
+                            payload: message,
+                            received: read_at,
+                        }));
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) if e.is_connection_error() => Err(e),
+                    Err(e) => {
+                        // Framing is lost: this connection cannot go on.
+                        self.drop_connection();
+                        return Err(e);
+                    }
+                },
+            };
+            match chunk {
                 Ok(Some(chunk)) => {
                     self.read_at = Instant::now();
                     self.lines.extend(&chunk);
@@ -170,9 +207,16 @@ impl StreamClient {
 }
 
 /// Opens a connection and subscribes, returning once the server answered 200.
-async fn open(setup: &Setup, after: Option<u64>) -> Result<(HttpConn, Incoming), ClientError> {
+async fn open(setup: &Setup, after: Option<u64>) -> Result<Conn, ClientError> {
+    let path = setup.stream_path(after)?;
+    if setup.nchan() {
+        // Nchan picks its http-chunked subscriber by the TE header (and refuses without it).
+        let headers = [("TE", "chunked"), ("Connection", "TE")];
+        let response =
+            ChunkedResponse::open(&setup.target, &setup.counters, &path, &headers).await?;
+        return Ok(Conn::Chunks(response));
+    }
     let mut conn = HttpConn::open(&setup.target, &setup.counters).await?;
-    let path = subscribe_path(Transport::Stream, &setup.config.topic, after, None);
     let req = conn
         .request(Method::GET, &path)
         .header(header::ACCEPT, "application/x-ndjson")
@@ -187,13 +231,14 @@ async fn open(setup: &Setup, after: Option<u64>) -> Result<(HttpConn, Incoming),
             .unwrap_or_default();
         return Err(status_error(status, &body));
     }
-    Ok((conn, response.into_body()))
+    Ok(Conn::Lines(conn, response.into_body()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::http::test_server::{chunk, spawn, start_chunked};
+    use pushbench_servers::protocol::Transport;
     use std::time::Duration;
 
     #[test]

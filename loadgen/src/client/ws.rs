@@ -1,5 +1,9 @@
 //! WebSocket: `GET /ws` upgraded, one text frame per event or gap; text frames sent upstream
 //! are published to the topic.
+//!
+//! Against Nchan's websocket subscriber each frame is one raw message (binary for a message
+//! published as `application/octet-stream`). Frames carry no ids, so a reconnect starts from
+//! now, and there is no upstream publishing on a subscriber location.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +14,7 @@ use pushbench_servers::protocol::Transport;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
+use super::{ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
 use crate::envelope::{parse_envelope, Envelope};
 use crate::error::{status_error, ClientError};
@@ -47,11 +51,12 @@ impl WsClient {
         };
         let ws = open(&setup, resume).await?;
         Ok(WsClient {
+            // Nchan: only the first connection may start anywhere but now (no ids to resume by).
+            resume: if setup.nchan() { None } else { resume },
             setup,
             retry: Retry::default(),
             ws: Some(ws),
             cursor: 0,
-            resume,
         })
     }
 
@@ -60,6 +65,7 @@ impl WsClient {
     /// Reading is also what answers the server's pings: tungstenite queues the pong and
     /// flushes it on the next read, so keep calling this.
     pub async fn next(&mut self) -> Result<Item, ClientError> {
+        let nchan = self.setup.nchan();
         loop {
             let ws = self.ensure_connected().await?;
             let message = ws.next().await;
@@ -69,6 +75,9 @@ impl WsClient {
                     if let Some(item) = self.handle_text(Bytes::from(text), received)? {
                         return Ok(item);
                     }
+                }
+                Some(Ok(Message::Binary(data))) if nchan => {
+                    return Ok(self.nchan_message(data, received));
                 }
                 Some(Ok(Message::Binary(_))) => {
                     return Err(ClientError::Protocol("unexpected binary frame".into()));
@@ -102,6 +111,9 @@ impl WsClient {
     ///
     /// Not cancel-safe: dropped mid-way, the frame may or may not have been sent.
     pub async fn send_upstream(&mut self, payload: &str) -> Result<(), ClientError> {
+        if self.setup.nchan() {
+            return Err(ClientError::Unsupported(Transport::Ws));
+        }
         let ws = self.ensure_connected().await?;
         if let Err(e) = ws.send(Message::text(payload)).await {
             self.ws = None;
@@ -129,11 +141,24 @@ impl WsClient {
         Ok(self.ws.as_deref_mut().expect("connected above"))
     }
 
+    /// An Nchan frame: the raw message, numbered by the client.
+    fn nchan_message(&mut self, payload: Bytes, received: Instant) -> Item {
+        self.cursor += 1;
+        Item::Event(Delivery {
+            id: self.cursor,
+            payload,
+            received,
+        })
+    }
+
     fn handle_text(
         &mut self,
         frame: Bytes,
         received: Instant,
     ) -> Result<Option<Item>, ClientError> {
+        if self.setup.nchan() {
+            return Ok(Some(self.nchan_message(frame, received)));
+        }
         match parse_envelope(&frame)? {
             Envelope::Event(e) => {
                 self.cursor = e.id;
@@ -160,7 +185,7 @@ impl WsClient {
 /// Connects and upgrades, returning once the server answered 101.
 async fn open(setup: &Setup, after: Option<u64>) -> Result<Box<Ws>, ClientError> {
     let socket = connect_socket(&setup.target, &setup.counters).await?;
-    let path = subscribe_path(Transport::Ws, &setup.config.topic, after, None);
+    let path = setup.stream_path(after)?;
     let url = format!("ws://{}{}", setup.target.host(), path);
     setup.counters.add_request();
     match tokio_tungstenite::client_async(url, socket).await {
