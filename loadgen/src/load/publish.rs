@@ -65,6 +65,23 @@ pub struct PublishResult {
     pub interrupted: bool,
 }
 
+impl Default for PublishResult {
+    /// Nothing published yet.
+    fn default() -> PublishResult {
+        PublishResult {
+            scheduled: 0,
+            window_ok: 0,
+            ok: 0,
+            failed: BTreeMap::new(),
+            skipped: 0,
+            lateness: latency_histogram(),
+            window_span: None,
+            counters: CountersSnapshot::default(),
+            interrupted: false,
+        }
+    }
+}
+
 impl PublishResult {
     /// Accepted window events per second, over the span the schedule gave them.
     pub fn achieved_rate(&self, planned: f64) -> f64 {
@@ -105,17 +122,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> PublishResult {
     let counters = Counters::new_shared();
-    let shared = Rc::new(RefCell::new(PublishResult {
-        scheduled: 0,
-        window_ok: 0,
-        ok: 0,
-        failed: BTreeMap::new(),
-        skipped: 0,
-        lateness: latency_histogram(),
-        window_span: None,
-        counters: CountersSnapshot::default(),
-        interrupted: false,
-    }));
+    let shared = Rc::new(RefCell::new(PublishResult::default()));
     let plan = Rc::new(plan);
     let mut queues = Vec::with_capacity(plan.connections);
     let mut tasks = Vec::new();

@@ -1,6 +1,5 @@
 //! The collector: runs one load test from connect to report.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -222,7 +221,10 @@ pub async fn run(
     }
     let window_close = col.marks(Instant::now());
     let _ = stop_tx.send(true);
-    let publish_result = publisher.join().unwrap_or_else(|_| PublishResult::empty());
+    let publish_result = publisher.join().unwrap_or_else(|_| PublishResult {
+        interrupted: true,
+        ..PublishResult::default()
+    });
     let totals = col.finish(&rx, workers, clock);
     bar.finish_and_clear();
 
@@ -734,21 +736,5 @@ fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         timeseries: b.col.series,
         intervals: b.col.intervals,
         config,
-    }
-}
-
-impl PublishResult {
-    fn empty() -> PublishResult {
-        PublishResult {
-            scheduled: 0,
-            window_ok: 0,
-            ok: 0,
-            failed: BTreeMap::new(),
-            skipped: 0,
-            lateness: latency_histogram(),
-            window_span: None,
-            counters: CountersSnapshot::default(),
-            interrupted: true,
-        }
     }
 }
