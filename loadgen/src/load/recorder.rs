@@ -11,6 +11,10 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerial
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use std::time::Instant;
+
+use super::payload;
+use super::schedule::Clock;
 use crate::error::ClientError;
 
 /// Latencies are recorded in microseconds, from 1 µs to 60 s, to 3 significant digits.
@@ -128,6 +132,47 @@ impl Recorder {
         self.interval.saturating_record(v);
     }
 
+    /// Accounts for one delivered event: the recording path every delivery takes (payload stamp,
+    /// window check, duplicate and order check, latency into the histogram, counters).
+    /// `window` is (events before the window, events in it).
+    pub fn delivery(
+        &mut self,
+        track: &mut Track,
+        window: (u64, u64),
+        clock: &Clock,
+        id: u64,
+        payload: &[u8],
+        received: Instant,
+    ) -> Outcome {
+        let backwards = track.order(id);
+        let Some(stamp) = payload::decode(payload) else {
+            self.foreign += 1;
+            return Outcome::Foreign;
+        };
+        let (before, inside) = window;
+        if stamp.seq < before || stamp.seq >= before + inside {
+            return Outcome::OutsideWindow;
+        }
+        match track.see(stamp.seq - before) {
+            Seen::Duplicate => {
+                self.duplicates += 1;
+                Outcome::Duplicate
+            }
+            Seen::First => {
+                if backwards {
+                    self.out_of_order += 1;
+                }
+                let received = clock.unix_ns(received);
+                if received < stamp.due_unix_ns {
+                    self.clock_anomalies += 1;
+                }
+                self.record_latency(received.saturating_sub(stamp.due_unix_ns) / 1000);
+                self.delivered += 1;
+                Outcome::First
+            }
+        }
+    }
+
     /// Counts an error by its kind.
     pub fn error(&mut self, err: &ClientError) {
         *self.errors.entry(error_kind(err)).or_default() += 1;
@@ -179,6 +224,19 @@ pub fn error_kind(err: &ClientError) -> String {
         ClientError::Unsupported(_) => "unsupported".into(),
         ClientError::TooManyReconnects { .. } => "too_many_reconnects".into(),
     }
+}
+
+/// What [`Recorder::delivery`] made of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The first delivery of a window event to this client: timed and counted.
+    First,
+    /// A window event this client already had.
+    Duplicate,
+    /// A warm-up event, or one after the window.
+    OutsideWindow,
+    /// Not a payload of this run.
+    Foreign,
 }
 
 /// One client's view of the window: which events it got, in what order.
@@ -242,6 +300,51 @@ mod tests {
         assert!(!t.order(6));
         assert!(t.order(4));
         assert!(t.order(6));
+    }
+
+    #[test]
+    fn delivery_accounting() {
+        let clock = Clock::now();
+        let mut rec = Recorder::default();
+        let mut track = Track::new(10);
+        let due = Instant::now();
+        let mut p = String::new();
+        let stamp = |seq| payload::Stamp {
+            seq,
+            due_unix_ns: clock.unix_ns(due),
+        };
+        let later = due + std::time::Duration::from_millis(3);
+        payload::encode(stamp(5), 64, &mut p);
+        let w = (2, 10);
+        assert_eq!(
+            rec.delivery(&mut track, w, &clock, 1, p.as_bytes(), later),
+            Outcome::First
+        );
+        assert_eq!(
+            rec.delivery(&mut track, w, &clock, 2, p.as_bytes(), later),
+            Outcome::Duplicate
+        );
+        payload::encode(stamp(1), 64, &mut p);
+        assert_eq!(
+            rec.delivery(&mut track, w, &clock, 3, p.as_bytes(), later),
+            Outcome::OutsideWindow
+        );
+        payload::encode(stamp(4), 64, &mut p);
+        // Id 2 after id 3: counted out of order, still timed.
+        assert_eq!(
+            rec.delivery(&mut track, w, &clock, 2, p.as_bytes(), later),
+            Outcome::First
+        );
+        assert_eq!(
+            rec.delivery(&mut track, w, &clock, 4, b"hello", later),
+            Outcome::Foreign
+        );
+        assert_eq!(
+            (rec.delivered, rec.duplicates, rec.out_of_order, rec.foreign),
+            (2, 1, 1, 1)
+        );
+        let p50 = rec.latency.value_at_quantile(0.5);
+        assert!((2_900..=3_100).contains(&p50), "{p50}");
     }
 
     #[test]

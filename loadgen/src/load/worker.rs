@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc as tmpsc, watch};
 use tokio::task::LocalSet;
 
-use super::payload;
-use super::recorder::{hist_serde, Recorder, Seen, Track};
+use super::recorder::{hist_serde, Outcome, Recorder, Track};
 use super::schedule::Clock;
 use crate::client::{Client, ClientConfig, Item};
 use crate::counters::{Counters, CountersSnapshot};
@@ -288,31 +287,17 @@ async fn subscriber(mut client: Client, shared: &Shared, mut stop: watch::Receiv
         match item {
             Ok(Item::Event(d)) => {
                 errors_in_a_row = 0;
-                let mut r = rec.borrow_mut();
-                let backwards = track.order(d.id);
-                let Some(stamp) = payload::decode(&d.payload) else {
-                    r.foreign += 1;
-                    continue;
-                };
-                if stamp.seq < plan.warmup_events
-                    || stamp.seq >= plan.warmup_events + plan.window_events
-                {
-                    continue;
-                }
-                match track.see(stamp.seq - plan.warmup_events) {
-                    Seen::Duplicate => r.duplicates += 1,
-                    Seen::First => {
-                        if backwards {
-                            r.out_of_order += 1;
-                        }
-                        let received = plan.clock.unix_ns(d.received);
-                        if received < stamp.due_unix_ns {
-                            r.clock_anomalies += 1;
-                        }
-                        r.record_latency(received.saturating_sub(stamp.due_unix_ns) / 1000);
-                        r.delivered += 1;
-                        shared.delivered.set(shared.delivered.get() + 1);
-                    }
+                let window = (plan.warmup_events, plan.window_events);
+                let outcome = rec.borrow_mut().delivery(
+                    &mut track,
+                    window,
+                    &plan.clock,
+                    d.id,
+                    &d.payload,
+                    d.received,
+                );
+                if outcome == Outcome::First {
+                    shared.delivered.set(shared.delivered.get() + 1);
                 }
             }
             Ok(Item::Gap { from, to }) => {
