@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Summarise criterion's results (target/criterion) as a Markdown table: the median of every
-bench, and for each group that has one bench per transport, each transport's time as a ratio to
-the fastest. Ratios are what carry from machine to machine; absolute times do not.
+"""Summarise criterion's results as Markdown: the median of every bench, and for each group with
+one bench per transport, each transport's time as a ratio to the fastest. Ratios are what carry
+from machine to machine; absolute times do not.
 
-    cargo bench && scripts/bench-summary.py > results/benches/SUMMARY.md
+    cargo bench && scripts/bench-summary.py                      # target/criterion
+    scripts/bench-summary.py RUN1_DIR RUN2_DIR                   # several runs side by side
+
+With several runs, medians come from the first, and each ratio cell shows every run's ratio and
+the spread (largest ÷ smallest ratio across runs), so a reader sees how well a rerun reproduces.
 """
 import json
 import pathlib
 import re
 import sys
 
-root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
 TRANSPORTS = ["poll", "longpoll", "stream", "sse", "ws"]
 
 
@@ -21,38 +24,63 @@ def fmt(ns):
     return f"{ns:.3g} ns"
 
 
-rows = {}
-for est in sorted(root.glob("**/new/estimates.json")):
-    bench = json.loads((est.parent / "benchmark.json").read_text())
-    rows[bench["full_id"]] = json.loads(est.read_text())["median"]["point_estimate"]
+def medians(root):
+    rows = {}
+    for est in sorted(root.glob("**/new/estimates.json")):
+        bench = json.loads((est.parent / "benchmark.json").read_text())
+        rows[bench["full_id"]] = json.loads(est.read_text())["median"]["point_estimate"]
+    if not rows:
+        sys.exit(f"no criterion results under {root}: run cargo bench first")
+    return rows
 
-if not rows:
-    sys.exit(f"no criterion results under {root}: run cargo bench first")
+
+def ratios(rows):
+    """{group with <transport>: {transport: time / fastest}}"""
+    groups = {}
+    for name, ns in rows.items():
+        parts = name.split("/")
+        for i, part in enumerate(parts):
+            base = re.sub(r"\(.*\)$", "", part)
+            if base in TRANSPORTS:
+                key = "/".join(parts[:i] + ["<transport>"] + parts[i + 1:])
+                groups.setdefault(key, {})[base] = ns
+                break
+    out = {}
+    for key, by_t in groups.items():
+        if len(by_t) >= 2:
+            best = min(by_t.values())
+            out[key] = {t: v / best for t, v in by_t.items()}
+    return out
+
+
+runs = [pathlib.Path(a) for a in sys.argv[1:]] or [pathlib.Path("target/criterion")]
+all_rows = [medians(r) for r in runs]
+all_ratios = [ratios(r) for r in all_rows]
 
 print("| bench | median |")
 print("|---|---|")
-for name, ns in rows.items():
+for name, ns in all_rows[0].items():
     print(f"| `{name}` | {fmt(ns)} |")
 
-# Group benches that differ only in the transport's name, then compare within each group.
-groups = {}
-for name, ns in rows.items():
-    parts = name.split("/")
-    for i, part in enumerate(parts):
-        base = re.sub(r"\(.*\)$", "", part)
-        if base in TRANSPORTS:
-            key = "/".join(parts[:i] + ["<transport>"] + parts[i + 1:])
-            groups.setdefault(key, {})[base] = ns
-            break
-
 print()
-print("Ratios between transports (time ÷ the fastest transport in the same row; 1.00 = fastest):")
+if len(runs) == 1:
+    print("Ratios between transports (time ÷ the fastest transport in the row; 1.00 = fastest):")
+else:
+    print(f"Ratios between transports in each of {len(runs)} runs (time ÷ the fastest transport "
+          "in the row; 1.00 = fastest), then the largest run-to-run spread of any cell in the row:")
 print()
-print("| bench | " + " | ".join(TRANSPORTS) + " |")
-print("|---|" + "---|" * len(TRANSPORTS))
-for key, by_t in groups.items():
-    if len(by_t) < 2:
-        continue
-    best = min(by_t.values())
-    cells = [f"{by_t[t] / best:.2f}" if t in by_t else "—" for t in TRANSPORTS]
-    print(f"| `{key}` | " + " | ".join(cells) + " |")
+header = "| bench | " + " | ".join(TRANSPORTS) + (" | spread |" if len(runs) > 1 else " |")
+print(header)
+print("|---|" + "---|" * (len(TRANSPORTS) + (1 if len(runs) > 1 else 0)))
+for key in all_ratios[0]:
+    cells, spread = [], 1.0
+    for t in TRANSPORTS:
+        vals = [r.get(key, {}).get(t) for r in all_ratios]
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            cells.append("—")
+            continue
+        cells.append(" / ".join(f"{v:.2f}" for v in vals))
+        spread = max(spread, max(vals) / min(vals))
+    tail = f" | {spread:.2f}× |" if len(runs) > 1 else " |"
+    print(f"| `{key}` | " + " | ".join(cells) + tail)
