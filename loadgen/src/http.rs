@@ -34,9 +34,21 @@ pub(crate) async fn connect_socket(
     counters: &Arc<Counters>,
 ) -> Result<Socket, ClientError> {
     let addr = target.addr();
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|source| ClientError::Connect { addr, source })?;
+    let tcp = match target.source() {
+        None => TcpStream::connect(addr).await,
+        Some(ip) => {
+            let socket = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            };
+            match socket.and_then(|s| s.bind(std::net::SocketAddr::new(ip, 0)).map(|()| s)) {
+                Ok(s) => s.connect(addr).await,
+                Err(e) => Err(e),
+            }
+        }
+    }
+    .map_err(|source| ClientError::Connect { addr, source })?;
     tcp.set_nodelay(true)?;
     counters.add_connect();
     Ok(CountingStream::new(tcp, counters.clone()))

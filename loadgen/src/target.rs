@@ -40,6 +40,9 @@ pub struct Target {
     host: HeaderValue,
     /// The server's dialect.
     profile: crate::profile::Profile,
+    /// The local address to connect from; `None` lets the kernel choose. Each source address
+    /// has its own ~28,000 ephemeral ports, so big runs spread over 127.x.y.z.
+    source: Option<std::net::IpAddr>,
 }
 
 impl Target {
@@ -52,6 +55,17 @@ impl Target {
     /// The server's dialect.
     pub fn profile(&self) -> crate::profile::Profile {
         self.profile
+    }
+
+    /// The same target, connected to from `source` (port chosen by the kernel).
+    pub fn with_source(mut self, source: Option<std::net::IpAddr>) -> Target {
+        self.source = source;
+        self
+    }
+
+    /// The local address connections come from, if fixed.
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        self.source
     }
 
     /// Parses `http://HOST[:PORT][/]` (port 80 when omitted) and resolves it with
@@ -79,6 +93,7 @@ impl Target {
             addr,
             host,
             profile: Default::default(),
+            source: None,
         })
     }
 
@@ -90,6 +105,7 @@ impl Target {
             addr,
             host,
             profile: Default::default(),
+            source: None,
         }
     }
 

@@ -62,7 +62,8 @@ pub struct LoadArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Run the subscribers in K worker processes (one thread each) and merge their histograms,
-    /// for more subscribers than one process may hold sockets for (about 19,900 here).
+    /// for more subscribers than one process may hold sockets for (about 19,900 here). Against
+    /// a loopback target, worker i connects from 127.0.0.(i+1), each with its own ports.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// The server's pid, to sample its CPU and memory (pushbench servers are found via /stats).

@@ -44,6 +44,9 @@ pub struct WorkerSpec {
     pub warmup_events: u64,
     /// Events in the window.
     pub window_events: u64,
+    /// The local address this worker connects from (`None`: the kernel's choice).
+    #[serde(default)]
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl WorkerSpec {
@@ -51,7 +54,8 @@ impl WorkerSpec {
     pub async fn plan(&self, clock: Clock) -> Result<WorkerPlan, crate::target::TargetError> {
         let target = Target::resolve(&self.target)
             .await?
-            .with_profile(self.profile);
+            .with_profile(self.profile)
+            .with_source(self.source);
         Ok(WorkerPlan {
             index: self.index,
             clients: self.clients,

@@ -350,6 +350,7 @@ fn spawn_workers(
                 longpoll_timeout_ms: config.longpoll_timeout.as_millis() as u64,
                 warmup_events: plan.warmup_events,
                 window_events: plan.window_events,
+                source: source_for(target, index),
             };
             handles.push(WorkerHandle::Process(ProcessWorker::spawn(
                 &exe,
@@ -380,6 +381,19 @@ fn spawn_workers(
         handles.push(WorkerHandle::Thread { control, join });
     }
     Ok(handles)
+}
+
+/// Worker process `index` connects from its own loopback address (127.0.0.1, 127.0.0.2, ...):
+/// one source address has only ~28,000 ephemeral ports, and every worker process may hold
+/// nearly 20,000 sockets. Other targets keep the kernel's choice.
+fn source_for(target: &Target, index: usize) -> Option<std::net::IpAddr> {
+    match target.addr().ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => {
+            let n = u32::try_from(index).ok()?.checked_add(1)?;
+            (n < 1 << 24).then(|| std::net::Ipv4Addr::from(0x7f00_0000 | n).into())
+        }
+        _ => None,
+    }
 }
 
 /// Readings taken at the window's edges, to charge CPU to the window alone.
