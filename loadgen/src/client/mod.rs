@@ -230,6 +230,65 @@ pub(crate) fn subscribe_path(
     path
 }
 
+/// Where a client that resumes by id stands. NDJSON lines and WebSocket frames carry the same
+/// event and gap objects, so both clients keep their place with this one type.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Position {
+    /// Id of the last event handed out, or the end of a later gap (0 before anything).
+    pub(crate) cursor: u64,
+    /// What a reconnect asks for (`None`: from now).
+    pub(crate) resume: Option<u64>,
+}
+
+impl Position {
+    /// The start: `config.after`, except against Nchan, which has no ids to resume by, so only
+    /// the first connection may start anywhere but now.
+    pub(crate) fn start(setup: &Setup) -> Position {
+        Position {
+            cursor: 0,
+            resume: if setup.nchan() {
+                None
+            } else {
+                setup.config.after
+            },
+        }
+    }
+
+    /// One event, gap or error object as the client yields it, moving the position past it.
+    pub(crate) fn envelope(&mut self, buf: &Bytes, received: Instant) -> Result<Item, ClientError> {
+        match crate::envelope::parse_envelope(buf)? {
+            crate::envelope::Envelope::Event(e) => {
+                self.cursor = e.id;
+                self.resume = Some(self.resume.unwrap_or(0).max(e.id));
+                Ok(Item::Event(Delivery {
+                    id: e.id,
+                    payload: e.payload,
+                    received,
+                }))
+            }
+            crate::envelope::Envelope::Gap(g) => {
+                self.cursor = self.cursor.max(g.to);
+                self.resume = Some(self.resume.unwrap_or(0).max(g.to));
+                Ok(Item::Gap {
+                    from: g.from,
+                    to: g.to,
+                })
+            }
+            crate::envelope::Envelope::Error(message) => Err(ClientError::Server(message)),
+        }
+    }
+
+    /// A message without an id (Nchan): numbered by the client.
+    pub(crate) fn numbered(&mut self, payload: Bytes, received: Instant) -> Item {
+        self.cursor += 1;
+        Item::Event(Delivery {
+            id: self.cursor,
+            payload,
+            received,
+        })
+    }
+}
+
 /// What a client needs to open connections: where, how, and what to count into.
 #[derive(Debug)]
 pub(crate) struct Setup {
@@ -239,6 +298,15 @@ pub(crate) struct Setup {
 }
 
 impl Setup {
+    /// Bundles what every connection of one client needs.
+    pub(crate) fn new(target: Target, config: ClientConfig, counters: Arc<Counters>) -> Setup {
+        Setup {
+            target,
+            config,
+            counters,
+        }
+    }
+
     /// Whether the target speaks Nchan's dialect.
     pub(crate) fn nchan(&self) -> bool {
         self.target.profile() == Profile::Nchan
@@ -338,6 +406,15 @@ impl Retry {
                 Err(e) => self.failed(setup, e)?,
             }
         }
+    }
+}
+
+/// Test helper: an event's id and payload as text; panics on anything else.
+#[cfg(test)]
+pub(crate) fn event_of(item: Item) -> (u64, String) {
+    match item {
+        Item::Event(d) => (d.id, String::from_utf8(d.payload.to_vec()).unwrap()),
+        other => panic!("{other:?}"),
     }
 }
 

@@ -53,11 +53,7 @@ impl Poller {
         let conn = HttpConn::open(&target, &counters).await?;
         let resume = config.after;
         let mut poller = Poller {
-            setup: Setup {
-                target,
-                config,
-                counters,
-            },
+            setup: Setup::new(target, config, counters),
             retry: Retry::default(),
             conn: Some(conn),
             queue: VecDeque::new(),

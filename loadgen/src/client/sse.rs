@@ -52,11 +52,7 @@ impl SseClient {
         } else if let Some(after) = config.after {
             parser.set_last_event_id(Bytes::from(after.to_string()));
         }
-        let setup = Setup {
-            target,
-            config,
-            counters,
-        };
+        let setup = Setup::new(target, config, counters);
         let conn = open(&setup, parser.last_event_id()).await?;
         Ok(SseClient {
             setup,
@@ -216,12 +212,7 @@ mod tests {
     use crate::http::test_server::{chunk, spawn, start_chunked};
     use std::time::Duration;
 
-    fn event(item: Item) -> (u64, String) {
-        match item {
-            Item::Event(d) => (d.id, String::from_utf8(d.payload.to_vec()).unwrap()),
-            other => panic!("{other:?}"),
-        }
-    }
+    use super::super::event_of as event;
 
     #[tokio::test]
     async fn events_gaps_and_browser_style_reconnect() {

@@ -12,9 +12,8 @@ use http::{header, Method};
 use hyper::body::Incoming;
 
 use super::chunked::ChunkedResponse;
-use super::{ClientConfig, Delivery, Item, Retry, Setup};
+use super::{ClientConfig, Item, Position, Retry, Setup};
 use crate::counters::Counters;
-use crate::envelope::{parse_envelope, Envelope};
 use crate::error::{status_error, ClientError};
 use crate::http::{empty, HttpConn};
 use crate::target::Target;
@@ -79,8 +78,7 @@ pub struct StreamClient {
     lines: Lines,
     /// When the last chunk arrived: every line completed by it was received then.
     read_at: Instant,
-    cursor: u64,
-    resume: Option<u64>,
+    pos: Position,
 }
 
 impl StreamClient {
@@ -89,22 +87,15 @@ impl StreamClient {
         config: ClientConfig,
         counters: Arc<Counters>,
     ) -> Result<Self, ClientError> {
-        let resume = config.after;
-        let setup = Setup {
-            target,
-            config,
-            counters,
-        };
-        let conn = open(&setup, resume).await?;
+        let setup = Setup::new(target, config, counters);
+        let conn = open(&setup, setup.config.after).await?;
         Ok(StreamClient {
-            // Nchan: only the first connection may start anywhere but now (no ids to resume by).
-            resume: if setup.nchan() { None } else { resume },
+            pos: Position::start(&setup),
             setup,
             retry: Retry::default(),
             conn: Some(conn),
             lines: Lines::default(),
             read_at: Instant::now(),
-            cursor: 0,
         })
     }
 
@@ -117,7 +108,7 @@ impl StreamClient {
                 }
             }
             if self.conn.is_none() {
-                let (setup, resume) = (&self.setup, self.resume);
+                let (setup, resume) = (&self.setup, self.pos.resume);
                 let delay = setup.config.reconnect_delay;
                 let fresh = self
                     .retry
@@ -129,12 +120,7 @@ impl StreamClient {
                 Conn::Lines(conn, body) => conn.next_chunk(body).await,
                 Conn::Chunks(response) => match response.next_chunk(MAX_LINE).await {
                     Ok(Some((message, read_at))) => {
-                        self.cursor += 1;
-                        return Ok(Item::Event(Delivery {
-                            id: self.cursor,
-                            payload: message,
-                            received: read_at,
-                        }));
+                        return Ok(self.pos.numbered(message, read_at));
                     }
                     Ok(None) => Ok(None),
                     Err(e) if e.is_connection_error() => Err(e),
@@ -170,7 +156,7 @@ impl StreamClient {
 
     /// See [`Client::cursor`](super::Client::cursor).
     pub fn cursor(&self) -> u64 {
-        self.cursor
+        self.pos.cursor
     }
 
     /// Forgets the connection and its partial line; the reconnect asks for that event again.
@@ -183,26 +169,7 @@ impl StreamClient {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(None); // keep-alive
         }
-        match parse_envelope(line)? {
-            Envelope::Event(e) => {
-                self.cursor = e.id;
-                self.resume = Some(self.resume.unwrap_or(0).max(e.id));
-                Ok(Some(Item::Event(Delivery {
-                    id: e.id,
-                    payload: e.payload,
-                    received: self.read_at,
-                })))
-            }
-            Envelope::Gap(g) => {
-                self.cursor = self.cursor.max(g.to);
-                self.resume = Some(self.resume.unwrap_or(0).max(g.to));
-                Ok(Some(Item::Gap {
-                    from: g.from,
-                    to: g.to,
-                }))
-            }
-            Envelope::Error(message) => Err(ClientError::Server(message)),
-        }
+        self.pos.envelope(line, self.read_at).map(Some)
     }
 }
 
@@ -255,12 +222,7 @@ mod tests {
         assert_eq!(lines.next_line().as_deref(), Some(&b"{\"c\":3}\n"[..]));
     }
 
-    fn event(item: Item) -> (u64, String) {
-        match item {
-            Item::Event(d) => (d.id, String::from_utf8(d.payload.to_vec()).unwrap()),
-            other => panic!("{other:?}"),
-        }
-    }
+    use super::super::event_of as event;
 
     #[tokio::test]
     async fn reads_lines_across_chunks_and_resumes_after_reconnect() {

@@ -14,9 +14,8 @@ use pushbench_servers::protocol::Transport;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{ClientConfig, Delivery, Item, Retry, Setup};
+use super::{ClientConfig, Item, Position, Retry, Setup};
 use crate::counters::Counters;
-use crate::envelope::{parse_envelope, Envelope};
 use crate::error::{status_error, ClientError};
 use crate::http::{connect_socket, Socket};
 use crate::target::Target;
@@ -33,8 +32,7 @@ pub struct WsClient {
     retry: Retry,
     /// Boxed: the stream's state is large next to the other clients' in [`super::Client`].
     ws: Option<Box<Ws>>,
-    cursor: u64,
-    resume: Option<u64>,
+    pos: Position,
 }
 
 impl WsClient {
@@ -43,20 +41,13 @@ impl WsClient {
         config: ClientConfig,
         counters: Arc<Counters>,
     ) -> Result<Self, ClientError> {
-        let resume = config.after;
-        let setup = Setup {
-            target,
-            config,
-            counters,
-        };
-        let ws = open(&setup, resume).await?;
+        let setup = Setup::new(target, config, counters);
+        let ws = open(&setup, setup.config.after).await?;
         Ok(WsClient {
-            // Nchan: only the first connection may start anywhere but now (no ids to resume by).
-            resume: if setup.nchan() { None } else { resume },
+            pos: Position::start(&setup),
             setup,
             retry: Retry::default(),
             ws: Some(ws),
-            cursor: 0,
         })
     }
 
@@ -77,7 +68,7 @@ impl WsClient {
                     }
                 }
                 Some(Ok(Message::Binary(data))) if nchan => {
-                    return Ok(self.nchan_message(data, received));
+                    return Ok(self.pos.numbered(data, received));
                 }
                 Some(Ok(Message::Binary(_))) => {
                     return Err(ClientError::Protocol("unexpected binary frame".into()));
@@ -125,12 +116,12 @@ impl WsClient {
 
     /// See [`Client::cursor`](super::Client::cursor).
     pub fn cursor(&self) -> u64 {
-        self.cursor
+        self.pos.cursor
     }
 
     async fn ensure_connected(&mut self) -> Result<&mut Ws, ClientError> {
         if self.ws.is_none() {
-            let (setup, resume) = (&self.setup, self.resume);
+            let (setup, resume) = (&self.setup, self.pos.resume);
             let delay = setup.config.reconnect_delay;
             let fresh = self
                 .retry
@@ -141,44 +132,15 @@ impl WsClient {
         Ok(self.ws.as_deref_mut().expect("connected above"))
     }
 
-    /// An Nchan frame: the raw message, numbered by the client.
-    fn nchan_message(&mut self, payload: Bytes, received: Instant) -> Item {
-        self.cursor += 1;
-        Item::Event(Delivery {
-            id: self.cursor,
-            payload,
-            received,
-        })
-    }
-
     fn handle_text(
         &mut self,
         frame: Bytes,
         received: Instant,
     ) -> Result<Option<Item>, ClientError> {
         if self.setup.nchan() {
-            return Ok(Some(self.nchan_message(frame, received)));
+            return Ok(Some(self.pos.numbered(frame, received)));
         }
-        match parse_envelope(&frame)? {
-            Envelope::Event(e) => {
-                self.cursor = e.id;
-                self.resume = Some(self.resume.unwrap_or(0).max(e.id));
-                Ok(Some(Item::Event(Delivery {
-                    id: e.id,
-                    payload: e.payload,
-                    received,
-                })))
-            }
-            Envelope::Gap(g) => {
-                self.cursor = self.cursor.max(g.to);
-                self.resume = Some(self.resume.unwrap_or(0).max(g.to));
-                Ok(Some(Item::Gap {
-                    from: g.from,
-                    to: g.to,
-                }))
-            }
-            Envelope::Error(message) => Err(ClientError::Server(message)),
-        }
+        self.pos.envelope(&frame, received).map(Some)
     }
 }
 
@@ -204,12 +166,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
-    fn event(item: Item) -> (u64, String) {
-        match item {
-            Item::Event(d) => (d.id, String::from_utf8(d.payload.to_vec()).unwrap()),
-            other => panic!("{other:?}"),
-        }
-    }
+    use super::super::event_of as event;
 
     // tungstenite's header callback must return its own (large) error response type.
     #[allow(clippy::result_large_err)]
