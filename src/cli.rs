@@ -22,6 +22,14 @@ pub enum Command {
     /// Measure one transport under load: N subscribers, an open-loop publisher, HDR latency,
     /// loss, bytes, requests, and the CPU and memory of the server and of the load generator.
     Load(cmd::load::LoadArgs),
+    /// Run the published experiments for every transport and write the data, charts and
+    /// REPORT.md (the main job).
+    Suite(cmd::suite::SuiteArgs),
+    /// Redraw the charts and REPORT.md of a suite run from its JSON.
+    Report(cmd::suite::ReportArgs),
+    /// Compare a new suite run with a published one: ratios between transports are checked,
+    /// absolute figures shown; exits non-zero when a ratio moved past the tolerance.
+    Compare(cmd::suite::CompareArgs),
     /// A worker process of `load --workers K` (internal).
     #[command(hide = true)]
     LoadWorker(cmd::load::WorkerArgs),
@@ -34,6 +42,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::LoadWorker(args) => cmd::load::run_worker(args),
+        Command::Suite(args) => cmd::suite::run(args),
+        Command::Report(args) => cmd::suite::report(args),
+        Command::Compare(args) => cmd::suite::compare(args),
     }
 }
 

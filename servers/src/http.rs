@@ -115,6 +115,9 @@ pub struct Query {
     pub after: Option<u64>,
     /// `timeout_ms`: the long-poll hold time.
     pub timeout_ms: Option<u64>,
+    /// `latest=1`: short polling answers with the newest event only (a client that wants the
+    /// current state, not every change).
+    pub latest: bool,
 }
 
 impl Query {
@@ -124,12 +127,24 @@ impl Query {
             topic: DEFAULT_TOPIC.to_owned(),
             after: None,
             timeout_ms: None,
+            latest: false,
         };
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*key {
                 "topic" => q.topic = value.into_owned(),
                 "after" => q.after = Some(parse_u64("after", &value)?),
                 "timeout_ms" => q.timeout_ms = Some(parse_u64("timeout_ms", &value)?),
+                "latest" => {
+                    q.latest = match &*value {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        other => {
+                            return Err(ApiError::BadRequest(format!(
+                                "latest must be 1, true, 0 or false, got {other:?}"
+                            )))
+                        }
+                    }
+                }
                 _ => {}
             }
         }

@@ -49,6 +49,9 @@ pub struct ClientConfig {
     pub poll_interval: Duration,
     /// Long polling only: how long the server may hold a request (default 30 s).
     pub longpoll_timeout: Duration,
+    /// Short polling only: ask for the newest event only (`latest=1`), the current state
+    /// rather than every change (default false).
+    pub latest: bool,
     /// Whether to reconnect when a connection ends or a request fails (default true).
     ///
     /// Polling clients replace a keep-alive connection the server closed while idle even when
@@ -70,6 +73,7 @@ impl ClientConfig {
             after: None,
             poll_interval: Duration::from_secs(1),
             longpoll_timeout: Duration::from_secs(30),
+            latest: false,
             reconnect: true,
             reconnect_delay: Duration::from_millis(250),
             max_reconnects: 10,

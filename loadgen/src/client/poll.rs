@@ -12,6 +12,8 @@ use http::{header, HeaderValue, Method, StatusCode};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::nchan::{self, PollCursor};
+use pushbench_servers::protocol::Transport;
+
 use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
 use crate::envelope::{parse_batch, Batch};
@@ -157,10 +159,13 @@ impl Poller {
         let (transport, topic) = (self.setup.config.transport, &self.setup.config.topic);
         let (req, deadline) = match &self.nchan {
             None => (
-                conn.request(
-                    Method::GET,
-                    &subscribe_path(transport, topic, self.resume, timeout),
-                )
+                conn.request(Method::GET, &{
+                    let mut path = subscribe_path(transport, topic, self.resume, timeout);
+                    if self.setup.config.latest && transport == Transport::Poll {
+                        path.push_str("&latest=1");
+                    }
+                    path
+                })
                 .header(header::ACCEPT, "application/json"),
                 timeout,
             ),
@@ -276,6 +281,14 @@ impl Poller {
     }
 }
 
+/// A number in (0, 1], from the standard library's randomly keyed hasher (no RNG crate needed
+/// for a phase).
+fn random_fraction() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    ((bits >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+}
+
 /// Short polling: `GET /poll` every `poll_interval`, at once again after a truncated answer.
 #[derive(Debug)]
 pub struct PollClient {
@@ -293,10 +306,14 @@ impl PollClient {
         let poller = Poller::connect(target, config, counters, None).await?;
         let period = poller.config().poll_interval;
         let interval = (!period.is_zero()).then(|| {
-            // A poll already happened during connect when pinning "now": the next is one
-            // period away. Otherwise the first tick fires at once.
+            // A poll already happened during connect when pinning "now": the next comes at a
+            // random point of the coming period. Real clients start at random times; clients
+            // connected within a few milliseconds of each other would otherwise poll in
+            // lockstep at one phase of the publish schedule, and their latency would be that
+            // phase's rather than the interval/2 a user sees on average. Otherwise (resuming
+            // from a given id) the first tick fires at once.
             let start = if poller.pinned() {
-                tokio::time::Instant::now() + period
+                tokio::time::Instant::now() + period.mul_f64(random_fraction())
             } else {
                 tokio::time::Instant::now()
             };

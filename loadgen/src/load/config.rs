@@ -17,7 +17,8 @@ pub struct LoadConfig {
     pub target_profile: crate::profile::Profile,
     /// Subscribers.
     pub clients: usize,
-    /// Events published per second (open loop).
+    /// Events published per second (open loop); 0 is an idle run that publishes nothing and
+    /// measures what open subscriptions cost (memory, keep-alive traffic).
     pub rate: f64,
     /// Length of the measurement window.
     #[serde(with = "secs")]
@@ -32,6 +33,10 @@ pub struct LoadConfig {
     /// Long polling: how long the server may hold a request.
     #[serde(with = "secs")]
     pub longpoll_timeout: Duration,
+    /// Short polling: fetch only the newest event (the current state) on each poll, so
+    /// events published between two polls are skipped by design (`[coherence]`).
+    #[serde(default)]
+    pub poll_latest: bool,
     /// New subscriptions per second while connecting.
     pub ramp: f64,
     /// Events published before the window opens, and not measured.
@@ -66,6 +71,7 @@ impl LoadConfig {
             topic: DEFAULT_TOPIC.to_owned(),
             poll_interval: Duration::from_secs(1),
             longpoll_timeout: Duration::from_secs(30),
+            poll_latest: false,
             ramp: 2000.0,
             warmup: Duration::from_secs(1),
             drain: Duration::from_secs(2),
@@ -91,8 +97,8 @@ impl LoadConfig {
         let positive = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
         positive(self.clients > 0, "--clients must be at least 1")?;
         positive(
-            self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1_000_000.0,
-            "--rate must be more than 0 and at most 1000000 events/s",
+            self.rate.is_finite() && self.rate >= 0.0 && self.rate <= 1_000_000.0,
+            "--rate must be from 0 (idle) to 1000000 events/s",
         )?;
         positive(!self.duration.is_zero(), "--duration must be more than 0")?;
         positive(

@@ -40,6 +40,9 @@ pub struct WorkerSpec {
     pub poll_interval_ms: u64,
     /// Long-poll hold time, ms.
     pub longpoll_timeout_ms: u64,
+    /// Short polling fetches the newest event only.
+    #[serde(default)]
+    pub poll_latest: bool,
     /// Events before the window.
     pub warmup_events: u64,
     /// Events in the window.
@@ -65,6 +68,7 @@ impl WorkerSpec {
                 after: None,
                 poll_interval: Duration::from_millis(self.poll_interval_ms),
                 longpoll_timeout: Duration::from_millis(self.longpoll_timeout_ms),
+                latest: self.poll_latest,
                 ..ClientConfig::new(self.transport, self.topic.clone())
             },
             warmup_events: self.warmup_events,

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -140,25 +140,45 @@ async fn run(
         )));
     }
 
-    let schedule = plan.schedule;
-    for k in 0..schedule.total_events() {
-        let due = schedule.due(k);
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => {
-                shared.borrow_mut().interrupted = true;
-                break;
+    // When to send runs on its own OS thread: `std::thread::sleep` wakes within tens of
+    // microseconds of a due time, where this runtime's timer wheel rounds up to the next
+    // millisecond, and that rounding would be counted as the server's latency.
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let scheduler = {
+        let (schedule, stop_flag) = (plan.schedule, stop_flag.clone());
+        std::thread::Builder::new()
+            .name("pushbench-schedule".into())
+            .spawn(move || {
+                let tally = schedule_loop(&schedule, queues, &stop_flag);
+                let _ = done_tx.send(tally);
+            })
+    };
+    let tally = match scheduler {
+        Ok(_) => {
+            tokio::pin!(done_rx);
+            tokio::select! {
+                tally = &mut done_rx => tally.unwrap_or_default(),
+                _ = stop.wait_for(|s| *s) => {
+                    stop_flag.store(true, Ordering::Relaxed);
+                    done_rx.await.unwrap_or_default()
+                }
             }
-            () = tokio::time::sleep_until(due.into()) => {}
         }
-        shared.borrow_mut().scheduled += 1;
-        let n = queues.len();
-        let sent = (0..n).any(|i| queues[(k as usize + i) % n].try_send(k).is_ok());
-        if !sent {
-            shared.borrow_mut().skipped += 1;
+        Err(err) => {
+            tracing::error!(%err, "could not start the schedule thread");
+            Tally {
+                interrupted: true,
+                ..Tally::default()
+            }
         }
+    };
+    {
+        let mut r = shared.borrow_mut();
+        r.scheduled = tally.scheduled;
+        r.skipped = tally.skipped;
+        r.interrupted |= tally.interrupted;
     }
-    drop(queues);
     for t in tasks {
         // A publish still waiting for its answer at a stop is abandoned, not awaited forever.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
@@ -166,6 +186,41 @@ async fn run(
     let mut result = shared.borrow().clone();
     result.counters = counters.snapshot();
     result
+}
+
+/// What the schedule thread did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    scheduled: u64,
+    skipped: u64,
+    interrupted: bool,
+}
+
+/// Hands event `k` to an idle publish connection at its due time, never waiting for one.
+fn schedule_loop(schedule: &Schedule, queues: Vec<mpsc::Sender<u64>>, stop: &AtomicBool) -> Tally {
+    let mut tally = Tally::default();
+    let n = queues.len();
+    for k in 0..schedule.total_events() {
+        let due = schedule.due(k);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                tally.interrupted = true;
+                return tally;
+            }
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            // Sleep in slices, so a stop is seen within 50 ms.
+            std::thread::sleep((due - now).min(std::time::Duration::from_millis(50)));
+        }
+        tally.scheduled += 1;
+        let sent = (0..n).any(|i| queues[(k as usize + i) % n].try_send(k).is_ok());
+        if !sent {
+            tally.skipped += 1;
+        }
+    }
+    tally
 }
 
 async fn publish_loop(

@@ -26,6 +26,9 @@ use crate::target::{Target, TargetError};
 
 /// How often the collector samples `/proc` and refreshes the progress line.
 const TICK: Duration = Duration::from_millis(250);
+/// How often the collector checks for progress (every subscriber connected, every delivery
+/// in), so a short run is not stretched to whole ticks.
+const CHECK: Duration = Duration::from_millis(20);
 /// Sockets kept free for the publisher, the sampler and stdio.
 const FD_RESERVE: u64 = 64;
 /// Loadgen CPU share of its usable cores past which its timings are suspect.
@@ -105,7 +108,7 @@ pub async fn run(
     bar.set_length(config.clients as u64);
     bar.set_message("connecting");
     let mut subscribed = 0;
-    let mut ticker = tokio::time::interval(TICK);
+    let mut ticker = tokio::time::interval(CHECK);
     while subscribed < workers.len() {
         tokio::select! {
             () = &mut interrupt => { interrupted = true; break; }
@@ -125,7 +128,7 @@ pub async fn run(
     }
     // The last `Subscribed` may race a final progress message; count from the recorders' view
     // after a short settle instead of trusting a stale sum.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for msg in rx.try_iter() {
         col.absorb(msg);
     }
@@ -213,7 +216,7 @@ pub async fn run(
                 // Drain: stop early once every expected delivery arrived.
                 let expected = connected * plan.window_events;
                 let done_at = *drained_at.get_or_insert(now.max(schedule.last_due()) + drain);
-                if delivered >= expected || now >= done_at {
+                if (delivered >= expected && now >= schedule.last_due()) || now >= done_at {
                     break;
                 }
             }
@@ -348,6 +351,7 @@ fn spawn_workers(
                 topic: config.topic.clone(),
                 poll_interval_ms: config.poll_interval.as_millis() as u64,
                 longpoll_timeout_ms: config.longpoll_timeout.as_millis() as u64,
+                poll_latest: config.poll_latest,
                 warmup_events: plan.warmup_events,
                 window_events: plan.window_events,
                 source: source_for(target, index),
@@ -371,6 +375,7 @@ fn spawn_workers(
                 after: None,
                 poll_interval: config.poll_interval,
                 longpoll_timeout: config.longpoll_timeout,
+                latest: config.poll_latest,
                 ..ClientConfig::new(config.transport, config.topic.clone())
             },
             warmup_events: plan.warmup_events,
@@ -522,7 +527,12 @@ impl Collector {
                 self.totals.total.merge(&total);
                 self.done += 1;
             }
-            WorkerMsg::Subscribed { .. } => {}
+            WorkerMsg::Subscribed { worker, connected } => {
+                // Counted here too: the next progress message may be a tick away.
+                if let Some(p) = self.progress.get_mut(worker) {
+                    p.1 = p.1.max(connected);
+                }
+            }
         }
     }
 
@@ -531,8 +541,12 @@ impl Collector {
         (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
     }
 
+    /// Takes a sample of the time series, at most every [`TICK`].
     fn sample(&mut self, phase: &str, published: u64) {
         let now = Instant::now();
+        if !self.series.is_empty() && now.duration_since(self.last.0) < TICK {
+            return;
+        }
         let server = sample(self.server_pid);
         let me = self.loadgen_sample();
         let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-3);

@@ -53,8 +53,12 @@ impl Clock {
 pub struct Schedule {
     /// When event 0 is due.
     pub start: Instant,
-    /// Events per second.
+    /// Events per second; 0 for an idle run.
     pub rate: f64,
+    /// The warm-up as asked for (an idle run has no events to count it in).
+    pub warmup: Duration,
+    /// The window as asked for.
+    pub window: Duration,
     /// Events due before the measurement window (warm-up).
     pub warmup_events: u64,
     /// Events due inside the measurement window.
@@ -64,11 +68,20 @@ pub struct Schedule {
 impl Schedule {
     /// A schedule of `warmup` then `window` at `rate` events/s from `start`.
     pub fn new(start: Instant, rate: f64, warmup: Duration, window: Duration) -> Schedule {
-        let warmup_events = (warmup.as_secs_f64() * rate).ceil() as u64;
-        let window_events = ((window.as_secs_f64() * rate).round() as u64).max(1);
+        // Rate 0 is an idle run: nothing is published, the window still lasts `window`.
+        let (warmup_events, window_events) = if rate > 0.0 {
+            (
+                (warmup.as_secs_f64() * rate).ceil() as u64,
+                ((window.as_secs_f64() * rate).round() as u64).max(1),
+            )
+        } else {
+            (0, 0)
+        };
         Schedule {
             start,
             rate,
+            warmup,
+            window,
             warmup_events,
             window_events,
         }
@@ -77,6 +90,11 @@ impl Schedule {
     /// When event `k` is due.
     pub fn due(&self, k: u64) -> Instant {
         self.start + Duration::from_secs_f64(k as f64 / self.rate)
+    }
+
+    /// Whether nothing is published (rate 0).
+    pub fn idle(&self) -> bool {
+        self.window_events == 0
     }
 
     /// All events, warm-up and window.
@@ -91,11 +109,17 @@ impl Schedule {
 
     /// When the window opens (event `warmup_events` is due).
     pub fn window_start(&self) -> Instant {
+        if self.idle() {
+            return self.start + self.warmup;
+        }
         self.due(self.warmup_events)
     }
 
-    /// When the last event is due.
+    /// When the last event is due (an idle run: when its window ends).
     pub fn last_due(&self) -> Instant {
+        if self.idle() {
+            return self.window_start() + self.window;
+        }
         self.due(self.total_events() - 1)
     }
 }
@@ -117,6 +141,16 @@ mod tests {
         let s = Schedule::new(t0, 0.5, Duration::ZERO, Duration::from_secs(10));
         assert_eq!(s.window_events, 5);
         assert_eq!(s.due(3), t0 + Duration::from_secs(6));
+    }
+
+    #[test]
+    fn an_idle_schedule_has_a_window_but_no_events() {
+        let t0 = Instant::now();
+        let s = Schedule::new(t0, 0.0, Duration::from_secs(1), Duration::from_secs(5));
+        assert!(s.idle());
+        assert_eq!(s.total_events(), 0);
+        assert_eq!(s.window_start(), t0 + Duration::from_secs(1));
+        assert_eq!(s.last_due(), t0 + Duration::from_secs(6));
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub enum WorkerMsg {
     Subscribed {
         /// Worker number.
         worker: usize,
+        /// Clients that subscribed (the others failed).
+        #[serde(default)]
+        connected: u64,
     },
     /// Live counts of this worker (absolute).
     Progress {
@@ -245,7 +248,8 @@ async fn run(
             }
             pending.set(pending.get() - 1);
             if pending.get() == 0 {
-                let _ = tx.send(WorkerMsg::Subscribed { worker });
+                let connected = shared.connected.get();
+                let _ = tx.send(WorkerMsg::Subscribed { worker, connected });
             }
             if let Ok(client) = client {
                 subscriber(client, &shared, stop).await;
@@ -253,7 +257,10 @@ async fn run(
         });
     }
     if clients == 0 {
-        let _ = tx.send(WorkerMsg::Subscribed { worker });
+        let _ = tx.send(WorkerMsg::Subscribed {
+            worker,
+            connected: 0,
+        });
     }
     let _ = ramp_stop.wait_for(|s| *s).await;
     // Every task watches `stop`; give them a moment to finish, then drop the rest.

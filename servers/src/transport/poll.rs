@@ -1,4 +1,6 @@
 //! Short polling: `GET /poll?topic=T&after=ID` answers at once with what is new, often nothing.
+//! With `latest=1` it answers with the newest event only: the pull client of Bozdag et al.,
+//! which fetches the current state and may miss changes between two polls.
 
 use std::sync::Arc;
 
@@ -13,9 +15,12 @@ use crate::protocol::Transport;
 super::transport_server!(Transport::Poll);
 
 pub(crate) fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, ApiError> {
-    let batch = app
-        .hub
-        .read(&query.topic, query.after, app.config.max_batch)?;
+    let batch = if query.latest {
+        app.hub.read_latest(&query.topic, query.after)?
+    } else {
+        app.hub
+            .read(&query.topic, query.after, app.config.max_batch)?
+    };
     Ok(batch_response(&batch))
 }
 

@@ -1,0 +1,160 @@
+//! `pushbench suite`, `pushbench report` and `pushbench compare`: the published experiments,
+//! their charts and report, and checking a run against a published one.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressDrawTarget};
+use pushbench_suite::{Experiment, Progress, Scale, SuiteConfig};
+use tokio_util::sync::CancellationToken;
+
+/// Options of `pushbench suite`.
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// Every experiment, smaller and shorter (about 3 minutes instead of about 30).
+    #[arg(long, conflicts_with = "scale")]
+    pub quick: bool,
+    /// full, quick or tiny (a few seconds per experiment, for tests).
+    #[arg(long, value_parser = parse_scale, hide = true)]
+    pub scale: Option<Scale>,
+    /// Where to write the results (default: results/<date>-<host>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run only these experiments: floor, latency, fanout, capacity, throughput, polling,
+    /// coherence, upstream, idle (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_experiment)]
+    pub only: Vec<Experiment>,
+    /// Also run Nchan's subscriber types in [latency] and [fanout], when Nchan is installed.
+    #[arg(long)]
+    pub peers: bool,
+    /// No progress bars.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+fn parse_scale(s: &str) -> Result<Scale, String> {
+    match s {
+        "full" => Ok(Scale::Full),
+        "quick" => Ok(Scale::Quick),
+        "tiny" => Ok(Scale::Tiny),
+        _ => Err(format!("unknown scale {s:?}; expected full, quick or tiny")),
+    }
+}
+
+fn parse_experiment(s: &str) -> Result<Experiment, String> {
+    Experiment::parse(s)
+}
+
+pub(crate) fn run(args: SuiteArgs) -> anyhow::Result<()> {
+    let scale = args.scale.unwrap_or(if args.quick {
+        Scale::Quick
+    } else {
+        Scale::Full
+    });
+    let out = args.out.clone().unwrap_or_else(default_out);
+    let exe = std::env::current_exe().context("finding the pushbench binary")?;
+    let config = SuiteConfig {
+        scale,
+        out: out.clone(),
+        only: args.only.clone(),
+        peers: args.peers,
+        exe,
+        nchan_script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/nchan.sh"),
+        command: command_line(),
+    };
+    let progress = if args.quiet {
+        Progress::hidden()
+    } else {
+        Progress::new(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let summary = runtime.block_on(async {
+        let interrupt = CancellationToken::new();
+        let on_signal = interrupt.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            on_signal.cancel();
+        });
+        pushbench_suite::run(config, &progress, interrupt).await
+    })?;
+    println!("wrote {}", out.join("REPORT.md").display());
+    for w in &summary.warnings {
+        println!("warning: {w}");
+    }
+    if summary.interrupted {
+        anyhow::bail!(
+            "interrupted: {} holds the runs that finished",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `results/<YYYY-MM-DD>-<host>`.
+fn default_out() -> PathBuf {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let date = &pushbench_suite::report::utc(ms)[..10];
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    PathBuf::from("results").join(format!("{date}-{host}"))
+}
+
+fn command_line() -> String {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.insert(0, "pushbench".into());
+    args.join(" ")
+}
+
+/// Options of `pushbench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A suite's output directory (with summary.json).
+    pub dir: PathBuf,
+}
+
+pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let summary = pushbench_suite::load_summary(&args.dir)?;
+    pushbench_suite::render(&args.dir, &summary)?;
+    println!("wrote {}", args.dir.join("REPORT.md").display());
+    Ok(())
+}
+
+/// Options of `pushbench compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The published run's directory (e.g. results/full).
+    pub published: PathBuf,
+    /// The new run's directory.
+    pub new: PathBuf,
+    /// How far a ratio between techniques may move, as a fraction (0.3: from 1/1.3× to 1.3×).
+    #[arg(long, default_value_t = 0.3)]
+    pub tolerance: f64,
+}
+
+pub(crate) fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    if !(args.tolerance.is_finite() && args.tolerance > 0.0) {
+        anyhow::bail!("--tolerance must be more than 0");
+    }
+    let published = pushbench_suite::load_summary(&args.published)?;
+    let new = pushbench_suite::load_summary(&args.new)?;
+    let c = pushbench_suite::compare::compare(&published, &new, args.tolerance);
+    print!("{c}");
+    if c.ratios.is_empty() {
+        anyhow::bail!("no ratio to compare: the runs share no technique and metric");
+    }
+    if c.moved() > 0 {
+        anyhow::bail!(
+            "{} ratio(s) between techniques moved past ±{:.0}%",
+            c.moved(),
+            args.tolerance * 100.0
+        );
+    }
+    Ok(())
+}

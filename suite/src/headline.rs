@@ -1,0 +1,165 @@
+//! The headline numbers: one value per metric and technique, read from a [`Summary`]. The
+//! report's summary table shows them; `compare` checks them between runs.
+
+use pushbench_servers::Transport;
+
+use crate::plan::Experiment;
+use crate::summary::{Server, Summary};
+
+/// Which way is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// Smaller is better (latency, cost).
+    Lower,
+    /// Larger is better (capacity).
+    Higher,
+}
+
+/// One headline metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// Stable key (`compare` output, tests).
+    pub key: &'static str,
+    /// Column title.
+    pub title: &'static str,
+    /// Unit shown after values.
+    pub unit: &'static str,
+    /// Which way is better.
+    pub better: Better,
+    /// Whether `compare` checks its ratios between techniques. Step-quantised limits
+    /// (capacity, throughput) move by a whole step on noise, so they are shown, not checked.
+    pub checked: bool,
+    /// Reads the value.
+    pub read: fn(&Summary, Transport) -> Option<f64>,
+}
+
+/// Every headline metric, in table order.
+pub const METRICS: [Metric; 11] = [
+    Metric {
+        key: "latency_p50_ms",
+        title: "p50, 1 sub",
+        unit: "ms",
+        better: Better::Lower,
+        checked: true,
+        read: |s, t| ms(s.latency_run(Server::Pushbench, t)?.latency_us.p50),
+    },
+    Metric {
+        key: "latency_p99_ms",
+        title: "p99, 1 sub",
+        unit: "ms",
+        better: Better::Lower,
+        checked: false,
+        read: |s, t| ms(s.latency_run(Server::Pushbench, t)?.latency_us.p99),
+    },
+    Metric {
+        key: "fanout_p99_ms",
+        title: "p99, most subs",
+        unit: "ms",
+        better: Better::Lower,
+        checked: true,
+        read: |s, t| ms(s.fanout_top(Server::Pushbench, t)?.latency_us.p99),
+    },
+    Metric {
+        key: "cpu_ms_per_1k",
+        title: "server CPU per 1k deliveries",
+        unit: "ms",
+        better: Better::Lower,
+        checked: true,
+        // 0 means less than one CPU tick (10 ms) in the window: below resolution.
+        read: |s, t| nonzero(s.fanout_top(Server::Pushbench, t)?.server_cpu_ms_per_1k?),
+    },
+    Metric {
+        key: "rss_per_conn_kib",
+        title: "server RSS per idle conn",
+        unit: "KiB",
+        better: Better::Lower,
+        checked: true,
+        read: |s, t| Some(s.idle_run(t)?.rss_per_conn_bytes? / 1024.0),
+    },
+    Metric {
+        key: "bytes_per_event",
+        title: "bytes per delivery",
+        unit: "B",
+        better: Better::Lower,
+        checked: true,
+        read: |s, t| nonzero(s.fanout_top(Server::Pushbench, t)?.bytes_down_per_event),
+    },
+    Metric {
+        key: "requests_per_event",
+        title: "requests per delivery",
+        unit: "",
+        better: Better::Lower,
+        checked: false,
+        read: |s, t| Some(s.fanout_top(Server::Pushbench, t)?.requests_per_event),
+    },
+    Metric {
+        key: "idle_bytes_per_conn_min",
+        title: "idle traffic per conn",
+        unit: "B/min",
+        better: Better::Lower,
+        checked: false,
+        read: |s, t| {
+            let r = s.idle_run(t)?;
+            let per = r.bytes_down as f64 / r.clients_connected.max(1) as f64;
+            Some(per * 60.0 / r.window_s.max(1e-9))
+        },
+    },
+    Metric {
+        key: "capacity_subs",
+        title: "capacity",
+        unit: "subs",
+        better: Better::Higher,
+        checked: false,
+        read: |s, t| Some(s.limit(Experiment::Capacity, t)?.value),
+    },
+    Metric {
+        key: "throughput_per_s",
+        title: "max deliveries/s",
+        unit: "/s",
+        better: Better::Higher,
+        checked: false,
+        read: |s, t| Some(s.limit(Experiment::Throughput, t)?.value),
+    },
+    Metric {
+        key: "upstream_p50_ms",
+        title: "upstream RTT p50",
+        unit: "ms",
+        better: Better::Lower,
+        checked: true,
+        read: |s, t| ms(s.upstream_of(t)?.rtt_us.p50),
+    },
+];
+
+/// The technique every within-run ratio is taken against.
+pub const REFERENCE: Transport = Transport::Ws;
+
+fn ms(us: u64) -> Option<f64> {
+    (us > 0).then(|| us as f64 / 1000.0)
+}
+
+fn nonzero(v: f64) -> Option<f64> {
+    (v > 0.0).then_some(v)
+}
+
+/// A metric's value of `t` divided by the reference technique's, within one run.
+pub fn ratio_to_reference(m: &Metric, s: &Summary, t: Transport) -> Option<f64> {
+    let v = (m.read)(s, t)?;
+    let r = (m.read)(s, REFERENCE)?;
+    (r > 0.0 && v > 0.0).then(|| v / r)
+}
+
+/// Formats a value to about three significant figures.
+pub fn fmt_value(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        format!("{:.0}", v)
+    } else if a >= 10.0 {
+        format!("{:.1}", v)
+    } else if a >= 1.0 {
+        format!("{:.2}", v)
+    } else {
+        format!("{:.3}", v)
+    }
+}

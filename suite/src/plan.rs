@@ -1,0 +1,518 @@
+//! What the suite runs: the experiments, and every size and duration at each scale, in one
+//! place so the report can say exactly what was run.
+
+use std::time::Duration;
+
+use pushbench_servers::Transport;
+use serde::{Deserialize, Serialize};
+
+/// How big a suite run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scale {
+    /// The published configuration: at most about 30 minutes on a 2-core machine.
+    Full,
+    /// Every experiment, smaller and shorter: about 3 minutes.
+    Quick,
+    /// A few seconds per experiment, for the tests.
+    Tiny,
+}
+
+impl Scale {
+    /// Its name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scale::Full => "full",
+            Scale::Quick => "quick",
+            Scale::Tiny => "tiny",
+        }
+    }
+}
+
+/// One experiment of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Experiment {
+    /// Raw TCP ping-pong on loopback.
+    Floor,
+    /// One subscriber, 100 events/s.
+    Latency,
+    /// 1 event/s broadcast to more and more subscribers.
+    Fanout,
+    /// Subscribers stepped up until p99 or loss fails.
+    Capacity,
+    /// Publish rate stepped up for 100 subscribers.
+    Throughput,
+    /// Poll intervals against the analytic model.
+    Polling,
+    /// Pull-the-latest-state against push, Bozdag et al.
+    Coherence,
+    /// Client → server → client round trips.
+    Upstream,
+    /// Idle subscribers: memory and keep-alive traffic.
+    Idle,
+}
+
+impl Experiment {
+    /// In the order they run and appear in the report.
+    pub const ALL: [Experiment; 9] = [
+        Experiment::Floor,
+        Experiment::Latency,
+        Experiment::Fanout,
+        Experiment::Capacity,
+        Experiment::Throughput,
+        Experiment::Polling,
+        Experiment::Coherence,
+        Experiment::Upstream,
+        Experiment::Idle,
+    ];
+
+    /// Its name (`--only`, file names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::Floor => "floor",
+            Experiment::Latency => "latency",
+            Experiment::Fanout => "fanout",
+            Experiment::Capacity => "capacity",
+            Experiment::Throughput => "throughput",
+            Experiment::Polling => "polling",
+            Experiment::Coherence => "coherence",
+            Experiment::Upstream => "upstream",
+            Experiment::Idle => "idle",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(name: &str) -> Result<Experiment, String> {
+        Experiment::ALL
+            .into_iter()
+            .find(|e| e.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = Experiment::ALL.iter().map(|e| e.name()).collect();
+                format!(
+                    "unknown experiment {name:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// The report's "what it shows" paragraph.
+    pub fn what_it_shows(self) -> &'static str {
+        match self {
+            Experiment::Floor => {
+                "A raw TCP ping-pong between two sockets on loopback, with no HTTP at all. Its \
+                 round-trip time is the physical floor of this run: no transport can deliver \
+                 faster, and every latency below is best read as a multiple of it."
+            }
+            Experiment::Latency => {
+                "One subscriber, 100 events/s: the latency each technique adds when nothing \
+                 competes for the server. Streaming techniques deliver within a few floors; short \
+                 polling waits on average half its interval, so its spectrum is the interval's \
+                 shape, not the server's."
+            }
+            Experiment::Fanout => {
+                "One event per second broadcast to 100 up to 10,000 subscribers. p99 grows with \
+                 the number of sockets one event must be written to, and the server's CPU per \
+                 delivery and memory per connection show what each subscriber costs."
+            }
+            Experiment::Capacity => {
+                "Subscribers are stepped up, one event per second, until p99 passes 250 ms (for \
+                 short polling: 250 ms beyond its interval) or any event is lost. The last step \
+                 that passed is the most subscribers the transport holds on one server core."
+            }
+            Experiment::Throughput => {
+                "100 subscribers while the publish rate is stepped up, until p99 passes 100 ms \
+                 (short polling: 100 ms beyond its interval) or any event is lost. The last step \
+                 that passed gives the most deliveries per second the transport sustains."
+            }
+            Experiment::Polling => {
+                "Short polling at intervals from 50 ms to 5 s, 10 events/s. Measured mean latency, \
+                 requests/s, bytes/s and the share of empty responses are drawn beside the model: \
+                 mean delay ≈ interval/2 + RTT and requests/s = clients/interval. Polling buys \
+                 latency with requests, nearly all of them empty at short intervals."
+            }
+            Experiment::Coherence => {
+                "After Bozdag, Mesbah & van Deursen (2007), *A Comparison of Push and Pull \
+                 Techniques for Ajax*: a pull client that fetches only the latest state \
+                 (`/poll?latest=1`) against push (SSE), over a grid of publish interval × pull \
+                 interval. Coherence is the fraction of published events a client saw, staleness \
+                 the mean publish-to-receipt time of what it saw, traffic its bytes per second."
+            }
+            Experiment::Upstream => {
+                "The round trip of a client's own message: client → server → client. WebSocket \
+                 carries both directions on one connection; every other technique needs a \
+                 separate POST beside its subscription, and long polling also a new request \
+                 after each event."
+            }
+            Experiment::Idle => {
+                "Idle subscribers held open with nothing published: server memory per connection, \
+                 and the keep-alive traffic each technique spends to keep a quiet connection alive \
+                 (short polling pays full requests; streams pay a few bytes per keep-alive)."
+            }
+        }
+    }
+
+    /// Whether the experiment steps up until a step fails.
+    pub fn stepped(self) -> bool {
+        matches!(self, Experiment::Capacity | Experiment::Throughput)
+    }
+}
+
+/// One load run of an experiment: what `pushbench load` is asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Its experiment.
+    pub experiment: Experiment,
+    /// The technique.
+    pub transport: Transport,
+    /// Subscribers.
+    pub clients: usize,
+    /// Events/s (0: idle).
+    pub rate: f64,
+    /// Measurement window.
+    pub window: Duration,
+    /// Warm-up.
+    pub warmup: Duration,
+    /// Short polling interval.
+    pub poll_interval: Duration,
+    /// Short polling fetches the latest state only (`[coherence]`).
+    pub poll_latest: bool,
+    /// A distinguishing label within the experiment and transport, for the file name.
+    pub label: String,
+}
+
+impl Step {
+    /// The JSON file of this step, relative to the output directory.
+    pub fn file(&self, peer: bool) -> String {
+        let who = if peer { "nchan-" } else { "" };
+        format!(
+            "{}/{who}{}-{}.json",
+            self.experiment.name(),
+            self.transport.name(),
+            self.label
+        )
+    }
+
+    /// The p99 a stepped experiment allows: short polling waits up to an interval by design,
+    /// so its budget starts there.
+    pub fn p99_budget(&self) -> Duration {
+        let base = match self.experiment {
+            Experiment::Throughput => Duration::from_millis(100),
+            _ => Duration::from_millis(250),
+        };
+        if self.transport == Transport::Poll {
+            base + self.poll_interval
+        } else {
+            base
+        }
+    }
+}
+
+/// Every size and duration at one scale.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Params {
+    /// The scale.
+    pub scale: Scale,
+    /// `[floor]` round trips.
+    pub floor_round_trips: usize,
+    /// Warm-up of every load run.
+    pub warmup: Duration,
+    /// Longest wait for deliveries after the last due time (a run ends sooner once everything
+    /// arrived; short polling always waits two intervals).
+    pub drain: Duration,
+    /// `[latency]` window.
+    pub latency_window: Duration,
+    /// `[latency]` poll intervals (short polling runs once per interval).
+    pub latency_poll_intervals: Vec<Duration>,
+    /// `[fanout]` subscriber counts.
+    pub fanout_clients: Vec<usize>,
+    /// `[fanout]` and `[capacity]` publish rate.
+    pub broadcast_rate: f64,
+    /// `[fanout]` window.
+    pub fanout_window: Duration,
+    /// `[capacity]` steps.
+    pub capacity_clients: Vec<usize>,
+    /// `[capacity]` window.
+    pub capacity_window: Duration,
+    /// `[throughput]` subscribers.
+    pub throughput_clients: usize,
+    /// `[throughput]` rate steps.
+    pub throughput_rates: Vec<f64>,
+    /// `[throughput]` window.
+    pub throughput_window: Duration,
+    /// `[polling]` subscribers.
+    pub polling_clients: usize,
+    /// `[polling]` intervals.
+    pub polling_intervals: Vec<Duration>,
+    /// `[polling]` shortest window (longer intervals get four intervals).
+    pub polling_window: Duration,
+    /// `[coherence]` publish intervals.
+    pub coherence_publish: Vec<Duration>,
+    /// `[coherence]` pull intervals.
+    pub coherence_pull: Vec<Duration>,
+    /// `[coherence]` subscribers.
+    pub coherence_clients: usize,
+    /// `[coherence]` window.
+    pub coherence_window: Duration,
+    /// `[upstream]` round trips per technique.
+    pub upstream_round_trips: usize,
+    /// `[idle]` subscribers.
+    pub idle_clients: usize,
+    /// `[idle]` window.
+    pub idle_window: Duration,
+    /// Poll interval of the broadcast experiments (fanout, capacity, throughput, idle).
+    pub poll_interval: Duration,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn s(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+impl Params {
+    /// The parameters of `scale`.
+    pub fn of(scale: Scale) -> Params {
+        match scale {
+            Scale::Full => Params {
+                scale,
+                floor_round_trips: 20_000,
+                warmup: s(1),
+                drain: s(2),
+                latency_window: s(15),
+                latency_poll_intervals: vec![ms(100), s(1)],
+                fanout_clients: vec![100, 1_000, 5_000, 10_000],
+                broadcast_rate: 1.0,
+                fanout_window: s(10),
+                capacity_clients: vec![2_500, 5_000, 10_000, 15_000, 18_500],
+                capacity_window: s(5),
+                throughput_clients: 100,
+                throughput_rates: vec![100.0, 300.0, 1_000.0, 3_000.0, 10_000.0, 30_000.0],
+                throughput_window: s(5),
+                polling_clients: 100,
+                polling_intervals: vec![ms(50), ms(100), ms(250), ms(500), s(1), s(2), s(5)],
+                polling_window: s(10),
+                coherence_publish: vec![ms(50), ms(250), s(1)],
+                coherence_pull: vec![ms(100), ms(500), s(2)],
+                coherence_clients: 10,
+                coherence_window: s(12),
+                upstream_round_trips: 1_000,
+                idle_clients: 10_000,
+                idle_window: s(60),
+                poll_interval: s(1),
+            },
+            Scale::Quick => Params {
+                scale,
+                floor_round_trips: 5_000,
+                warmup: ms(500),
+                drain: s(1),
+                latency_window: s(2),
+                latency_poll_intervals: vec![ms(100), s(1)],
+                fanout_clients: vec![100, 1_000],
+                broadcast_rate: 1.0,
+                fanout_window: s(3),
+                capacity_clients: vec![1_000, 4_000],
+                capacity_window: s(2),
+                throughput_clients: 100,
+                throughput_rates: vec![300.0, 3_000.0],
+                throughput_window: s(2),
+                polling_clients: 100,
+                polling_intervals: vec![ms(100), s(1)],
+                polling_window: s(2),
+                coherence_publish: vec![ms(100), s(1)],
+                coherence_pull: vec![ms(250), s(1)],
+                coherence_clients: 10,
+                coherence_window: s(3),
+                upstream_round_trips: 200,
+                idle_clients: 2_000,
+                idle_window: s(4),
+                poll_interval: s(1),
+            },
+            Scale::Tiny => Params {
+                scale,
+                floor_round_trips: 200,
+                warmup: ms(100),
+                drain: ms(500),
+                latency_window: ms(500),
+                latency_poll_intervals: vec![ms(50), ms(200)],
+                fanout_clients: vec![10],
+                broadcast_rate: 10.0,
+                fanout_window: ms(500),
+                capacity_clients: vec![5, 20],
+                capacity_window: ms(500),
+                throughput_clients: 5,
+                throughput_rates: vec![20.0, 100.0],
+                throughput_window: ms(500),
+                polling_clients: 5,
+                polling_intervals: vec![ms(50), ms(200)],
+                polling_window: ms(500),
+                coherence_publish: vec![ms(50)],
+                coherence_pull: vec![ms(100), ms(200)],
+                coherence_clients: 3,
+                coherence_window: ms(600),
+                upstream_round_trips: 10,
+                idle_clients: 10,
+                idle_window: ms(500),
+                poll_interval: ms(200),
+            },
+        }
+    }
+
+    /// The load runs of `experiment` for `transport`, in order (none for the experiments that
+    /// are not load runs, and none for coherence's pull grid unless `transport` is short
+    /// polling or SSE, its push reference).
+    pub fn steps(&self, experiment: Experiment, transport: Transport) -> Vec<Step> {
+        let step = |clients: usize, rate: f64, window: Duration, label: String| Step {
+            experiment,
+            transport,
+            clients,
+            rate,
+            window,
+            warmup: self.warmup,
+            poll_interval: self.poll_interval,
+            poll_latest: false,
+            label,
+        };
+        match experiment {
+            Experiment::Floor | Experiment::Upstream => Vec::new(),
+            Experiment::Latency => {
+                let one = |label: String| step(1, 100.0, self.latency_window, label);
+                if transport == Transport::Poll {
+                    self.latency_poll_intervals
+                        .iter()
+                        .map(|&i| Step {
+                            poll_interval: i,
+                            ..one(format!("i{}ms", i.as_millis()))
+                        })
+                        .collect()
+                } else {
+                    vec![one("c1".into())]
+                }
+            }
+            Experiment::Fanout => self
+                .fanout_clients
+                .iter()
+                .map(|&c| step(c, self.broadcast_rate, self.fanout_window, format!("c{c}")))
+                .collect(),
+            Experiment::Capacity => self
+                .capacity_clients
+                .iter()
+                .map(|&c| {
+                    step(
+                        c,
+                        self.broadcast_rate,
+                        self.capacity_window,
+                        format!("c{c}"),
+                    )
+                })
+                .collect(),
+            Experiment::Throughput => self
+                .throughput_rates
+                .iter()
+                .map(|&r| {
+                    step(
+                        self.throughput_clients,
+                        r,
+                        self.throughput_window,
+                        format!("r{r}"),
+                    )
+                })
+                .collect(),
+            Experiment::Polling if transport == Transport::Poll => self
+                .polling_intervals
+                .iter()
+                .map(|&i| Step {
+                    poll_interval: i,
+                    window: self.polling_window.max(i * 4),
+                    ..step(
+                        self.polling_clients,
+                        10.0,
+                        self.polling_window,
+                        format!("i{}ms", i.as_millis()),
+                    )
+                })
+                .collect(),
+            Experiment::Polling => Vec::new(),
+            Experiment::Coherence => {
+                let mut steps = Vec::new();
+                for &p in &self.coherence_publish {
+                    let rate = 1.0 / p.as_secs_f64();
+                    let base = step(
+                        self.coherence_clients,
+                        rate,
+                        self.coherence_window,
+                        "".into(),
+                    );
+                    match transport {
+                        Transport::Poll => {
+                            for &q in &self.coherence_pull {
+                                steps.push(Step {
+                                    poll_interval: q,
+                                    poll_latest: true,
+                                    window: self.coherence_window.max(q * 4),
+                                    label: format!("p{}ms-q{}ms", p.as_millis(), q.as_millis()),
+                                    ..base.clone()
+                                });
+                            }
+                        }
+                        Transport::Sse => steps.push(Step {
+                            label: format!("p{}ms-push", p.as_millis()),
+                            ..base
+                        }),
+                        _ => {}
+                    }
+                }
+                steps
+            }
+            Experiment::Idle => vec![step(
+                self.idle_clients,
+                0.0,
+                self.idle_window,
+                format!("c{}", self.idle_clients),
+            )],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_experiment_has_runs_at_every_scale() {
+        for scale in [Scale::Full, Scale::Quick, Scale::Tiny] {
+            let p = Params::of(scale);
+            for e in Experiment::ALL {
+                let n: usize = Transport::ALL.iter().map(|&t| p.steps(e, t).len()).sum();
+                let load_run = !matches!(e, Experiment::Floor | Experiment::Upstream);
+                assert_eq!(n > 0, load_run, "{scale:?} {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn files_are_unique() {
+        let p = Params::of(Scale::Full);
+        let mut files = std::collections::BTreeSet::new();
+        for e in Experiment::ALL {
+            for t in Transport::ALL {
+                for s in p.steps(e, t) {
+                    assert!(files.insert(s.file(false)), "{}", s.file(false));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn polling_budget_includes_the_interval() {
+        let p = Params::of(Scale::Full);
+        let poll = &p.steps(Experiment::Capacity, Transport::Poll)[0];
+        let ws = &p.steps(Experiment::Capacity, Transport::Ws)[0];
+        assert_eq!(poll.p99_budget(), Duration::from_millis(1250));
+        assert_eq!(ws.p99_budget(), Duration::from_millis(250));
+        assert_eq!(Experiment::parse("fanout"), Ok(Experiment::Fanout));
+        assert!(Experiment::parse("nope").is_err());
+    }
+}

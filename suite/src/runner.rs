@@ -1,0 +1,368 @@
+//! Runs the suite: each experiment for every technique, a fresh server child process per load
+//! run, results written as they come so an interrupted suite still leaves its data behind.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use pushbench_loadgen::load::env::Environment;
+use pushbench_loadgen::load::{self, LoadConfig};
+use pushbench_loadgen::Profile;
+use pushbench_servers::Transport;
+use tokio_util::sync::CancellationToken;
+
+use crate::pin::Pinning;
+use crate::plan::{Experiment, Params, Scale, Step};
+use crate::server::{nchan_available, ServerProcess};
+use crate::summary::{Failure, Run, Server, Summary, SCHEMA};
+use crate::{floor, io_err, upstream, SuiteError};
+
+/// Most subscribers one load-generator process is given; more are split over worker
+/// processes, each with its own open-files limit and source address.
+const CLIENTS_PER_PROCESS: usize = 9_000;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SuiteConfig {
+    /// Scale.
+    pub scale: Scale,
+    /// Output directory (created).
+    pub out: PathBuf,
+    /// Experiments to run (empty: all).
+    pub only: Vec<Experiment>,
+    /// Run Nchan beside pushbench in `[latency]` and `[fanout]`.
+    pub peers: bool,
+    /// The pushbench binary, started as `serve` for each run.
+    pub exe: PathBuf,
+    /// `scripts/nchan.sh`, for `--peers`.
+    pub nchan_script: PathBuf,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// The progress bars: the whole suite, the current experiment, the current run.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    multi: MultiProgress,
+    suite: ProgressBar,
+    experiment: ProgressBar,
+}
+
+impl Progress {
+    /// Bars drawn on `multi` (hidden when it draws nowhere).
+    pub fn new(multi: MultiProgress) -> Progress {
+        let style = |t: &str| {
+            ProgressStyle::with_template(t)
+                .expect("static template")
+                .progress_chars("=> ")
+        };
+        let suite = multi.add(ProgressBar::new(0));
+        suite.set_style(style(
+            "suite      {elapsed:>4} [{bar:30}] {pos}/{len} runs {msg}",
+        ));
+        let experiment = multi.add(ProgressBar::new(0));
+        experiment.set_style(style(
+            "experiment {elapsed:>4} [{bar:30}] {pos}/{len} {msg}",
+        ));
+        Progress {
+            multi,
+            suite,
+            experiment,
+        }
+    }
+
+    /// No output.
+    pub fn hidden() -> Progress {
+        Progress::new(MultiProgress::with_draw_target(
+            indicatif::ProgressDrawTarget::hidden(),
+        ))
+    }
+
+    fn run_bar(&self) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new(0));
+        bar.set_style(
+            ProgressStyle::with_template("run        {elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar
+    }
+
+    /// Prints a line above the bars.
+    pub fn println(&self, line: &str) {
+        let _ = self.multi.println(line);
+    }
+}
+
+/// One unit of work.
+#[derive(Debug, Clone)]
+enum Job {
+    Floor,
+    Load(Step, Server),
+    Upstream(Transport),
+}
+
+impl Job {
+    fn experiment(&self) -> Experiment {
+        match self {
+            Job::Floor => Experiment::Floor,
+            Job::Load(s, _) => s.experiment,
+            Job::Upstream(_) => Experiment::Upstream,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the suite and writes everything into `config.out`. `interrupt` stops it early; what
+/// ran is still written, marked interrupted.
+pub async fn run(
+    config: SuiteConfig,
+    progress: &Progress,
+    interrupt: CancellationToken,
+) -> Result<Summary, SuiteError> {
+    std::fs::create_dir_all(&config.out).map_err(io_err(&config.out))?;
+    let pinning = Pinning::apply();
+    let params = Params::of(config.scale);
+    let experiments: Vec<Experiment> = Experiment::ALL
+        .into_iter()
+        .filter(|e| config.only.is_empty() || config.only.contains(e))
+        .collect();
+    let mut summary = Summary {
+        schema: SCHEMA.to_owned(),
+        command: config.command.clone(),
+        scale: config.scale,
+        params: params.clone(),
+        experiments: experiments.clone(),
+        peers: false,
+        started_at_unix_ms: now_ms(),
+        finished_at_unix_ms: 0,
+        interrupted: false,
+        environment: Environment::detect(),
+        pinning: pinning.clone(),
+        floor: None,
+        runs: Vec::new(),
+        upstream: Vec::new(),
+        failures: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if let Some(note) = &pinning.note {
+        summary.warnings.push(format!("pinning: {note}"));
+    }
+    if !summary.environment.release_build {
+        summary
+            .warnings
+            .push("debug build: figures are not comparable with release runs".into());
+    }
+    let peers = config.peers && {
+        let ok = nchan_available(&config.nchan_script);
+        if !ok {
+            summary.warnings.push(
+                "--peers: Nchan is not installed (apt-get install nginx-light \
+                 libnginx-mod-nchan), so no peer ran"
+                    .into(),
+            );
+        }
+        ok
+    };
+    summary.peers = peers;
+    let jobs = plan_jobs(&params, &experiments, peers);
+    progress.suite.set_length(jobs.len() as u64);
+    let mut skip: Option<(Experiment, Server, Transport)> = None;
+    let mut current: Option<Experiment> = None;
+    for (i, job) in jobs.iter().enumerate() {
+        if interrupt.is_cancelled() {
+            summary.interrupted = true;
+            break;
+        }
+        let e = job.experiment();
+        if current != Some(e) {
+            current = Some(e);
+            let n = jobs[i..].iter().take_while(|j| j.experiment() == e).count();
+            progress.experiment.reset();
+            progress.experiment.set_length(n as u64);
+            progress.experiment.set_message(format!("[{}]", e.name()));
+        }
+        progress.suite.inc(1);
+        progress.experiment.inc(1);
+        match job {
+            Job::Floor => {
+                progress.experiment.set_message("[floor] TCP ping-pong");
+                match floor::measure(params.floor_round_trips, &pinning) {
+                    Ok(f) => summary.floor = Some(f),
+                    Err(e) => summary.warnings.push(e.to_string()),
+                }
+            }
+            Job::Upstream(t) => {
+                progress
+                    .experiment
+                    .set_message(format!("[upstream] {}", t.name()));
+                match upstream_one(&config.exe, *t, &pinning, params.upstream_round_trips).await {
+                    Ok(u) => summary.upstream.push(u),
+                    Err(e) => summary.warnings.push(e.to_string()),
+                }
+            }
+            Job::Load(step, server) => {
+                if skip == Some((step.experiment, *server, step.transport)) {
+                    continue;
+                }
+                progress.experiment.set_message(format!(
+                    "[{}] {}{} {}",
+                    step.experiment.name(),
+                    if *server == Server::Nchan {
+                        "nchan "
+                    } else {
+                        ""
+                    },
+                    step.transport.name(),
+                    step.label
+                ));
+                let result = load_one(
+                    &config, &params, step, *server, &pinning, progress, &interrupt,
+                )
+                .await;
+                match result {
+                    Ok(run) => {
+                        if run.passed == Some(false) {
+                            // A stepped experiment ends at its first failing step.
+                            skip = Some((step.experiment, *server, step.transport));
+                        }
+                        summary.runs.push(run);
+                    }
+                    Err(error) => {
+                        progress.println(&format!(
+                            "[{}] {} {}: {error}",
+                            step.experiment.name(),
+                            step.transport.name(),
+                            step.label
+                        ));
+                        if step.experiment.stepped() {
+                            skip = Some((step.experiment, *server, step.transport));
+                        }
+                        summary.failures.push(Failure {
+                            experiment: step.experiment,
+                            server: *server,
+                            transport: step.transport,
+                            label: step.label.clone(),
+                            error,
+                        });
+                    }
+                }
+                if interrupt.is_cancelled() {
+                    summary.interrupted = true;
+                    break;
+                }
+            }
+        }
+    }
+    progress.experiment.finish_and_clear();
+    progress.suite.finish_and_clear();
+    let saturated = summary.runs.iter().filter(|r| r.loadgen_saturated).count();
+    if saturated > 0 {
+        summary.warnings.push(format!(
+            "the load generator was saturated in {saturated} run(s), listed under Health: their \
+             latencies may be the load generator's, not the server's"
+        ));
+    }
+    summary.finished_at_unix_ms = now_ms();
+    crate::write_all(&config.out, &summary)?;
+    Ok(summary)
+}
+
+fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for &e in experiments {
+        match e {
+            Experiment::Floor => jobs.push(Job::Floor),
+            Experiment::Upstream => jobs.extend(upstream::MODES.map(Job::Upstream)),
+            _ => {
+                for t in Transport::ALL {
+                    for s in params.steps(e, t) {
+                        jobs.push(Job::Load(s, Server::Pushbench));
+                    }
+                }
+                if peers && matches!(e, Experiment::Latency | Experiment::Fanout) {
+                    for t in Transport::ALL {
+                        for s in params.steps(e, t) {
+                            jobs.push(Job::Load(s, Server::Nchan));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    jobs
+}
+
+async fn upstream_one(
+    exe: &Path,
+    t: Transport,
+    pinning: &Pinning,
+    n: usize,
+) -> Result<upstream::Upstream, SuiteError> {
+    let server = ServerProcess::pushbench(exe, t, pinning)?;
+    let result = upstream::measure(&server.url, t, n).await;
+    server.stop();
+    result
+}
+
+/// One load run: start the server, run, write the report, stop the server.
+async fn load_one(
+    config: &SuiteConfig,
+    params: &Params,
+    step: &Step,
+    server: Server,
+    pinning: &Pinning,
+    progress: &Progress,
+    interrupt: &CancellationToken,
+) -> Result<Run, String> {
+    let proc = match server {
+        Server::Pushbench => ServerProcess::pushbench(&config.exe, step.transport, pinning),
+        Server::Nchan => {
+            let prefix =
+                std::env::temp_dir().join(format!("pushbench-suite-nchan-{}", std::process::id()));
+            ServerProcess::nchan(&config.nchan_script, &prefix, pinning)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let workers = step.clients.div_ceil(CLIENTS_PER_PROCESS).max(1);
+    let load_config = LoadConfig {
+        clients: step.clients,
+        rate: step.rate,
+        duration: step.window,
+        warmup: step.warmup,
+        poll_interval: step.poll_interval,
+        poll_latest: step.poll_latest,
+        payload: 64,
+        topic: format!("suite-{}", step.experiment.name()),
+        ramp: 5_000.0,
+        drain: params.drain,
+        publishers: if step.rate > 1_000.0 { 8 } else { 4 },
+        threads: load::sampler::usable_cores().max(1),
+        workers,
+        server_pid: proc.pid,
+        target_profile: match server {
+            Server::Pushbench => Profile::Pushbench,
+            Server::Nchan => Profile::Nchan,
+        },
+        ..LoadConfig::new(step.transport, proc.url.clone())
+    };
+    let bar = progress.run_bar();
+    let result = load::run(load_config, &bar, interrupt.clone().cancelled_owned()).await;
+    bar.finish_and_clear();
+    progress.multi.remove(&bar);
+    proc.stop();
+    let report = result.map_err(|e| e.to_string())?;
+    let file = step.file(server == Server::Nchan);
+    let path = config.out.join(&file);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Run::of(step, server, file, &report))
+}

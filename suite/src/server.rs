@@ -1,0 +1,188 @@
+//! The servers under test, each its own child process pinned to the server core: a fresh
+//! `pushbench serve TRANSPORT` per load run (so memory and CPU are that run's alone), or Nchan
+//! through `scripts/nchan.sh` for `--peers`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pushbench_servers::Transport;
+
+use crate::pin::Pinning;
+use crate::SuiteError;
+
+/// How long a server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a server gets to stop on SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerProcess {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The process to sample (Nchan: its one worker), when known.
+    pub pid: Option<u32>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Pushbench(Child),
+    Nchan { script: PathBuf, prefix: PathBuf },
+}
+
+impl ServerProcess {
+    /// Starts `exe serve TRANSPORT --addr 127.0.0.1:0 --threads 1` on the server core and waits
+    /// for its `listening on` line.
+    pub fn pushbench(
+        exe: &Path,
+        transport: Transport,
+        pinning: &Pinning,
+    ) -> Result<ServerProcess, SuiteError> {
+        let mut cmd = pinning.server_command(exe);
+        cmd.args(["serve", transport.name(), "--addr", "127.0.0.1:0"])
+            .args(["--threads", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SuiteError::Server(format!("starting {}: {e}", exe.display())))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let url = match first_line(stdout, START_TIMEOUT) {
+            Some(line) => line.strip_prefix("listening on ").map(str::to_owned),
+            None => None,
+        };
+        let Some(url) = url else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SuiteError::Server(format!(
+                "`pushbench serve {}` did not print its address within {START_TIMEOUT:?}",
+                transport.name()
+            )));
+        };
+        Ok(ServerProcess {
+            url,
+            // The load generator finds a pushbench server's pid through `/stats`.
+            pid: None,
+            kind: Kind::Pushbench(child),
+        })
+    }
+
+    /// Starts Nchan with `scripts/nchan.sh` in a private prefix, on the server core.
+    pub fn nchan(
+        script: &Path,
+        prefix: &Path,
+        pinning: &Pinning,
+    ) -> Result<ServerProcess, SuiteError> {
+        let mut cmd = pinning.server_command(Path::new("bash"));
+        let out = cmd
+            .arg(script)
+            .args(["start", "0"])
+            .env("NCHAN_PREFIX", prefix)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| SuiteError::Server(format!("running {}: {e}", script.display())))?;
+        if !out.status.success() {
+            return Err(SuiteError::Server(format!(
+                "{} start failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let server = ServerProcess {
+            url: field("listening on ").unwrap_or_default(),
+            pid: field("worker_pid ").and_then(|p| p.parse().ok()),
+            kind: Kind::Nchan {
+                script: script.to_owned(),
+                prefix: prefix.to_owned(),
+            },
+        };
+        if server.url.is_empty() {
+            return Err(SuiteError::Server(format!(
+                "{} start printed no address",
+                script.display()
+            )));
+        }
+        Ok(server)
+    }
+
+    /// Stops the server: SIGTERM and a wait (a kill past [`STOP_TIMEOUT`]).
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        match &mut self.kind {
+            Kind::Pushbench(child) => {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + STOP_TIMEOUT;
+                while Instant::now() < deadline {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Kind::Nchan { script, prefix } => {
+                let _ = Command::new("bash")
+                    .arg(&*script)
+                    .arg("stop")
+                    .env("NCHAN_PREFIX", &*prefix)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// The first line a child prints, or `None` when it prints none within `timeout`.
+fn first_line(stdout: impl std::io::Read + Send + 'static, timeout: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let ok = reader.read_line(&mut line).is_ok_and(|n| n > 0);
+        let _ = tx.send(ok.then(|| line.trim().to_owned()));
+        // Keep reading so the server never blocks on a full pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    rx.recv_timeout(timeout).ok().flatten()
+}
+
+/// Whether Nchan can run here (nginx and the module are installed).
+pub fn nchan_available(script: &Path) -> bool {
+    script.exists()
+        && Command::new("nginx")
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        && Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so").exists()
+}

@@ -1,0 +1,237 @@
+//! The suite end to end, through the real binary: every experiment at the tiny scale, valid
+//! JSON, non-empty charts and a report; `report` redraws the same files from the JSON alone;
+//! `compare` passes a run against itself and flags a planted regression.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+
+fn pushbench(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PUSHBENCH_LOG", "error")
+        .output()
+        .expect("the pushbench binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pushbench-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path, ext));
+        } else if path.extension().is_some_and(|e| e == ext) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Copies only the JSON files of a suite run, keeping their layout.
+fn copy_json(from: &Path, to: &Path) {
+    for path in files(from, "json") {
+        let rel = path.strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&path, dest).unwrap();
+    }
+}
+
+#[test]
+fn suite_report_and_compare_end_to_end() {
+    let dir = temp_dir("suite");
+    let out = pushbench(&[
+        "suite",
+        "--scale",
+        "tiny",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Every load report is valid against the published schema, with no loss where none may be.
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/load.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let reports: Vec<_> = files(&dir, "json")
+        .into_iter()
+        .filter(|p| p.file_name().unwrap() != "summary.json")
+        .collect();
+    assert!(reports.len() >= 30, "only {} load reports", reports.len());
+    for path in &reports {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let errors: Vec<_> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+        assert!(v["delivered"].as_u64().unwrap() > 0 || v["config"]["rate"] == 0.0);
+    }
+
+    // The summary covers every experiment and transport.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["schema"], "pushbench-suite/1");
+    assert_eq!(summary["experiments"].as_array().unwrap().len(), 9);
+    assert!(summary["floor"]["rtt_ns"]["p50"].as_u64().unwrap() > 0);
+    assert_eq!(summary["upstream"].as_array().unwrap().len(), 4);
+    assert_eq!(summary["failures"], serde_json::json!([]), "{}", text(&out));
+    let runs = summary["runs"].as_array().unwrap();
+    for e in [
+        "latency",
+        "fanout",
+        "capacity",
+        "throughput",
+        "polling",
+        "coherence",
+        "idle",
+    ] {
+        assert!(runs.iter().any(|r| r["experiment"] == e), "no {e} run");
+    }
+    for r in runs.iter().filter(|r| r["experiment"] == "fanout") {
+        assert_eq!(r["lost"], 0, "fan-out lost events: {r}");
+        assert_eq!(r["duplicates"], 0);
+    }
+
+    // Charts: one SVG and one PNG each, with content.
+    let svgs = files(&dir, "svg");
+    let pngs = files(&dir, "png");
+    assert!(svgs.len() >= 9, "charts: {svgs:?}");
+    assert_eq!(svgs.len(), pngs.len());
+    for svg in &svgs {
+        let body = std::fs::read_to_string(svg).unwrap();
+        assert!(
+            body.contains("<svg") && body.contains("<text") && body.len() > 4_000,
+            "{} looks empty",
+            svg.display()
+        );
+    }
+    for png in &pngs {
+        let body = std::fs::read(png).unwrap();
+        assert!(
+            body.starts_with(b"\x89PNG") && body.len() > 10_000,
+            "{}",
+            png.display()
+        );
+    }
+    let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
+    for section in [
+        "## Environment",
+        "## Method",
+        "## Summary",
+        "## Caveats",
+        "### [floor]",
+        "### [idle]",
+    ] {
+        assert!(report.contains(section), "REPORT.md lacks {section}");
+    }
+    for svg in &svgs {
+        let name = svg.file_name().unwrap().to_str().unwrap();
+        assert!(
+            report.contains(&format!("]({name})")),
+            "{name} not embedded"
+        );
+    }
+
+    // `report` redraws the same files from the JSON alone.
+    let again = temp_dir("report");
+    copy_json(&dir, &again);
+    let out = pushbench(&["report", again.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    for path in files(&dir, "svg")
+        .into_iter()
+        .chain(files(&dir, "png"))
+        .chain([dir.join("REPORT.md")])
+    {
+        let name = path.file_name().unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(again.join(name)).unwrap(),
+            "{} differs when redrawn",
+            name.to_string_lossy()
+        );
+    }
+
+    // `compare`: a run against itself passes ...
+    let out = pushbench(&["compare", dir.to_str().unwrap(), again.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Ratios between techniques"));
+
+    // ... and a planted regression fails it: SSE's fan-out p99 made 3× worse.
+    let mut planted = summary.clone();
+    let runs = planted["runs"].as_array_mut().unwrap();
+    let top = runs
+        .iter()
+        .filter(|r| r["experiment"] == "fanout" && r["transport"] == "sse")
+        .map(|r| r["clients"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    for r in runs.iter_mut() {
+        if r["experiment"] == "fanout" && r["transport"] == "sse" && r["clients"] == top {
+            let p99 = r["latency_us"]["p99"].as_u64().unwrap();
+            r["latency_us"]["p99"] = (p99 * 3).into();
+        }
+    }
+    std::fs::write(
+        again.join("summary.json"),
+        serde_json::to_string(&planted).unwrap(),
+    )
+    .unwrap();
+    let out = pushbench(&["compare", dir.to_str().unwrap(), again.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("fanout_p99_ms") && l.contains("sse") && l.contains('×'))
+        .unwrap_or_default();
+    assert!(line.ends_with("MOVED"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("moved past"));
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&again).unwrap();
+}
+
+#[test]
+fn bad_suite_arguments_fail_with_one_line() {
+    let out = pushbench(&["suite", "--only", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown experiment"));
+    let dir = temp_dir("empty");
+    let out = pushbench(&["report", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("summary.json") && err.lines().count() == 1,
+        "{err}"
+    );
+    std::fs::write(dir.join("summary.json"), "{\"schema\":\"other/9\"}").unwrap();
+    let out = pushbench(&["compare", dir.to_str().unwrap(), dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other/9"));
+    let out = pushbench(&[
+        "compare",
+        "--tolerance",
+        "-1",
+        dir.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
