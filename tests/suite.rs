@@ -235,3 +235,36 @@ fn bad_suite_arguments_fail_with_one_line() {
     assert!(!out.status.success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_interrupted_suite_still_writes_what_ran() {
+    let dir = temp_dir("interrupt");
+    let child = Command::new(BIN)
+        .args(["suite", "--scale", "tiny", "--quiet", "--out"])
+        .arg(&dir)
+        .env("PUSHBENCH_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Past the floor and into the load runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.join("latency").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert!(summary["floor"].is_object());
+    assert!(dir.join("REPORT.md").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -373,7 +373,8 @@ impl Subscription {
         }
     }
 
-    fn try_next(&mut self) -> Result<Option<Item>, SlowSubscriber> {
+    /// The next item if one is ready, without waiting: lets a sender batch a burst.
+    pub fn try_next(&mut self) -> Result<Option<Item>, SlowSubscriber> {
         if let Some(gap) = self.pending_gap.take() {
             return Ok(Some(Item::Gap(gap)));
         }

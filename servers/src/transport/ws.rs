@@ -175,8 +175,11 @@ async fn run_session(app: &App, mut ws: Socket, mut sub: Subscription, topic: &s
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
             },
             item = sub.next() => match item {
-                Ok(Item::Event(e)) => ws.send(Message::Text(e.ws_text().clone())).await,
-                Ok(Item::Gap(g)) => ws.send(Message::text(g.json())).await,
+                Ok(first) => match send_burst(&mut ws, &mut sub, first).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => break Some((CloseCode::Policy, "subscriber too slow")),
+                    Err(e) => Err(e),
+                },
                 Err(_slow) => break Some((CloseCode::Policy, "subscriber too slow")),
             },
             _ = keepalive.tick() => ws.send(Message::Ping(Bytes::new())).await,
@@ -198,6 +201,37 @@ async fn run_session(app: &App, mut ws: Socket, mut sub: Subscription, topic: &s
             .await;
         }
     }
+}
+
+/// Most frames written before one flush.
+const BURST: usize = 64;
+
+/// Sends `first` and whatever else is already waiting (up to [`BURST`] frames) with one flush,
+/// so a burst of events costs one write instead of one per event. `Ok(false)`: the subscriber
+/// turned out too slow while the burst was gathered.
+async fn send_burst(
+    ws: &mut Socket,
+    sub: &mut Subscription,
+    first: Item,
+) -> Result<bool, tokio_tungstenite::tungstenite::Error> {
+    let frame = |item: Item| match item {
+        Item::Event(e) => Message::Text(e.ws_text().clone()),
+        Item::Gap(g) => Message::text(g.json()),
+    };
+    ws.feed(frame(first)).await?;
+    let mut keep = true;
+    for _ in 1..BURST {
+        match sub.try_next() {
+            Ok(Some(item)) => ws.feed(frame(item)).await?,
+            Ok(None) => break,
+            Err(_slow) => {
+                keep = false;
+                break;
+            }
+        }
+    }
+    ws.flush().await?;
+    Ok(keep)
 }
 
 fn error_frame(message: &str) -> Message {
