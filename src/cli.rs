@@ -22,6 +22,9 @@ pub enum Command {
     /// Measure one transport under load: N subscribers, an open-loop publisher, HDR latency,
     /// loss, bytes, requests, and the CPU and memory of the server and of the load generator.
     Load(cmd::load::LoadArgs),
+    /// The live browser demo: a page with one real browser client per technique, every
+    /// transport and a built-in publisher on one port, until SIGINT or SIGTERM.
+    Demo(cmd::demo::DemoArgs),
     /// A worker process of `load --workers K` (internal).
     #[command(hide = true)]
     LoadWorker(cmd::load::WorkerArgs),
@@ -34,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::LoadWorker(args) => cmd::load::run_worker(args),
+        Command::Demo(args) => cmd::demo::run(args),
     }
 }
 

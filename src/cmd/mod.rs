@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub(crate) mod demo;
 pub(crate) mod load;
 pub(crate) mod serve;
