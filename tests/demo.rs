@@ -347,6 +347,26 @@ async fn drop_all_cuts_every_connection_and_the_server_keeps_serving() {
     assert!(read_until_closed(&mut last).await.ends_with(b"0\r\n\r\n"));
 }
 
+#[test]
+fn bad_settings_on_the_command_line_fail_with_one_line() {
+    for (args, reason) in [
+        (["--rate", "1000"], "rate must be"),
+        (["--payload-bytes", "5"], "payload_bytes must be from 32"),
+        (["--poll-interval-ms", "10"], "poll_interval_ms must be"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["demo", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing is served");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: ") && err.contains(reason), "{err}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // End to end: the real binary, the real page, Debian's Chromium.
 

@@ -1,6 +1,5 @@
 //! `pushbench demo`: the live browser demo, printing `demo on http://ADDR/` first.
 
-use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -34,14 +33,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.addr))?;
-        let addr = listener.local_addr()?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "demo on http://{addr}/")?;
-        stdout.flush()?;
-        drop(stdout);
+        let listener =
+            super::serve::bind_announced(args.addr, |addr| format!("demo on http://{addr}/"))
+                .await?;
         let hub = Hub::new(HubConfig::default());
         let report = demo::serve(
             listener,
@@ -51,12 +45,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             super::serve::shutdown_signal(),
         )
         .await;
-        if report.forced > 0 {
-            tracing::warn!(
-                forced = report.forced,
-                "connections cut at the shutdown deadline"
-            );
-        }
+        super::serve::warn_if_forced(report);
         Ok(())
     })
 }
