@@ -61,8 +61,8 @@ pub(crate) struct Demo {
     settings: watch::Sender<Settings>,
 }
 
-/// Serves the demo on `listener`: the page, every transport, and a publisher sending to
-/// [`TOPIC`] with `settings` until they are changed, until `shutdown` completes.
+/// Serves the demo on `listener` until `shutdown` completes: the page, every transport, and a
+/// publisher sending to [`TOPIC`], starting with `settings` (the page can change them).
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
