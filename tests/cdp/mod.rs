@@ -210,7 +210,20 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        remove_profile(&self.profile);
+    }
+}
+
+/// Removes a profile, retrying for a moment: the browser's helper processes outlive the main
+/// one by a few milliseconds and may still write into it.
+fn remove_profile(profile: &Path) {
+    for _ in 0..40 {
+        match std::fs::remove_dir_all(profile) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => return,
+        }
     }
 }
 
@@ -254,7 +267,7 @@ impl Drop for Launching {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            let _ = std::fs::remove_dir_all(&self.profile);
+            remove_profile(&self.profile);
         }
     }
 }
