@@ -328,7 +328,7 @@ async fn every_panel_receives_consecutive_ids_before_and_after_drop_all() {
         std::fs::write(copy, &png).unwrap();
     }
 
-    drop(browser);
+    browser.close().await;
     server.stop();
     println!(
         "demo in Chromium: ok in {:.1} s; screenshot {}\n{}",

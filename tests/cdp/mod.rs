@@ -200,6 +200,20 @@ impl Browser {
         }
     }
 
+    /// Asks the browser to quit, so it ends its helper processes itself, and waits for it a
+    /// moment; whatever is left is killed on drop.
+    pub async fn close(mut self) {
+        let quit = json!({ "id": self.next_id, "method": "Browser.close" });
+        let _ = tokio::time::timeout(CALL, self.socket.send(Message::text(quit.to_string()))).await;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The last lines the browser wrote to stderr, for failure messages.
     pub fn log_tail(&self) -> String {
         log_tail(&self.profile)
