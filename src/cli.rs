@@ -30,6 +30,9 @@ pub enum Command {
     /// Compare a new suite run with a published one: ratios between transports are checked,
     /// absolute figures shown; exits non-zero when a ratio moved past the tolerance.
     Compare(cmd::suite::CompareArgs),
+    /// The live browser demo: a page with one real browser client per technique, every
+    /// transport and a built-in publisher on one port, until SIGINT or SIGTERM.
+    Demo(cmd::demo::DemoArgs),
     /// A worker process of `load --workers K` (internal).
     #[command(hide = true)]
     LoadWorker(cmd::load::WorkerArgs),
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Suite(args) => cmd::suite::run(args),
         Command::Report(args) => cmd::suite::report(args),
         Command::Compare(args) => cmd::suite::compare(args),
+        Command::Demo(args) => cmd::demo::run(args),
     }
 }
 

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`cli`]: the clap command line and the dispatch to each subcommand.
 //! - `cmd/serve.rs`: `pushbench serve`, one transport's server until SIGINT or SIGTERM.
+//! - `cmd/demo.rs`: `pushbench demo`, the live browser demo until SIGINT or SIGTERM.
 //! - `cmd/load.rs`: `pushbench load`, one transport under load; summary, JSON and HdrHistogram log.
 //! - [`duration`]: parsing `30s`, `2m`, `250ms` on the command line.
 //! - [`sys`]: process limits (open files).

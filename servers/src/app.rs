@@ -1,16 +1,18 @@
 //! Request routing and the endpoints every server shares: publish, stats, metrics.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
-use crate::http::{full, json_response, response, ApiError, Body, Query};
+use crate::demo::{self, Demo};
+use crate::drop_switch::DropSwitch;
+use crate::http::{full, json_response, read_body, response, ApiError, Body, Query};
 use crate::hub::Hub;
 use crate::protocol::{Transport, MAX_PAYLOAD_BYTES, PATH_METRICS, PATH_PUBLISH, PATH_STATS};
 use crate::stats::{GaugeGuard, Stats};
@@ -29,9 +31,33 @@ pub(crate) struct App {
     pub hard_stop: CancellationToken,
     /// Every connection task and every upgraded WebSocket, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Cuts every open connection on demand (the demo's drop-all button).
+    pub drops: DropSwitch,
+    /// The browser demo's page, controls and publisher, when this server is the demo.
+    pub demo: Option<Arc<Demo>>,
 }
 
 impl App {
+    /// A server's shared state, before it accepts anything.
+    pub fn new(
+        hub: Hub,
+        config: ServerConfig,
+        transports: &[Transport],
+        demo: Option<Arc<Demo>>,
+    ) -> App {
+        let shutdown = CancellationToken::new();
+        App {
+            hub,
+            config,
+            transports: transports.to_vec(),
+            drops: DropSwitch::new(&shutdown),
+            shutdown,
+            hard_stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            demo,
+        }
+    }
+
     /// The `transport` label of this server's metrics.
     pub fn label(&self) -> String {
         if self.transports.len() == Transport::ALL.len() {
@@ -51,12 +77,47 @@ pub(crate) struct ConnGuard {
     pub _open: GaugeGuard,
 }
 
-/// Shared between a connection task and its requests, so an upgrade can take the guard.
-pub(crate) type ConnSlot = Arc<Mutex<Option<ConnGuard>>>;
+/// What a connection task shares with its requests.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The connection's guard, until a WebSocket upgrade takes it.
+    guard: Mutex<Option<ConnGuard>>,
+    /// Set by a request that asks for every connection to be cut once its own answer is sent
+    /// (the demo's drop-all): cutting at once would cut that answer too.
+    drop_all_after: AtomicBool,
+}
+
+impl Conn {
+    pub fn new(guard: ConnGuard) -> Conn {
+        Conn {
+            guard: Mutex::new(Some(guard)),
+            drop_all_after: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a request on this connection asked for a drop-all after its answer.
+    pub fn drop_all_requested(&self) -> bool {
+        self.drop_all_after.load(Ordering::Relaxed)
+    }
+}
+
+/// Shared between a connection task and its requests.
+pub(crate) type ConnSlot = Arc<Conn>;
 
 /// Takes the connection's guard (for a WebSocket upgrade).
 pub(crate) fn take_guard(slot: &ConnSlot) -> Option<ConnGuard> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+    slot.guard
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+}
+
+/// Cuts every connection of the server once `resp` has been sent on this connection: the
+/// response closes the connection, and the connection task then pulls the switch.
+pub(crate) fn drop_all_after(slot: &ConnSlot, resp: &mut Response<Body>) {
+    slot.drop_all_after.store(true, Ordering::Relaxed);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// Answers one request. Errors become JSON responses here, in one place.
@@ -105,6 +166,11 @@ async fn route(
         ));
     }
     let Some(&transport) = app.transports.iter().find(|t| t.path() == path) else {
+        if let Some(demo) = &app.demo {
+            if demo::owns(path) {
+                return demo::route(app, demo, req, slot).await;
+            }
+        }
         return Err(ApiError::NotFound(path.to_owned()));
     };
     allow(&req, &Method::GET, "GET, OPTIONS")?;
@@ -118,7 +184,12 @@ async fn route(
     }
 }
 
-fn allow(req: &Request<Incoming>, method: &Method, allow: &'static str) -> Result<(), ApiError> {
+/// Refuses any method but `method`, naming the allowed ones (`allow`) in the 405.
+pub(crate) fn allow(
+    req: &Request<Incoming>,
+    method: &Method,
+    allow: &'static str,
+) -> Result<(), ApiError> {
     if req.method() == method {
         return Ok(());
     }
@@ -162,27 +233,16 @@ fn preflight() -> Response<Body> {
 }
 
 async fn publish(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let too_large = ApiError::PayloadTooLarge(MAX_PAYLOAD_BYTES);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_PAYLOAD_BYTES as u64) {
-        return Err(too_large);
+        return Err(ApiError::PayloadTooLarge(MAX_PAYLOAD_BYTES));
     }
     let query = Query::parse(req.uri().query())?;
-    let body = Limited::new(req.into_body(), MAX_PAYLOAD_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large.clone()
-            } else {
-                ApiError::BadRequest(format!("could not read the request body: {e}"))
-            }
-        })?
-        .to_bytes();
+    let body = read_body(req.into_body(), MAX_PAYLOAD_BYTES).await?;
     let id = app.hub.publish(&query.topic, &body)?;
     Ok(json_response(
         StatusCode::OK,

@@ -5,7 +5,8 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
 
 use crate::hub::HubError;
 use crate::protocol::DEFAULT_TOPIC;
@@ -77,6 +78,19 @@ impl From<HubError> for ApiError {
             other => ApiError::BadRequest(other.to_string()),
         }
     }
+}
+
+/// Reads a request body of at most `limit` bytes; a larger one is refused with 413, whether
+/// its `Content-Length` says so or a chunked body turns out so while it is read.
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let collected = Limited::new(body, limit).collect().await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {e}"))
+        }
+    })?;
+    Ok(collected.to_bytes())
 }
 
 /// A complete body.

@@ -17,10 +17,14 @@
 //! - `body`: the endless response body of HTTP streaming and SSE.
 //! - `serve`: the accept loop: connection cap, HTTP settings, graceful shutdown.
 //! - `write_timeout`: the socket wrapper that cuts a connection whose peer stops reading.
+//! - `drop_switch`: cuts every open connection on demand (the demo's drop-all button).
 //! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each
 //!   with `run(listener, hub, shutdown)`.
+//! - [`demo`]: the live browser demo: every transport, a publisher on a timer, the embedded
+//!   page, and its controls.
 
 pub mod config;
+pub mod demo;
 pub mod event;
 pub mod hub;
 pub mod protocol;
@@ -29,6 +33,7 @@ pub mod transport;
 
 mod app;
 mod body;
+mod drop_switch;
 mod http;
 mod serve;
 mod write_timeout;

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue};
@@ -12,11 +12,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::app::{self, App, ConnGuard};
+use crate::app::{self, App, Conn, ConnGuard};
 use crate::config::ServerConfig;
+use crate::drop_switch::Ended;
 use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::protocol::Transport;
@@ -53,16 +52,18 @@ pub async fn serve(
     transports: &[Transport],
     shutdown: impl Future<Output = ()>,
 ) -> ShutdownReport {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let app = Arc::new(App::new(hub, config, transports, None));
+    serve_app(listener, app, shutdown).await
+}
+
+/// [`serve`] for a server whose shared state the caller built (the demo's).
+pub(crate) async fn serve_app(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> ShutdownReport {
+    let permits = Arc::new(Semaphore::new(app.config.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
-    let app = Arc::new(App {
-        hub,
-        transports: transports.to_vec(),
-        shutdown: CancellationToken::new(),
-        hard_stop: CancellationToken::new(),
-        tasks: TaskTracker::new(),
-        config,
-    });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -124,34 +125,45 @@ fn spawn_connection(
 ) {
     let stats = app.hub.stats().clone();
     Stats::inc(&stats.connections);
-    let slot = Arc::new(Mutex::new(Some(ConnGuard {
+    let slot = Arc::new(Conn::new(ConnGuard {
         _permit: permit,
         _open: GaugeGuard::new(stats, |s| &s.connections_open),
-    })));
+    }));
     let svc_app = app.clone();
+    let svc_slot = slot.clone();
     let service = service_fn(move |req| {
         let app = svc_app.clone();
-        let slot = slot.clone();
+        let slot = svc_slot.clone();
         async move { Ok::<_, Infallible>(app::handle(app, req, slot).await) }
     });
     let io = WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
+    // Fires at shutdown or at a drop-all; waited on instead of the shutdown token, so the
+    // drop switch costs this task nothing more per wake-up.
+    let ended = app.drops.signal();
     let app = app.clone();
     app.tasks.clone().spawn(async move {
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => {}
-            () = app.shutdown.cancelled() => {
-                // Idle keep-alive connections close at once; busy ones finish their response,
-                // and every streaming body ends itself on the same signal.
-                conn.as_mut().graceful_shutdown();
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = app.hard_stop.cancelled() => {}
+            () = ended.cancelled() => match Ended::cause(&app.shutdown) {
+                // Dropping `conn` closes the socket mid-response, as a network failure would.
+                Ended::Dropped => return,
+                Ended::Shutdown => {
+                    // Idle keep-alive connections close at once; busy ones finish their
+                    // response, and every streaming body ends itself on the same signal.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        () = app.hard_stop.cancelled() => {}
+                    }
                 }
-            }
+            },
+        }
+        if slot.drop_all_requested() {
+            app.drops.drop_all();
         }
     });
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use pushbench_servers::{Hub, HubConfig, ServerConfig, SlowPolicy, Transport};
+use pushbench_servers::{Hub, HubConfig, ServerConfig, ShutdownReport, SlowPolicy, Transport};
 
 /// Options of `pushbench serve`.
 #[derive(Debug, Args)]
@@ -120,29 +120,43 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.addr))?;
-        let addr = listener.local_addr()?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{addr}")?;
-        stdout.flush()?;
-        drop(stdout);
+        let listener =
+            bind_announced(args.addr, |addr| format!("listening on http://{addr}")).await?;
         let hub = Hub::new(hub_config);
         let report =
             pushbench_servers::serve(listener, hub, config, &transports, shutdown_signal()).await;
-        if report.forced > 0 {
-            tracing::warn!(
-                forced = report.forced,
-                "connections cut at the shutdown deadline"
-            );
-        }
+        warn_if_forced(report);
         Ok(())
     })
 }
 
+/// Binds `addr` and prints `announce(bound address)` as the first line of stdout, flushed, so
+/// a script or a test learns where the server listens (port 0 picks one) before anything else.
+pub(crate) async fn bind_announced(
+    addr: SocketAddr,
+    announce: impl FnOnce(SocketAddr) -> String,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", announce(listener.local_addr()?))?;
+    stdout.flush()?;
+    Ok(listener)
+}
+
+/// Logs connections that graceful shutdown had to cut at its deadline.
+pub(crate) fn warn_if_forced(report: ShutdownReport) {
+    if report.forced > 0 {
+        tracing::warn!(
+            forced = report.forced,
+            "connections cut at the shutdown deadline"
+        );
+    }
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -16,8 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{take_guard, App, ConnGuard, ConnSlot};
+use crate::drop_switch::Ended;
 use crate::http::{full, response, ApiError, Body, Query};
 use crate::hub::{Item, Subscription};
 use crate::protocol::{Transport, MAX_PAYLOAD_BYTES};
@@ -50,6 +52,7 @@ pub(crate) fn handle(
     let sub = app.hub.subscribe(&query.topic, query.after)?;
     let guard = take_guard(slot);
     let open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
+    let ended = app.drops.signal();
     let task_app = app.clone();
     app.tasks.spawn(async move {
         let app = task_app;
@@ -62,7 +65,7 @@ pub(crate) fn handle(
                         Some(ws_config()),
                     )
                     .await;
-                    run_session(&app, ws, sub, &query.topic).await;
+                    run_session(&app, ws, sub, &query.topic, ended).await;
                 }
                 Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
             }
@@ -146,12 +149,21 @@ fn is_base64_16_bytes(key: &[u8]) -> bool {
         && value(*last).is_some_and(|v| v & 0x0f == 0)
 }
 
-async fn run_session(app: &App, mut ws: Socket, mut sub: Subscription, topic: &str) {
+/// Serves one WebSocket until the client leaves, the hub disconnects it as slow, or `ended`
+/// fires: at shutdown it closes with 1001; at a drop-all it just drops the socket, with no
+/// Close frame, as a network failure would.
+async fn run_session(
+    app: &App,
+    mut ws: Socket,
+    mut sub: Subscription,
+    topic: &str,
+    ended: CancellationToken,
+) {
     let period = app.config.keepalive;
     let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Registered once, so each turn of the loop does not lock the token's waiter list.
-    let mut shutdown = Box::pin(app.shutdown.clone().cancelled_owned());
+    let mut ended = Box::pin(ended.cancelled_owned());
     let close = loop {
         // Shutdown wins over everything else. It is checked here, and not by biasing the
         // select below, so that the other branches stay fair: a client flooding upstream
@@ -161,7 +173,10 @@ async fn run_session(app: &App, mut ws: Socket, mut sub: Subscription, topic: &s
         }
         // A send that cannot make progress is bounded by the socket's write timeout.
         let sent = tokio::select! {
-            () = &mut shutdown => continue,
+            () = &mut ended => match Ended::cause(&app.shutdown) {
+                Ended::Shutdown => continue,
+                Ended::Dropped => return,
+            },
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => match app.hub.publish(topic, text.as_bytes()) {
                     Ok(_) => Ok(()),

@@ -1,0 +1,150 @@
+//! The live browser demo: one server with every transport, a built-in publisher, and a page
+//! whose panels are the browser's own clients of each technique, side by side.
+//!
+//! Besides the protocol's endpoints, the demo answers:
+//! - `GET /`, `GET /demo/demo.js`, `GET /demo/style.css`: the page, embedded in the binary;
+//! - `GET /demo/config`: the settings, the topic and its newest id, as JSON;
+//! - `POST /demo/config`: a JSON object changing any of the settings ([`Settings`]);
+//! - `POST /demo/drop-all`: cuts every open connection once its own answer is sent, so the page
+//!   shows which clients resume by themselves and which must do it in code.
+//!
+//! # Layout
+//! - this file: starting the demo, and its routes;
+//! - `settings`: the knobs, their limits, and the control body;
+//! - `publisher`: the timer that publishes to [`TOPIC`];
+//! - `page/`: `index.html`, `style.css`, `demo.js`; no build step, nothing from a CDN.
+
+mod publisher;
+mod settings;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::{allow, drop_all_after, App, ConnSlot};
+use crate::config::ServerConfig;
+use crate::http::{full, json_response, read_body, response, ApiError, Body};
+use crate::hub::Hub;
+use crate::protocol::Transport;
+use crate::serve::{serve_app, ShutdownReport};
+
+pub use settings::{
+    Settings, SettingsError, MAX_PAYLOAD_BYTES, MAX_POLL_INTERVAL_MS, MAX_RATE, MIN_PAYLOAD_BYTES,
+    MIN_POLL_INTERVAL_MS,
+};
+
+/// The topic the demo publishes to and the page subscribes to.
+pub const TOPIC: &str = "demo";
+
+const PATH_PAGE: &str = "/";
+const PATH_SCRIPT: &str = "/demo/demo.js";
+const PATH_STYLE: &str = "/demo/style.css";
+const PATH_CONFIG: &str = "/demo/config";
+const PATH_DROP_ALL: &str = "/demo/drop-all";
+
+/// Largest `POST /demo/config` body; the real ones are a few dozen bytes.
+const MAX_CONTROL_BODY: usize = 4096;
+
+const PAGE: &str = include_str!("page/index.html");
+const SCRIPT: &str = include_str!("page/demo.js");
+const STYLE: &str = include_str!("page/style.css");
+
+/// The demo's own state, shared by its routes and its publisher.
+#[derive(Debug)]
+pub(crate) struct Demo {
+    /// The current settings; the publisher follows changes.
+    settings: watch::Sender<Settings>,
+}
+
+/// Serves the demo on `listener` until `shutdown` completes: the page, every transport, and a
+/// publisher sending to [`TOPIC`], starting with `settings` (the page can change them).
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    config: ServerConfig,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> ShutdownReport {
+    let (tx, rx) = watch::channel(settings);
+    let demo = Arc::new(Demo { settings: tx });
+    let app = Arc::new(App::new(hub.clone(), config, &Transport::ALL, Some(demo)));
+    let publisher = publisher::run(hub, TOPIC, rx, app.shutdown.clone());
+    let (report, ()) = tokio::join!(serve_app(listener, app, shutdown), publisher);
+    report
+}
+
+/// Whether `path` is one of the demo's (the page's, or under `/demo/`).
+pub(crate) fn owns(path: &str) -> bool {
+    path == PATH_PAGE || path.starts_with("/demo/")
+}
+
+/// Answers a request for one of the demo's paths.
+pub(crate) async fn route(
+    app: &Arc<App>,
+    demo: &Demo,
+    req: Request<Incoming>,
+    slot: &ConnSlot,
+) -> Result<Response<Body>, ApiError> {
+    match req.uri().path() {
+        PATH_PAGE => page(&req, "text/html; charset=utf-8", PAGE),
+        PATH_SCRIPT => page(&req, "text/javascript; charset=utf-8", SCRIPT),
+        PATH_STYLE => page(&req, "text/css; charset=utf-8", STYLE),
+        PATH_CONFIG if req.method() == Method::POST => {
+            let body = read_body(req.into_body(), MAX_CONTROL_BODY).await?;
+            let next = demo
+                .settings
+                .borrow()
+                .updated(&body)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            demo.settings.send_replace(next);
+            Ok(config(app, demo))
+        }
+        PATH_CONFIG => {
+            allow(&req, &Method::GET, "GET, POST, OPTIONS")?;
+            Ok(config(app, demo))
+        }
+        PATH_DROP_ALL => {
+            allow(&req, &Method::POST, "POST, OPTIONS")?;
+            // Every connection but this one, which closes after the answer.
+            let open = app
+                .hub
+                .stats()
+                .snapshot()
+                .connections_open
+                .saturating_sub(1);
+            let mut resp = json_response(
+                StatusCode::OK,
+                Bytes::from(serde_json::json!({ "connections": open }).to_string()),
+            );
+            drop_all_after(slot, &mut resp);
+            Ok(resp)
+        }
+        other => Err(ApiError::NotFound(other.to_owned())),
+    }
+}
+
+fn page(
+    req: &Request<Incoming>,
+    content_type: &'static str,
+    text: &'static str,
+) -> Result<Response<Body>, ApiError> {
+    allow(req, &Method::GET, "GET, OPTIONS")?;
+    Ok(response(StatusCode::OK, content_type, full(text)))
+}
+
+/// `{"topic":..,"last_id":..,"rate":..,"payload_bytes":..,"poll_interval_ms":..}`: the page
+/// starts every client after `last_id`, so all five see the same ids.
+fn config(app: &App, demo: &Demo) -> Response<Body> {
+    let last_id = app.hub.read(TOPIC, None, 0).map_or(0, |b| b.last_id);
+    let mut value = serde_json::to_value(*demo.settings.borrow()).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("topic".into(), TOPIC.into());
+        map.insert("last_id".into(), last_id.into());
+    }
+    json_response(StatusCode::OK, Bytes::from(value.to_string()))
+}
