@@ -261,8 +261,7 @@ fn an_interrupted_suite_still_writes_what_ran() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["interrupted"], true);
     assert!(summary["floor"].is_object());
     assert!(dir.join("REPORT.md").exists());

@@ -42,7 +42,11 @@ pub(crate) async fn connect_socket(
             } else {
                 tokio::net::TcpSocket::new_v6()
             };
-            match socket.and_then(|s| s.bind(std::net::SocketAddr::new(ip, 0)).map(|()| s)) {
+            let bound = socket.and_then(|s| {
+                s.bind(std::net::SocketAddr::new(ip, 0))?;
+                Ok(s)
+            });
+            match bound {
                 Ok(s) => s.connect(addr).await,
                 Err(e) => Err(e),
             }

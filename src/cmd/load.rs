@@ -62,13 +62,18 @@ pub struct LoadArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Run the subscribers in K worker processes (one thread each) and merge their histograms,
-    /// for more subscribers than one process may hold sockets for (about 19,900 here). Against
-    /// a loopback target, worker i connects from 127.0.0.(i+1), each with its own ports.
+    /// for more subscribers than one process may hold sockets for (about 19,900 here). Past
+    /// 20,000 subscribers against a loopback target, worker i connects from 127.0.0.(i+1), so
+    /// each address keeps its own ephemeral ports.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// The server's pid, to sample its CPU and memory (pushbench servers are found via /stats).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Connect from this loopback address (worker i from this address + i), e.g. 127.0.1.1,
+    /// so back-to-back runs do not meet the TIME_WAIT sockets of earlier ones.
+    #[arg(long)]
+    pub source_ip: Option<std::net::Ipv4Addr>,
     /// Write the report as JSON (schema: docs/RESULTS.md).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -100,6 +105,7 @@ impl LoadArgs {
                 .max(1),
             workers: self.workers,
             server_pid: self.server_pid,
+            source_ip: self.source_ip,
             target_profile: self.target_profile,
             ..LoadConfig::new(self.transport, self.target.clone())
         }

@@ -111,9 +111,10 @@ impl Experiment {
                  shape, not the server's."
             }
             Experiment::Fanout => {
-                "One event per second broadcast to 100 up to 10,000 subscribers. p99 grows with \
-                 the number of sockets one event must be written to, and the server's CPU per \
-                 delivery and memory per connection show what each subscriber costs."
+                "One event per second broadcast to more and more subscribers (100 to 10,000 in \
+                 the full suite). p99 grows with the number of sockets one event must be written \
+                 to, and the server's CPU per delivery and memory per connection show what each \
+                 subscriber costs."
             }
             Experiment::Capacity => {
                 "Subscribers are stepped up, one event per second, until p99 passes 250 ms (for \
@@ -121,13 +122,15 @@ impl Experiment {
                  that passed is the most subscribers the transport holds on one server core."
             }
             Experiment::Throughput => {
-                "100 subscribers while the publish rate is stepped up, until p99 passes 100 ms \
-                 (short polling: 100 ms beyond its interval) or any event is lost. The last step \
-                 that passed gives the most deliveries per second the transport sustains."
+                "100 subscribers (full suite) while the publish rate is stepped up, until p99 \
+                 passes 100 ms (short polling: 100 ms beyond its interval) or any event is lost. \
+                 The last step that passed gives the most deliveries per second the transport \
+                 sustains."
             }
             Experiment::Polling => {
-                "Short polling at intervals from 50 ms to 5 s, 10 events/s. Measured mean latency, \
-                 requests/s, bytes/s and the share of empty responses are drawn beside the model: \
+                "Short polling at intervals from 50 ms to 5 s (full suite), 10 events/s. Measured \
+                 mean latency, requests/s, bytes/s and the share of empty responses are drawn \
+                 beside the model: \
                  mean delay ≈ interval/2 + RTT and requests/s = clients/interval. Polling buys \
                  latency with requests, nearly all of them empty at short intervals."
             }

@@ -222,7 +222,14 @@ pub async fn run(
                     step.label
                 ));
                 let result = load_one(
-                    &config, &params, step, *server, &pinning, progress, &interrupt,
+                    &config,
+                    &params,
+                    step,
+                    *server,
+                    &pinning,
+                    source_ip(i),
+                    progress,
+                    &interrupt,
                 )
                 .await;
                 match result {
@@ -298,6 +305,14 @@ fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Jo
     jobs
 }
 
+/// The loopback address run `i` connects from (its worker processes: the next ones). Each run
+/// gets its own, so a run never meets the TIME_WAIT sockets of the runs before it, which hold
+/// an address's ports for a minute after a run of thousands of connections.
+fn source_ip(i: usize) -> std::net::Ipv4Addr {
+    let i = i % 50_000;
+    std::net::Ipv4Addr::new(127, 10 + (i / 250) as u8, (i % 250) as u8, 1)
+}
+
 async fn upstream_one(
     exe: &Path,
     t: Transport,
@@ -311,12 +326,14 @@ async fn upstream_one(
 }
 
 /// One load run: start the server, run, write the report, stop the server.
+#[allow(clippy::too_many_arguments)]
 async fn load_one(
     config: &SuiteConfig,
     params: &Params,
     step: &Step,
     server: Server,
     pinning: &Pinning,
+    source_ip: std::net::Ipv4Addr,
     progress: &Progress,
     interrupt: &CancellationToken,
 ) -> Result<Run, String> {
@@ -345,6 +362,7 @@ async fn load_one(
         threads: load::sampler::usable_cores().max(1),
         workers,
         server_pid: proc.pid,
+        source_ip: Some(source_ip),
         target_profile: match server {
             Server::Pushbench => Profile::Pushbench,
             Server::Nchan => Profile::Nchan,

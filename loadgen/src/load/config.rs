@@ -55,6 +55,11 @@ pub struct LoadConfig {
     pub workers: usize,
     /// The server's process id, to sample its CPU and memory.
     pub server_pid: Option<u32>,
+    /// Connect from this address (worker `i` from this address + `i`) instead of letting the
+    /// kernel choose. Runs in quick succession each given their own loopback address never
+    /// meet the TIME_WAIT sockets the previous runs left on theirs.
+    #[serde(default)]
+    pub source_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl LoadConfig {
@@ -79,6 +84,7 @@ impl LoadConfig {
             threads: 1,
             workers: 1,
             server_pid: None,
+            source_ip: None,
         }
     }
 
@@ -119,6 +125,13 @@ impl LoadConfig {
             self.payload <= pushbench_servers::protocol::MAX_PAYLOAD_BYTES,
             "--payload must be at most 65536 bytes",
         )?;
+        if let Some(ip) = self.source_ip {
+            let last = u32::from(ip).checked_add(self.workers as u32 - 1);
+            positive(
+                ip.is_loopback() && last.is_some_and(|l| std::net::Ipv4Addr::from(l).is_loopback()),
+                "--source-ip must be a loopback address (127.x.y.z) with room for every worker",
+            )?;
+        }
         pushbench_servers::protocol::validate_topic(&self.topic)
             .map_err(|e| format!("--topic: {e}"))?;
         let events = (self.warmup + self.duration).as_secs_f64() * self.rate;

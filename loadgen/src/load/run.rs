@@ -29,6 +29,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// How often the collector checks for progress (every subscriber connected, every delivery
 /// in), so a short run is not stretched to whole ticks.
 const CHECK: Duration = Duration::from_millis(20);
+/// Subscribers one source address carries (it has about 28,000 ephemeral ports); larger runs
+/// spread their worker processes over 127.0.0.1, 127.0.0.2, ...
+const CLIENTS_PER_SOURCE: usize = 20_000;
 /// Sockets kept free for the publisher, the sampler and stdio.
 const FD_RESERVE: u64 = 64;
 /// Loadgen CPU share of its usable cores past which its timings are suspect.
@@ -354,7 +357,7 @@ fn spawn_workers(
                 poll_latest: config.poll_latest,
                 warmup_events: plan.warmup_events,
                 window_events: plan.window_events,
-                source: source_for(target, index),
+                source: source_for(target, index, config),
             };
             handles.push(WorkerHandle::Process(ProcessWorker::spawn(
                 &exe,
@@ -370,7 +373,10 @@ fn spawn_workers(
             index,
             clients: share(index),
             ramp: config.ramp / n as f64,
-            target: target.clone(),
+            // Threads share one process and so one address's ports are plenty.
+            target: target
+                .clone()
+                .with_source(config.source_ip.map(std::net::IpAddr::V4)),
             client: ClientConfig {
                 after: None,
                 poll_interval: config.poll_interval,
@@ -391,7 +397,18 @@ fn spawn_workers(
 /// Worker process `index` connects from its own loopback address (127.0.0.1, 127.0.0.2, ...):
 /// one source address has only ~28,000 ephemeral ports, and every worker process may hold
 /// nearly 20,000 sockets. Other targets keep the kernel's choice.
-fn source_for(target: &Target, index: usize) -> Option<std::net::IpAddr> {
+fn source_for(target: &Target, index: usize, config: &LoadConfig) -> Option<std::net::IpAddr> {
+    if let Some(base) = config.source_ip {
+        let ip = u32::from(base).checked_add(u32::try_from(index).ok()?)?;
+        return Some(std::net::Ipv4Addr::from(ip).into());
+    }
+    // A socket bound to a source address picks its port at `bind`, before the kernel knows the
+    // destination, so it cannot reuse a port held in TIME_WAIT by an earlier connection the way
+    // an unbound `connect` does; after a large run, a bound address is short of ports for a
+    // minute. So bind only when one address cannot carry the run.
+    if config.clients <= CLIENTS_PER_SOURCE {
+        return None;
+    }
     match target.addr().ip() {
         std::net::IpAddr::V4(ip) if ip.is_loopback() => {
             let n = u32::try_from(index).ok()?.checked_add(1)?;
