@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,24 +13,11 @@ use tokio::io::AsyncReadExt;
 const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
 
 fn spawn_serve(args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary runs");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .parse()
-        .unwrap();
-    (child, addr)
+    let args: Vec<&str> = std::iter::once("serve")
+        .chain(args.iter().copied())
+        .collect();
+    let (child, addr) = common::spawn_announcing(&args, "listening on http://", Stdio::piped());
+    (child, addr.parse().unwrap())
 }
 
 fn signal(child: &Child, sig: &str) {

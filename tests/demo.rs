@@ -5,7 +5,6 @@
 mod cdp;
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -52,22 +51,12 @@ struct DemoProcess {
 
 impl DemoProcess {
     fn spawn() -> DemoProcess {
-        let mut child = Command::new(BIN)
-            .args(["demo", "--addr", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("binary runs");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let url = first
-            .trim()
-            .strip_prefix("demo on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned();
+        let (child, rest) = common::spawn_announcing(
+            &["demo", "--addr", "127.0.0.1:0"],
+            "demo on ",
+            Stdio::inherit(),
+        );
+        let url = rest;
         let addr = url
             .strip_prefix("http://")
             .and_then(|s| s.strip_suffix('/'))

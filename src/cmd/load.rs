@@ -42,6 +42,10 @@ pub struct LoadArgs {
     /// Short polling: time between polls (ignored by other transports).
     #[arg(long, default_value = "1s", value_parser = duration::parse)]
     pub poll_interval: Duration,
+    /// Short polling: ask for the newest event only (`latest=1`), the current state rather
+    /// than every change, as the suite's [coherence] experiment does.
+    #[arg(long)]
+    pub poll_latest: bool,
     /// Long polling: how long the server may hold each request (ignored by others).
     #[arg(long, default_value = "30s", value_parser = duration::parse)]
     pub longpoll_timeout: Duration,
@@ -95,6 +99,7 @@ impl LoadArgs {
             topic: self.topic.clone(),
             poll_interval: self.poll_interval,
             longpoll_timeout: self.longpoll_timeout,
+            poll_latest: self.poll_latest,
             ramp: self.ramp,
             warmup: self.warmup,
             drain: self.drain,

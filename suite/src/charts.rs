@@ -503,6 +503,8 @@ fn bars(title: &str, y: &str, sets: Vec<(String, Vec<Option<f64>>, bool)>) -> Ba
 pub fn fmt_interval(secs: f64) -> String {
     if secs < 1.0 {
         format!("{:.0} ms", secs * 1000.0)
+    } else if secs.fract() == 0.0 {
+        format!("{secs:.0} s")
     } else {
         format!("{} s", crate::headline::fmt_value(secs))
     }

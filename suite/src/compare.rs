@@ -118,13 +118,13 @@ impl fmt::Display for Comparison {
         );
         let _ = writeln!(
             out,
-            "  {:<22} {:<9} {:>10} {:>10} {:>9}  verdict",
+            "  {:<24} {:<9} {:>10} {:>10} {:>9}  verdict",
             "metric", "transport", "published", "new", "new/pub"
         );
         for r in &self.ratios {
             let _ = writeln!(
                 out,
-                "  {:<22} {:<9} {:>10} {:>10} {:>8.2}×  {}",
+                "  {:<24} {:<9} {:>10} {:>10} {:>8.2}×  {}",
                 r.metric,
                 r.transport.name(),
                 format!("{}×", fmt_value(r.published)),
@@ -139,18 +139,22 @@ impl fmt::Display for Comparison {
         );
         let _ = writeln!(
             out,
-            "  {:<22} {:<9} {:>10} {:>10} {:>9}",
+            "  {:<24} {:<9} {:>10} {:>10} {:>9}",
             "metric", "transport", "published", "new", "new/pub"
         );
         for r in &self.absolute {
             let _ = writeln!(
                 out,
-                "  {:<22} {:<9} {:>10} {:>10} {:>8.2}×",
+                "  {:<24} {:<9} {:>10} {:>10} {:>9}",
                 r.metric,
                 r.transport.name(),
                 fmt_value(r.published),
                 fmt_value(r.new),
-                r.change
+                if r.change.is_finite() {
+                    format!("{:.2}×", r.change)
+                } else {
+                    "–".to_owned()
+                }
             );
         }
         for n in &self.notes {

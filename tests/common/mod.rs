@@ -196,3 +196,30 @@ pub fn payload(i: usize) -> String {
         _ => format!("{{\"json\":\"inside\",\"n\":{i}}} <tags> & data: id: {i}"),
     }
 }
+
+/// Starts the pushbench binary with `args` and reads its first stdout line, which must start with
+/// `prefix` (`listening on http://`, `demo on http://`); returns the child and the rest of the line.
+pub fn spawn_announcing(
+    args: &[&str],
+    prefix: &str,
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushbench"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("binary runs");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let rest = first
+        .trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    (child, rest)
+}
