@@ -159,8 +159,18 @@ pub async fn run(
         config.warmup,
         config.duration,
     );
+    // Subscribers take their byte and request marks halfway between the last warm-up event and
+    // the first window event, not on the first window event's due time: that event is published
+    // on the dot and may be read before a worker's timer (rounded up to the next millisecond)
+    // takes the mark, and its bytes would then be missed.
+    let mark_at = if schedule.idle() {
+        schedule.window_start()
+    } else {
+        let half_gap = Duration::from_secs_f64(0.5 / config.rate).min(Duration::from_millis(50));
+        schedule.window_start() - half_gap
+    };
     for w in &mut workers {
-        w.control(Control::Window(schedule.window_start()), &clock);
+        w.control(Control::Window(mark_at), &clock);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let published = Arc::new(AtomicU64::new(0));
