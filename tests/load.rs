@@ -91,7 +91,13 @@ async fn loadgen_numbers_add_up_for_every_transport() {
             }
         }
         if transport == Transport::Poll {
-            assert!(r.empty_responses > 0, "{ctx}");
+            // A poll every 100 ms against an event every 50 ms: about one request per two
+            // events (each client polls at its own random phase, so few polls come back empty).
+            let expected = (1.0 / 0.1) / RATE;
+            assert!(
+                (r.requests_per_event - expected).abs() < expected * 0.4,
+                "{ctx}"
+            );
         }
 
         // The server was found and measured; the load generator reported on itself.
