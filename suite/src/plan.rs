@@ -155,6 +155,20 @@ impl Experiment {
         }
     }
 
+    /// The p99 a step of this experiment may reach: 100 ms for throughput, 250 ms otherwise.
+    /// Short polling waits up to an interval by design, so its budget starts there.
+    pub fn p99_budget(self, transport: Transport, poll_interval: Duration) -> Duration {
+        let base = match self {
+            Experiment::Throughput => Duration::from_millis(100),
+            _ => Duration::from_millis(250),
+        };
+        if transport == Transport::Poll {
+            base + poll_interval
+        } else {
+            base
+        }
+    }
+
     /// Whether the experiment steps up until a step fails.
     pub fn stepped(self) -> bool {
         matches!(self, Experiment::Capacity | Experiment::Throughput)
@@ -196,18 +210,10 @@ impl Step {
         )
     }
 
-    /// The p99 a stepped experiment allows: short polling waits up to an interval by design,
-    /// so its budget starts there.
+    /// The p99 a stepped experiment allows.
     pub fn p99_budget(&self) -> Duration {
-        let base = match self.experiment {
-            Experiment::Throughput => Duration::from_millis(100),
-            _ => Duration::from_millis(250),
-        };
-        if self.transport == Transport::Poll {
-            base + self.poll_interval
-        } else {
-            base
-        }
+        self.experiment
+            .p99_budget(self.transport, self.poll_interval)
     }
 }
 

@@ -51,11 +51,6 @@ pub struct Progress {
 impl Progress {
     /// Bars drawn on `multi` (hidden when it draws nowhere).
     pub fn new(multi: MultiProgress) -> Progress {
-        let style = |t: &str| {
-            ProgressStyle::with_template(t)
-                .expect("static template")
-                .progress_chars("=> ")
-        };
         let suite = multi.add(ProgressBar::new(0));
         suite.set_style(style(
             "suite      {elapsed:>4} [{bar:30}] {pos}/{len} runs {msg}",
@@ -80,11 +75,9 @@ impl Progress {
 
     fn run_bar(&self) -> ProgressBar {
         let bar = self.multi.add(ProgressBar::new(0));
-        bar.set_style(
-            ProgressStyle::with_template("run        {elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
+        bar.set_style(style(
+            "run        {elapsed:>4} [{bar:30}] {pos}/{len} {msg}",
+        ));
         bar
     }
 
@@ -92,6 +85,13 @@ impl Progress {
     pub fn println(&self, line: &str) {
         let _ = self.multi.println(line);
     }
+}
+
+/// A bar style from a constant template.
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 /// One unit of work.

@@ -52,11 +52,11 @@ impl ServerProcess {
         let mut child = cmd
             .spawn()
             .map_err(|e| SuiteError::Server(format!("starting {}: {e}", exe.display())))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let url = match first_line(stdout, START_TIMEOUT) {
-            Some(line) => line.strip_prefix("listening on ").map(str::to_owned),
-            None => None,
-        };
+        let url = child
+            .stdout
+            .take()
+            .and_then(|stdout| first_line(stdout, START_TIMEOUT))
+            .and_then(|line| line.strip_prefix("listening on ").map(str::to_owned));
         let Some(url) = url else {
             let _ = child.kill();
             let _ = child.wait();

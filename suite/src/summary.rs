@@ -301,15 +301,9 @@ impl Summary {
                 limit.value = value(r);
                 limit.loadgen_limited = r.loadgen_saturated;
             } else {
-                let budget = match experiment {
-                    Experiment::Throughput => 100.0,
-                    _ => 250.0,
-                } + if transport == Transport::Poll {
-                    r.poll_interval_s * 1000.0
-                } else {
-                    0.0
-                };
-                limit.reason = Some(r.failed_because(budget));
+                let interval = std::time::Duration::from_secs_f64(r.poll_interval_s);
+                let budget = experiment.p99_budget(transport, interval);
+                limit.reason = Some(r.failed_because(budget.as_secs_f64() * 1000.0));
                 limit.loadgen_limited |= r.loadgen_saturated;
                 return Some(limit);
             }
