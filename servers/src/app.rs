@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::demo::{self, Demo};
 use crate::drop_switch::DropSwitch;
+use crate::gateway::{self, Gateway};
 use crate::http::{full, json_response, read_body, response, ApiError, Body, Query};
 use crate::hub::Hub;
 use crate::protocol::{Transport, MAX_PAYLOAD_BYTES, PATH_METRICS, PATH_PUBLISH, PATH_STATS};
@@ -35,6 +36,9 @@ pub(crate) struct App {
     pub drops: DropSwitch,
     /// The browser demo's page, controls and publisher, when this server is the demo.
     pub demo: Option<Arc<Demo>>,
+    /// The push gateway's devices and queues, when this server is the gateway: then every
+    /// path but `/stats` and `/metrics` is the gateway's.
+    pub gateway: Option<Arc<Gateway>>,
 }
 
 impl App {
@@ -55,11 +59,15 @@ impl App {
             hard_stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             demo,
+            gateway: None,
         }
     }
 
     /// The `transport` label of this server's metrics.
     pub fn label(&self) -> String {
+        if self.gateway.is_some() {
+            return "gateway".to_owned();
+        }
         if self.transports.len() == Transport::ALL.len() {
             return "all".to_owned();
         }
@@ -148,7 +156,12 @@ async fn route(
         return Ok(preflight());
     }
     let path = req.uri().path();
-    if path == PATH_PUBLISH {
+    if let Some(gw) = &app.gateway {
+        if gateway::owns(path) {
+            return Ok(gateway::route(app, gw, req, slot).await);
+        }
+    }
+    if path == PATH_PUBLISH && app.gateway.is_none() {
         allow(&req, &Method::POST, "POST, OPTIONS")?;
         return publish(app, req).await;
     }
@@ -158,7 +171,10 @@ async fn route(
     }
     if path == PATH_METRICS {
         allow(&req, &Method::GET, "GET, OPTIONS")?;
-        let text = app.hub.stats().snapshot().prometheus(&app.label());
+        let mut text = app.hub.stats().snapshot().prometheus(&app.label());
+        if let Some(gw) = &app.gateway {
+            text.push_str(&gw.stats().snapshot().prometheus("gateway"));
+        }
         return Ok(response(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -257,6 +273,10 @@ fn stats(app: &App) -> Response<Body> {
         map.insert("transports".into(), names.into());
         // Lets a load generator on the same machine find the process to sample.
         map.insert("pid".into(), std::process::id().into());
+        if let Some(gw) = &app.gateway {
+            let counters = serde_json::to_value(gw.stats().snapshot()).unwrap_or_default();
+            map.insert("gateway".into(), counters);
+        }
     }
     json_response(StatusCode::OK, Bytes::from(value.to_string()))
 }

@@ -20,12 +20,15 @@
 //! - `drop_switch`: cuts every open connection on demand (the demo's drop-all button).
 //! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each
 //!   with `run(listener, hub, shutdown)`.
+//! - [`gateway`]: the FCM-style push gateway: the send API, devices, topics, groups,
+//!   store-and-forward queues, and one WebSocket per device.
 //! - [`demo`]: the live browser demo: every transport, a publisher on a timer, the embedded
 //!   page, and its controls.
 
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod gateway;
 pub mod hub;
 pub mod protocol;
 pub mod stats;

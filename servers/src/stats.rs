@@ -2,42 +2,46 @@
 //!
 //! Plain relaxed atomics: each counter is independent, and readers only need a recent value.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Declares the counters once, so the struct, the JSON and the Prometheus output cannot disagree.
+/// Used again for the gateway's own counters (`gateway::stats`), with another prefix.
 macro_rules! counters {
-    ($( $(#[doc = $doc:literal])* $name:ident : $kind:literal ),* $(,)?) => {
-        /// Live counters shared by every connection of one server.
+    (
+        $(#[doc = $sdoc:literal])* $stats:ident, $snapshot:ident, $prefix:literal;
+        $( $(#[doc = $doc:literal])* $name:ident : $kind:literal ),* $(,)?
+    ) => {
+        $(#[doc = $sdoc])*
         #[derive(Debug, Default)]
-        pub struct Stats {
-            $( $(#[doc = $doc])* pub $name: AtomicU64, )*
+        pub struct $stats {
+            $( $(#[doc = $doc])* pub $name: std::sync::atomic::AtomicU64, )*
         }
 
-        /// A point-in-time copy of [`Stats`].
+        #[doc = concat!("A point-in-time copy of [`", stringify!($stats), "`].")]
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-        pub struct Snapshot {
+        pub struct $snapshot {
             $( $(#[doc = $doc])* pub $name: u64, )*
         }
 
-        impl Stats {
+        impl $stats {
             /// Reads every counter.
-            pub fn snapshot(&self) -> Snapshot {
-                Snapshot { $( $name: self.$name.load(Relaxed), )* }
+            pub fn snapshot(&self) -> $snapshot {
+                $snapshot { $( $name: self.$name.load(std::sync::atomic::Ordering::Relaxed), )* }
             }
         }
 
-        impl Snapshot {
-            /// Prometheus text exposition format, every name prefixed `pushbench_`.
+        impl $snapshot {
+            #[doc = concat!("Prometheus text exposition format, every name prefixed `", $prefix, "`.")]
             pub fn prometheus(&self, transport: &str) -> String {
+                use std::fmt::Write as _;
                 let mut out = String::with_capacity(2048);
                 $(
                     let help = concat!($($doc),*).trim();
                     let metric = if $kind == "counter" {
-                        concat!("pushbench_", stringify!($name), "_total")
+                        concat!($prefix, stringify!($name), "_total")
                     } else {
-                        concat!("pushbench_", stringify!($name))
+                        concat!($prefix, stringify!($name))
                     };
                     let _ = writeln!(out, "# HELP {metric} {help}");
                     let _ = writeln!(out, "# TYPE {metric} {}", $kind);
@@ -49,7 +53,11 @@ macro_rules! counters {
     };
 }
 
+pub(crate) use counters;
+
 counters! {
+    /// Live counters shared by every connection of one server.
+    Stats, Snapshot, "pushbench_";
     /// Connections open now.
     connections_open: "gauge",
     /// Connections accepted since start.
@@ -102,26 +110,26 @@ impl Stats {
     }
 }
 
-/// Selects one gauge of [`Stats`].
-pub type Gauge = fn(&Stats) -> &AtomicU64;
+/// Selects one gauge of [`Stats`] (or of another counter set, such as the gateway's).
+pub type Gauge<S = Stats> = fn(&S) -> &AtomicU64;
 
 /// Holds a gauge up for as long as it lives, so every exit path (error, panic, cancel) brings it
 /// back down.
 #[derive(Debug)]
-pub struct GaugeGuard {
-    stats: Arc<Stats>,
-    gauge: Gauge,
+pub struct GaugeGuard<S: 'static = Stats> {
+    stats: Arc<S>,
+    gauge: Gauge<S>,
 }
 
-impl GaugeGuard {
+impl<S> GaugeGuard<S> {
     /// Increments the gauge now and decrements it on drop.
-    pub fn new(stats: Arc<Stats>, gauge: Gauge) -> Self {
+    pub fn new(stats: Arc<S>, gauge: Gauge<S>) -> Self {
         Stats::inc(gauge(&stats));
         GaugeGuard { stats, gauge }
     }
 }
 
-impl Drop for GaugeGuard {
+impl<S> Drop for GaugeGuard<S> {
     fn drop(&mut self) {
         Stats::dec((self.gauge)(&self.stats));
     }

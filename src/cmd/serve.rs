@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use pushbench_servers::gateway::GatewayConfig;
 use pushbench_servers::{Hub, HubConfig, ServerConfig, ShutdownReport, SlowPolicy, Transport};
 
 /// Options of `pushbench serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The transport to serve: poll, longpoll, stream, sse, ws, or `all` (every subscribe
-    /// endpoint on one port).
+    /// The transport to serve: poll, longpoll, stream, sse, ws, `all` (every subscribe
+    /// endpoint on one port), or `gateway` (the FCM-style push gateway, docs/GATEWAY.md).
     #[arg(value_parser = parse_transports, value_name = "TRANSPORT")]
     pub transport: TransportSet,
     /// Address to listen on; port 0 picks a free port, printed on the first line.
@@ -51,6 +52,19 @@ pub struct ServeArgs {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Gateway: the bearer token app servers must send (`Authorization: Bearer TOKEN`);
+    /// without it any app server may send.
+    #[arg(long, env = "PUSHBENCH_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Gateway: sends per minute per project before 429 (FCM's default is 600000); 0 for none.
+    #[arg(long, default_value_t = GatewayConfig::default().quota_per_minute)]
+    pub quota_per_minute: u64,
+    /// Gateway: messages each device's store-and-forward queue holds.
+    #[arg(long, default_value_t = GatewayConfig::default().queue_capacity)]
+    pub device_queue: usize,
+    /// Gateway: devices registered at once.
+    #[arg(long, default_value_t = GatewayConfig::default().max_devices)]
+    pub max_devices: usize,
 }
 
 /// `drop` or `disconnect`.
@@ -64,21 +78,42 @@ impl std::str::FromStr for SlowPolicyArg {
     }
 }
 
-/// One transport, or all of them.
+/// One transport, all of them, or the gateway.
 #[derive(Debug, Clone)]
-pub struct TransportSet(pub Vec<Transport>);
+pub enum TransportSet {
+    /// Subscribe endpoints of the protocol.
+    Transports(Vec<Transport>),
+    /// The FCM-style push gateway.
+    Gateway,
+}
 
 fn parse_transports(s: &str) -> Result<TransportSet, String> {
-    if s == "all" {
-        return Ok(TransportSet(Transport::ALL.to_vec()));
+    match s {
+        "all" => Ok(TransportSet::Transports(Transport::ALL.to_vec())),
+        "gateway" => Ok(TransportSet::Gateway),
+        _ => s
+            .parse::<Transport>()
+            .map(|t| TransportSet::Transports(vec![t]))
+            .map_err(|e| format!("{e}, all or gateway")),
     }
-    s.parse::<Transport>()
-        .map(|t| TransportSet(vec![t]))
-        .map_err(|e| format!("{e}, or all"))
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let transports = args.transport.0;
+    let gateway = GatewayConfig {
+        auth_token: args.auth_token.clone(),
+        quota_per_minute: args.quota_per_minute,
+        queue_capacity: args.device_queue,
+        max_devices: args.max_devices,
+        ..GatewayConfig::default()
+    };
+    anyhow::ensure!(
+        gateway.queue_capacity > 0,
+        "--device-queue must be at least 1"
+    );
+    anyhow::ensure!(
+        gateway.auth_token.as_deref() != Some(""),
+        "--auth-token must not be empty"
+    );
     let mut config = ServerConfig {
         max_connections: args.max_connections,
         max_header_bytes: args.max_header_bytes,
@@ -123,8 +158,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listener =
             bind_announced(args.addr, |addr| format!("listening on http://{addr}")).await?;
         let hub = Hub::new(hub_config);
-        let report =
-            pushbench_servers::serve(listener, hub, config, &transports, shutdown_signal()).await;
+        let report = match args.transport {
+            TransportSet::Transports(transports) => {
+                pushbench_servers::serve(listener, hub, config, &transports, shutdown_signal())
+                    .await
+            }
+            TransportSet::Gateway => {
+                pushbench_servers::gateway::serve(listener, hub, config, gateway, shutdown_signal())
+                    .await
+            }
+        };
         warn_if_forced(report);
         Ok(())
     })

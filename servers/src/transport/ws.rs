@@ -30,11 +30,11 @@ super::transport_server!(Transport::Ws);
 /// How long a closing socket waits for the client's answering Close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Small buffers: thousands of mostly idle sockets must stay cheap (tungstenite's defaults are
 /// 128 KiB each way). Messages are capped at the protocol's payload limit plus the envelope.
-fn ws_config() -> WebSocketConfig {
+pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
@@ -50,32 +50,16 @@ pub(crate) fn handle(
 ) -> Result<Response<Body>, ApiError> {
     let accept = check_upgrade(req.version(), req.headers())?;
     let sub = app.hub.subscribe(&query.topic, query.after)?;
-    let guard = take_guard(slot);
-    let open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
     let ended = app.drops.signal();
     let task_app = app.clone();
-    app.tasks.spawn(async move {
-        let app = task_app;
-        let session = async {
-            match hyper::upgrade::on(req).await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(ws_config()),
-                    )
-                    .await;
-                    run_session(&app, ws, sub, &query.topic, ended).await;
-                }
-                Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
-            }
-        };
-        tokio::select! {
-            () = session => {}
-            () = app.hard_stop.cancelled() => {}
-        }
-        drop::<(Option<ConnGuard>, GaugeGuard)>((guard, open));
+    spawn_session(app, req, slot, move |ws| async move {
+        run_session(&task_app, ws, sub, &query.topic, ended).await;
     });
+    switching_protocols(&accept)
+}
+
+/// The 101 answer to a WebSocket upgrade whose key gave `accept`.
+pub(crate) fn switching_protocols(accept: &str) -> Result<Response<Body>, ApiError> {
     let mut resp = response(
         StatusCode::SWITCHING_PROTOCOLS,
         "text/plain",
@@ -87,13 +71,66 @@ pub(crate) fn handle(
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        HeaderValue::from_str(accept).map_err(|e| ApiError::BadRequest(e.to_string()))?,
     );
     Ok(resp)
 }
 
+/// Upgrades `req` and runs `session` on the socket, as a tracked task that holds the
+/// connection's guard and the `subscribers_open` gauge for the socket's life and is cut at
+/// the shutdown deadline.
+pub(crate) fn spawn_session<F, Fut>(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    slot: &ConnSlot,
+    session: F,
+) where
+    F: FnOnce(Socket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let guard = take_guard(slot);
+    let open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
+    let hard_stop = app.hard_stop.clone();
+    app.tasks.spawn(async move {
+        let run = async {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(ws_config()),
+                    )
+                    .await;
+                    session(ws).await;
+                }
+                Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
+            }
+        };
+        tokio::select! {
+            () = run => {}
+            () = hard_stop.cancelled() => {}
+        }
+        drop::<(Option<ConnGuard>, GaugeGuard)>((guard, open));
+    });
+}
+
+/// Closes with `code` and `reason`, then gives the client a moment to answer the Close, as
+/// RFC 6455 asks, before the socket is dropped.
+pub(crate) async fn close(ws: &mut Socket, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if ws.close(Some(frame)).await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+}
+
 /// Checks the RFC 6455 handshake (§4.2.1) and returns the `Sec-WebSocket-Accept` value.
-fn check_upgrade(version: Version, h: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn check_upgrade(version: Version, h: &HeaderMap) -> Result<String, ApiError> {
     // RFC 6455 upgrades an HTTP/1.1 request; HTTP/1.0 has no upgrade mechanism.
     if version != Version::HTTP_11 {
         return Err(ApiError::BadRequest(format!(
@@ -204,17 +241,7 @@ async fn run_session(
         }
     };
     if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        if ws.close(Some(frame)).await.is_ok() {
-            // Give the client a moment to answer the Close, as RFC 6455 asks, then drop.
-            let _ = tokio::time::timeout(CLOSE_LINGER, async {
-                while let Some(Ok(_)) = ws.next().await {}
-            })
-            .await;
-        }
+        self::close(&mut ws, code, reason).await;
     }
 }
 
@@ -249,6 +276,6 @@ async fn send_burst(
     Ok(keep)
 }
 
-fn error_frame(message: &str) -> Message {
+pub(crate) fn error_frame(message: &str) -> Message {
     Message::text(serde_json::json!({ "error": message }).to_string())
 }

@@ -1,0 +1,229 @@
+//! An FCM-style push gateway: the relay architecture of Firebase Cloud Messaging, with its
+//! public HTTP v1 send API, so that a relay hop can be measured beside direct push.
+//!
+//! An app server sends `POST /v1/projects/{project}/messages:send`; the gateway validates it,
+//! gives it an id, resolves its target (a registration token, a device group's notification
+//! key, a topic, or a condition over topics) to devices, and puts the message, encoded once, in
+//! each device's bounded store-and-forward queue. Each device holds one WebSocket that carries
+//! its messages down and its acknowledgements and upstream messages up. docs/GATEWAY.md maps
+//! every endpoint to FCM's and says what is not modelled.
+//!
+//! # Layout
+//! - this file: [`GatewayConfig`], the shared state, fan-out, and the TTL sweeper;
+//! - `api`: the HTTP endpoints (send, devices, Instance ID topics, device groups, upstream);
+//! - `session`: a device's WebSocket: delivery, acknowledgements, upstream;
+//! - `message`: the send request, its validation, and the frame devices receive;
+//! - `condition`: the topic-condition language (`&&`, `||`, `!`, parentheses);
+//! - `registry`: devices, topics, groups, and resolving a target to devices;
+//! - `queue`: one device's store-and-forward queue (TTL, collapse keys, acks, bound);
+//! - `quota`: the per-project send quota;
+//! - `stats`: the gateway's counters;
+//! - `error`: errors in FCM's JSON shape.
+
+mod api;
+mod condition;
+mod error;
+mod message;
+mod queue;
+mod quota;
+mod registry;
+mod session;
+mod stats;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::ServerConfig;
+use crate::hub::Hub;
+use crate::serve::{serve_app, ShutdownReport};
+use crate::stats::Stats;
+
+pub use condition::Condition;
+pub use error::FcmError;
+pub use message::{parse_ttl, Kind, Send, Target, MAX_MESSAGE_BYTES, MAX_TTL};
+pub use stats::{GatewaySnapshot, GatewayStats};
+
+pub(crate) use api::{owns, route};
+
+use queue::Queued;
+use registry::{sub, Device, Limits, Registry};
+
+/// How often offline devices' queues are swept for expired messages, so `expired` and `queued`
+/// stay current while nobody connects.
+const SWEEP: Duration = Duration::from_millis(250);
+
+/// The gateway's knobs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The bearer token app servers must present; `None` accepts any request (say so loudly).
+    pub auth_token: Option<String>,
+    /// Sends per minute per project (FCM's default quota is 600,000); 0: no quota.
+    pub quota_per_minute: u64,
+    /// Messages each device's queue holds (FCM keeps 100 for an offline device).
+    pub queue_capacity: usize,
+    /// Devices registered at once.
+    pub max_devices: usize,
+    /// Topics per device (FCM: 2,000).
+    pub max_topics_per_device: usize,
+    /// Devices per group (FCM: 20).
+    pub max_group_members: usize,
+    /// Groups at once.
+    pub max_groups: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            auth_token: None,
+            quota_per_minute: 600_000,
+            queue_capacity: 100,
+            max_devices: 1_000_000,
+            max_topics_per_device: 2000,
+            max_group_members: 20,
+            max_groups: 100_000,
+        }
+    }
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    config: GatewayConfig,
+    registry: Registry,
+    quota: quota::Quota,
+    stats: Arc<GatewayStats>,
+    next_message: AtomicU64,
+    next_session: AtomicU64,
+}
+
+/// What one send did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fanout {
+    /// The message id.
+    pub id: u64,
+}
+
+impl Gateway {
+    fn new(config: GatewayConfig) -> Gateway {
+        let limits = Limits {
+            max_devices: config.max_devices,
+            queue_capacity: config.queue_capacity,
+            max_topics_per_device: config.max_topics_per_device,
+            max_group_members: config.max_group_members,
+            max_groups: config.max_groups,
+        };
+        Gateway {
+            quota: quota::Quota::new(config.quota_per_minute),
+            registry: Registry::new(limits),
+            stats: Arc::default(),
+            next_message: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+            config,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+
+    /// Resolves `send`'s target and queues it, encoded once, for every recipient.
+    fn send(&self, project: &str, send: &Send) -> Result<Fanout, FcmError> {
+        let (devices, from) = self.registry.recipients(&send.target, project)?;
+        let id = self.next_message.fetch_add(1, Ordering::Relaxed);
+        Stats::inc(&self.stats.sends);
+        if send.validate_only {
+            return Ok(Fanout { id });
+        }
+        let now = Instant::now();
+        let sent_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let msg = Arc::new(Queued {
+            id,
+            frame: send.frame(id, &from, sent_ms),
+            collapse_key: send.collapse_key.clone(),
+            expires: now + send.ttl,
+        });
+        Stats::add(&self.stats.targeted, devices.len() as u64);
+        for device in devices {
+            self.enqueue(&device, &msg, now);
+        }
+        Ok(Fanout { id })
+    }
+
+    fn enqueue(&self, device: &Device, msg: &Arc<Queued>, now: Instant) {
+        let (pushed, online) = {
+            let mut st = device.state();
+            if !st.registered {
+                return;
+            }
+            let online = st.session.is_some();
+            (st.queue.push(msg.clone(), online, now), online)
+        };
+        let s = &self.stats;
+        Stats::add(&s.expired, pushed.expired);
+        Stats::add(&s.collapsed, pushed.collapsed);
+        Stats::add(&s.overflowed, pushed.overflowed);
+        if pushed.queued {
+            Stats::inc(&s.queued);
+        }
+        sub(&s.queued, pushed.collapsed + pushed.overflowed);
+        if pushed.queued && online {
+            device.wake.notify_one();
+        }
+    }
+
+    /// Expires what waits for offline devices, until `stop`.
+    async fn sweep(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            for device in self.registry.all_devices() {
+                let expired = {
+                    let mut st = device.state();
+                    if st.session.is_some() || st.queue.len() == 0 {
+                        continue;
+                    }
+                    st.queue.expire(now)
+                };
+                Stats::add(&self.stats.expired, expired);
+                sub(&self.stats.queued, expired);
+            }
+        }
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes. Device connections end with
+/// a WebSocket close (1001), the upstream streams end, and whatever is left after
+/// [`ServerConfig::shutdown_deadline`] is cut.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    config: ServerConfig,
+    gateway: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> ShutdownReport {
+    if gateway.auth_token.is_none() {
+        tracing::warn!("gateway started without --auth-token: any app server may send");
+    }
+    let gw = Arc::new(Gateway::new(gateway));
+    let mut app = App::new(hub, config, &[], None);
+    app.gateway = Some(gw.clone());
+    let app = Arc::new(app);
+    let sweeper = tokio::spawn(gw.sweep(app.shutdown.clone()));
+    let report = serve_app(listener, app, shutdown).await;
+    let _ = sweeper.await;
+    report
+}

@@ -1,0 +1,230 @@
+//! One device's store-and-forward queue: what the gateway holds for it until it acknowledges.
+//!
+//! Messages wait here while the device is offline, in send order. Each one leaves in exactly
+//! one of these ways, and each way is counted:
+//! - acknowledged by the device (`acked`);
+//! - its TTL passed before it was sent (`expired`); a TTL of zero means "now or never", so
+//!   such a message is refused at once for an offline device;
+//! - a newer message with the same collapse key arrived before it was sent (`collapsed`);
+//! - the queue was full, and it was the oldest (`overflowed`);
+//! - the device unregistered (`discarded`).
+//!
+//! A message sent but not yet acknowledged stays; when the device reconnects it is sent again
+//! (at least once, as FCM delivers), and a TTL that passed meanwhile expires it then.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// One message as every recipient's queue holds it: shared, encoded once.
+#[derive(Debug)]
+pub struct Queued {
+    /// The gateway's message id.
+    pub id: u64,
+    /// The frame the device receives.
+    pub frame: Bytes,
+    /// Replaces an older unsent message with the same key.
+    pub collapse_key: Option<Arc<str>>,
+    /// After this it is not sent any more.
+    pub expires: Instant,
+}
+
+#[derive(Debug)]
+struct Entry {
+    msg: Arc<Queued>,
+    /// Written to the device's socket, not yet acknowledged.
+    sent: bool,
+    /// Written before, on an earlier connection.
+    resend: bool,
+}
+
+/// What [`Queue::push`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// The message was queued.
+    pub queued: bool,
+    /// Unsent messages it replaced (same collapse key).
+    pub collapsed: u64,
+    /// Oldest messages dropped to make room.
+    pub overflowed: u64,
+    /// Refused at once: TTL zero and the device offline.
+    pub expired: u64,
+}
+
+/// A device's bounded queue.
+#[derive(Debug)]
+pub struct Queue {
+    entries: VecDeque<Entry>,
+    capacity: usize,
+    /// Messages dropped for room since the device last connected: the device is told, as FCM's
+    /// `onDeletedMessages` does.
+    deleted_since_connect: u64,
+}
+
+impl Queue {
+    /// An empty queue holding at most `capacity` messages.
+    pub fn new(capacity: usize) -> Queue {
+        Queue {
+            entries: VecDeque::new(),
+            capacity: capacity.max(1),
+            deleted_since_connect: 0,
+        }
+    }
+
+    /// Messages held (sent or not).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds `msg` for a device that is `online` or not.
+    pub fn push(&mut self, msg: Arc<Queued>, online: bool, now: Instant) -> Pushed {
+        let mut out = Pushed::default();
+        if !online && msg.expires <= now {
+            out.expired = 1;
+            return out;
+        }
+        if let Some(key) = &msg.collapse_key {
+            let before = self.entries.len();
+            self.entries
+                .retain(|e| e.sent || e.msg.collapse_key.as_ref() != Some(key));
+            out.collapsed = (before - self.entries.len()) as u64;
+        }
+        while self.entries.len() >= self.capacity {
+            self.entries.pop_front();
+            out.overflowed += 1;
+        }
+        self.deleted_since_connect += out.overflowed;
+        self.entries.push_back(Entry {
+            msg,
+            sent: false,
+            resend: false,
+        });
+        out.queued = true;
+        out
+    }
+
+    /// Moves up to `max` unsent messages into `out` in order, marking them sent; expired ones
+    /// on the way are removed. Returns how many expired, and how many of those moved had been
+    /// sent before (on an earlier connection).
+    pub fn take_unsent(&mut self, max: usize, now: Instant, out: &mut Vec<Bytes>) -> (u64, u64) {
+        let (mut expired, mut resent) = (0, 0);
+        let mut i = 0;
+        while i < self.entries.len() && out.len() < max {
+            let e = &mut self.entries[i];
+            if e.sent {
+                i += 1;
+            } else if e.msg.expires <= now {
+                self.entries.remove(i);
+                expired += 1;
+            } else {
+                e.sent = true;
+                resent += u64::from(e.resend);
+                out.push(e.msg.frame.clone());
+                i += 1;
+            }
+        }
+        (expired, resent)
+    }
+
+    /// The device acknowledged message `id`: removes it. False if it held no such message
+    /// sent (an unknown id, or a repeated ack).
+    pub fn ack(&mut self, id: u64) -> bool {
+        match self.entries.iter().position(|e| e.msg.id == id && e.sent) {
+            Some(i) => {
+                self.entries.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The device's connection ended: what it was sent but did not acknowledge goes again.
+    pub fn disconnected(&mut self) {
+        for e in &mut self.entries {
+            e.resend |= e.sent;
+            e.sent = false;
+        }
+    }
+
+    /// The device connected: how many messages were dropped for room since last time (its
+    /// `deleted_messages` notice), reset.
+    pub fn take_deleted(&mut self) -> u64 {
+        std::mem::take(&mut self.deleted_since_connect)
+    }
+
+    /// Removes unsent messages whose TTL passed; returns how many.
+    pub fn expire(&mut self, now: Instant) -> u64 {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.sent || e.msg.expires > now);
+        (before - self.entries.len()) as u64
+    }
+
+    /// Empties the queue (the device unregistered); returns how many messages it held.
+    pub fn clear(&mut self) -> u64 {
+        let n = self.entries.len() as u64;
+        self.entries.clear();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn msg(id: u64, key: Option<&str>, ttl_ms: u64, now: Instant) -> Arc<Queued> {
+        Arc::new(Queued {
+            id,
+            frame: Bytes::from(id.to_string()),
+            collapse_key: key.map(Arc::from),
+            expires: now + Duration::from_millis(ttl_ms),
+        })
+    }
+
+    fn take(q: &mut Queue, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        q.take_unsent(100, now, &mut out);
+        out.iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn collapse_replaces_unsent_only_and_keeps_order() {
+        let now = Instant::now();
+        let mut q = Queue::new(10);
+        q.push(msg(1, Some("k"), 1000, now), false, now);
+        q.push(msg(2, None, 1000, now), false, now);
+        let p = q.push(msg(3, Some("k"), 1000, now), false, now);
+        assert_eq!(p.collapsed, 1);
+        assert_eq!(take(&mut q, now), ["2", "3"]);
+        // Sent but unacknowledged: not collapsed, sent again after a reconnect.
+        assert_eq!(q.push(msg(4, Some("k"), 1000, now), true, now).collapsed, 0);
+        q.disconnected();
+        assert_eq!(take(&mut q, now), ["2", "3", "4"]);
+        assert!(q.ack(3));
+        assert!(!q.ack(3));
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn ttl_and_overflow() {
+        let now = Instant::now();
+        let mut q = Queue::new(2);
+        // TTL zero: offline refuses at once, online queues for immediate sending.
+        assert_eq!(q.push(msg(1, None, 0, now), false, now).expired, 1);
+        assert!(q.push(msg(2, None, 50, now), false, now).queued);
+        assert!(q.push(msg(3, None, 5000, now), false, now).queued);
+        let later = now + Duration::from_millis(100);
+        assert_eq!(q.expire(later), 1);
+        assert_eq!(take(&mut q, later), ["3"]);
+        assert_eq!(q.push(msg(4, None, 5000, now), false, now).overflowed, 0);
+        assert_eq!(q.push(msg(5, None, 5000, now), false, now).overflowed, 1);
+        assert_eq!(q.take_deleted(), 1);
+        assert_eq!(q.take_deleted(), 0);
+        assert_eq!(take(&mut q, later), ["4", "5"]);
+        assert_eq!(q.clear(), 2);
+    }
+}

@@ -1,0 +1,419 @@
+//! Devices, topics and device groups: who is registered, who listens to what, and how a send's
+//! target becomes a list of devices.
+//!
+//! Lock order, where two are held: `groups` or `topics` before a device's own state, never the
+//! other way round. Fan-out collects the recipients under a read lock and queues to each
+//! device after releasing it, so one large topic never blocks registrations for long.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use base64::Engine as _;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::error::FcmError;
+use super::message::{Target, TopicName};
+use super::queue::Queue;
+use super::stats::GatewayStats;
+use crate::stats::Stats;
+
+/// One registered device.
+#[derive(Debug)]
+pub struct Device {
+    /// Its registration token.
+    pub token: Arc<str>,
+    /// The project its upstream messages go to.
+    pub project: Arc<str>,
+    /// Everything that changes.
+    state: Mutex<DeviceState>,
+    /// Woken when a message is queued for a connected device.
+    pub wake: Notify,
+}
+
+/// A device's changing state.
+#[derive(Debug)]
+pub struct DeviceState {
+    /// What waits for it.
+    pub queue: Queue,
+    /// The open connection, if any: its id, and how to close it when a newer one replaces it.
+    pub session: Option<(u64, CancellationToken)>,
+    /// Topics it is subscribed to.
+    pub topics: HashSet<TopicName>,
+    /// False once unregistered: nothing more is queued.
+    pub registered: bool,
+}
+
+impl Device {
+    /// Locks its state.
+    pub fn state(&self) -> MutexGuard<'_, DeviceState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A device group: up to a few devices of one user, addressed by one notification key.
+#[derive(Debug)]
+struct Group {
+    name: String,
+    members: Vec<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+struct Groups {
+    by_key: HashMap<String, Group>,
+    key_by_name: HashMap<String, String>,
+}
+
+/// Limits of the registry.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Devices registered at once.
+    pub max_devices: usize,
+    /// Each device's queue.
+    pub queue_capacity: usize,
+    /// Topics one device may be subscribed to (FCM: 2,000).
+    pub max_topics_per_device: usize,
+    /// Members of one device group (FCM: 20).
+    pub max_group_members: usize,
+    /// Device groups at once.
+    pub max_groups: usize,
+}
+
+/// Every device, topic and group of the gateway.
+#[derive(Debug)]
+pub struct Registry {
+    limits: Limits,
+    devices: RwLock<HashMap<Arc<str>, Arc<Device>>>,
+    topics: RwLock<HashMap<TopicName, HashMap<Arc<str>, Arc<Device>>>>,
+    groups: RwLock<Groups>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `bytes` unguessable random bytes as URL-safe base64, prefixed: tokens and keys are their
+/// holder's only credential.
+fn random_id(prefix: &str, bytes: usize) -> Result<String, FcmError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)
+        .map_err(|e| FcmError::Unavailable(format!("no randomness for a new id: {e}")))?;
+    Ok(format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    ))
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(limits: Limits) -> Registry {
+        Registry {
+            limits,
+            devices: RwLock::default(),
+            topics: RwLock::default(),
+            groups: RwLock::default(),
+        }
+    }
+
+    /// Registers a new device of `project` and returns it.
+    pub fn register(&self, project: &str, stats: &GatewayStats) -> Result<Arc<Device>, FcmError> {
+        let token: Arc<str> = random_id("pb:", 24)?.into();
+        let device = Arc::new(Device {
+            token: token.clone(),
+            project: project.into(),
+            state: Mutex::new(DeviceState {
+                queue: Queue::new(self.limits.queue_capacity),
+                session: None,
+                topics: HashSet::new(),
+                registered: true,
+            }),
+            wake: Notify::new(),
+        });
+        let mut devices = write(&self.devices);
+        if devices.len() >= self.limits.max_devices {
+            return Err(FcmError::Unavailable(format!(
+                "device limit reached ({} registered)",
+                self.limits.max_devices
+            )));
+        }
+        devices.insert(token, device.clone());
+        Stats::inc(&stats.devices);
+        Stats::inc(&stats.registrations);
+        Ok(device)
+    }
+
+    /// The device with this token.
+    pub fn device(&self, token: &str) -> Option<Arc<Device>> {
+        read(&self.devices).get(token).cloned()
+    }
+
+    /// Every registered device.
+    pub fn all_devices(&self) -> Vec<Arc<Device>> {
+        read(&self.devices).values().cloned().collect()
+    }
+
+    /// Unregisters `token`: its topics and groups forget it, its queue is discarded, its
+    /// connection is closed.
+    pub fn unregister(&self, token: &str, stats: &GatewayStats) -> Result<(), FcmError> {
+        let device = write(&self.devices)
+            .remove(token)
+            .ok_or_else(|| FcmError::Unregistered(token.to_owned()))?;
+        let topics: Vec<TopicName> = {
+            let mut st = device.state();
+            st.registered = false;
+            let held = st.queue.clear();
+            Stats::add(&stats.discarded, held);
+            sub(&stats.queued, held);
+            if let Some((_, kick)) = &st.session {
+                kick.cancel();
+            }
+            st.topics.drain().collect()
+        };
+        {
+            let mut all = write(&self.topics);
+            for t in &topics {
+                if let Some(members) = all.get_mut(t) {
+                    members.remove(token);
+                    if members.is_empty() {
+                        all.remove(t);
+                    }
+                }
+            }
+        }
+        sub(&stats.subscriptions, topics.len() as u64);
+        let mut groups = write(&self.groups);
+        let Groups {
+            by_key,
+            key_by_name,
+        } = &mut *groups;
+        by_key.retain(|_, g| {
+            g.members.retain(|m| &**m != token);
+            let keep = !g.members.is_empty();
+            if !keep {
+                key_by_name.remove(&g.name);
+                Stats::dec(&stats.groups);
+            }
+            keep
+        });
+        Stats::dec(&stats.devices);
+        Stats::inc(&stats.unregistrations);
+        Ok(())
+    }
+
+    /// Subscribes (`add`) or unsubscribes each token to `topic`; per token, `None` or the
+    /// error FCM's Instance ID API reports for it (`NOT_FOUND`, `TOO_MANY_TOPICS`).
+    pub fn batch(
+        &self,
+        topic: &TopicName,
+        tokens: &[String],
+        add: bool,
+        stats: &GatewayStats,
+    ) -> Vec<Option<&'static str>> {
+        let mut all = write(&self.topics);
+        tokens
+            .iter()
+            .map(|token| {
+                let Some(device) = self.device(token) else {
+                    return Some("NOT_FOUND");
+                };
+                let mut st = device.state();
+                if !st.registered {
+                    return Some("NOT_FOUND");
+                }
+                if add {
+                    if st.topics.contains(topic) {
+                        return None;
+                    }
+                    if st.topics.len() >= self.limits.max_topics_per_device {
+                        return Some("TOO_MANY_TOPICS");
+                    }
+                    st.topics.insert(topic.clone());
+                    all.entry(topic.clone())
+                        .or_default()
+                        .insert(device.token.clone(), device.clone());
+                    Stats::inc(&stats.subscriptions);
+                } else if st.topics.remove(topic) {
+                    if let Some(members) = all.get_mut(topic) {
+                        members.remove(token.as_str());
+                        if members.is_empty() {
+                            all.remove(topic);
+                        }
+                    }
+                    Stats::dec(&stats.subscriptions);
+                }
+                None
+            })
+            .collect()
+    }
+
+    /// Device group operations (`create`, `add`, `remove`), FCM's `/fcm/notification`.
+    /// Returns the group's notification key.
+    pub fn group(
+        &self,
+        op: &str,
+        name: &str,
+        key: Option<&str>,
+        tokens: &[String],
+        stats: &GatewayStats,
+    ) -> Result<String, FcmError> {
+        let bad = |m: String| FcmError::InvalidArgument(m);
+        if tokens.is_empty() {
+            return Err(bad("registration_ids must name at least one token".into()));
+        }
+        if let Some(t) = tokens.iter().find(|t| self.device(t).is_none()) {
+            return Err(FcmError::Unregistered(t.clone()));
+        }
+        let max = self.limits.max_group_members;
+        let mut groups = write(&self.groups);
+        let Groups {
+            by_key,
+            key_by_name,
+        } = &mut *groups;
+        match op {
+            "create" => {
+                if name.is_empty() {
+                    return Err(bad("notification_key_name is required".into()));
+                }
+                if key_by_name.contains_key(name) {
+                    return Err(bad(format!(
+                        "notification_key_name {name:?} already exists"
+                    )));
+                }
+                if by_key.len() >= self.limits.max_groups {
+                    return Err(FcmError::Unavailable(format!(
+                        "device group limit reached ({})",
+                        self.limits.max_groups
+                    )));
+                }
+                let mut members: Vec<Arc<str>> = Vec::new();
+                for t in tokens {
+                    if !members.iter().any(|m| **m == **t) {
+                        members.push(t.as_str().into());
+                    }
+                }
+                if members.len() > max {
+                    return Err(bad(format!("a device group holds at most {max} devices")));
+                }
+                let key = random_id("APA91", 48)?;
+                by_key.insert(
+                    key.clone(),
+                    Group {
+                        name: name.to_owned(),
+                        members,
+                    },
+                );
+                key_by_name.insert(name.to_owned(), key.clone());
+                Stats::inc(&stats.groups);
+                Ok(key)
+            }
+            "add" | "remove" => {
+                let key = key
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| bad(format!("{op} needs notification_key")))?;
+                let group = by_key
+                    .get_mut(key)
+                    .ok_or_else(|| FcmError::Unregistered(key.to_owned()))?;
+                if !name.is_empty() && group.name != name {
+                    return Err(bad(format!(
+                        "notification_key_name {name:?} does not match the key's name"
+                    )));
+                }
+                if op == "add" {
+                    for t in tokens {
+                        if !group.members.iter().any(|m| **m == **t) {
+                            group.members.push(t.as_str().into());
+                        }
+                    }
+                    if group.members.len() > max {
+                        group.members.truncate(max);
+                        return Err(bad(format!("a device group holds at most {max} devices")));
+                    }
+                } else {
+                    group.members.retain(|m| !tokens.iter().any(|t| **t == **m));
+                    // FCM deletes a group whose last member is removed.
+                    if group.members.is_empty() {
+                        let name = group.name.clone();
+                        by_key.remove(key);
+                        key_by_name.remove(&name);
+                        Stats::dec(&stats.groups);
+                    }
+                }
+                Ok(key.to_owned())
+            }
+            other => Err(bad(format!(
+                "operation must be create, add or remove, not {other:?}"
+            ))),
+        }
+    }
+
+    /// The notification key of the group named `name`.
+    pub fn group_key(&self, name: &str) -> Option<String> {
+        read(&self.groups).key_by_name.get(name).cloned()
+    }
+
+    /// The devices a send reaches, and the message's `from`. A token that is neither a device
+    /// nor a group is `UNREGISTERED`; a topic or condition nobody matches reaches no one, which
+    /// is not an error (as in FCM).
+    pub fn recipients(
+        &self,
+        target: &Target,
+        project: &str,
+    ) -> Result<(Vec<Arc<Device>>, String), FcmError> {
+        match target {
+            Target::Token(token) => {
+                if let Some(d) = self.device(token) {
+                    return Ok((vec![d], project.to_owned()));
+                }
+                let groups = read(&self.groups);
+                let group = groups
+                    .by_key
+                    .get(token.as_str())
+                    .ok_or_else(|| FcmError::Unregistered(token.clone()))?;
+                let devices = group
+                    .members
+                    .iter()
+                    .filter_map(|m| self.device(m))
+                    .collect();
+                Ok((devices, project.to_owned()))
+            }
+            Target::Topic(topic) => {
+                let devices = read(&self.topics)
+                    .get(topic)
+                    .map(|m| m.values().cloned().collect())
+                    .unwrap_or_default();
+                Ok((devices, format!("/topics/{topic}")))
+            }
+            Target::Condition(cond) => {
+                let candidates: Vec<Arc<Device>> = if cond.matches_outsiders() {
+                    self.all_devices()
+                } else {
+                    let all = read(&self.topics);
+                    let mut seen: HashMap<Arc<str>, Arc<Device>> = HashMap::new();
+                    for t in cond.topics() {
+                        for (k, d) in all.get(t).into_iter().flatten() {
+                            seen.entry(k.clone()).or_insert_with(|| d.clone());
+                        }
+                    }
+                    seen.into_values().collect()
+                };
+                let devices = candidates
+                    .into_iter()
+                    .filter(|d| {
+                        let st = d.state();
+                        cond.matches(&|i| st.topics.contains(&cond.topics()[i]))
+                    })
+                    .collect();
+                Ok((devices, "condition".to_owned()))
+            }
+        }
+    }
+}
+
+/// Subtracts `n` from a gauge.
+pub(crate) fn sub(gauge: &std::sync::atomic::AtomicU64, n: u64) {
+    gauge.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+}
