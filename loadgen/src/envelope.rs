@@ -130,6 +130,69 @@ struct RawError<'a> {
     error: Text<'a>,
 }
 
+/// One frame the gateway sends a device (docs/GATEWAY.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayFrame {
+    /// A message: its id, and the load generator's payload (`data.pb`; empty when the message
+    /// carries none, which the load generator counts as foreign).
+    Message {
+        /// The gateway's message id, which the device acknowledges.
+        id: u64,
+        /// `data.pb`.
+        payload: Bytes,
+    },
+    /// `{"kind":"deleted_messages","count":N}`: N messages were dropped from a full queue.
+    Deleted(u64),
+    /// `{"kind":"upstream_ack",...}`: an upstream message was accepted.
+    UpstreamAck,
+    /// `{"error":"..."}`: a frame of the device's was refused.
+    Error(String),
+}
+
+#[derive(Deserialize)]
+struct RawGatewayFrame<'a> {
+    #[serde(borrow)]
+    kind: Option<Text<'a>>,
+    message_id: Option<serde_json::Value>,
+    #[serde(borrow)]
+    data: Option<RawGatewayData<'a>>,
+    count: Option<u64>,
+    #[serde(borrow)]
+    error: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawGatewayData<'a> {
+    #[serde(borrow)]
+    pb: Option<Text<'a>>,
+}
+
+/// Parses one gateway frame, borrowing `data.pb` from `buf` when it has no escapes.
+pub fn parse_gateway_frame(buf: &Bytes) -> Result<GatewayFrame, EnvelopeError> {
+    let raw: RawGatewayFrame<'_> = serde_json::from_slice(buf)?;
+    if let Some(Text(error)) = raw.error {
+        return Ok(GatewayFrame::Error(error.into_owned()));
+    }
+    match raw.kind.as_ref().map(|k| &*k.0) {
+        Some("data" | "notification") => {
+            let id = raw
+                .message_id
+                .and_then(|v| v.as_u64())
+                .ok_or(EnvelopeError::Shape("a message without a numeric message_id"))?;
+            let payload = match raw.data.and_then(|d| d.pb) {
+                Some(Text(pb)) => payload_bytes(buf, pb),
+                None => Bytes::new(),
+            };
+            Ok(GatewayFrame::Message { id, payload })
+        }
+        Some("deleted_messages") => Ok(GatewayFrame::Deleted(raw.count.unwrap_or(0))),
+        Some("upstream_ack") => Ok(GatewayFrame::UpstreamAck),
+        _ => Err(EnvelopeError::Shape(
+            "expected a gateway message, deleted_messages, upstream_ack or error",
+        )),
+    }
+}
+
 /// The payload as `Bytes`: a view into `buf` when the string was borrowed from it.
 fn payload_bytes(buf: &Bytes, text: Cow<'_, str>) -> Bytes {
     match text {
@@ -210,11 +273,23 @@ pub fn parse_nchan_last_message_id(body: &[u8]) -> Result<String, EnvelopeError>
     Ok(info.last_message_id.into_owned())
 }
 
-/// The text of an `{"error":"..."}` body, if the body is one.
+/// The text of an `{"error":"..."}` body, or of the gateway's FCM-shaped
+/// `{"error":{"message":"...","status":"..."}}`, if the body is one.
 pub fn error_message(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<RawError<'_>>(body)
-        .ok()
-        .map(|e| e.error.0.into_owned())
+    if let Ok(e) = serde_json::from_slice::<RawError<'_>>(body) {
+        return Some(e.error.0.into_owned());
+    }
+    #[derive(Deserialize)]
+    struct Fcm {
+        error: FcmInner,
+    }
+    #[derive(Deserialize)]
+    struct FcmInner {
+        message: String,
+        status: String,
+    }
+    let e: Fcm = serde_json::from_slice(body).ok()?;
+    Some(format!("{}: {}", e.error.status, e.error.message))
 }
 
 #[cfg(test)]
@@ -226,6 +301,41 @@ mod tests {
             Envelope::Event(e) => e,
             other => panic!("not an event: {other:?}"),
         }
+    }
+
+    #[test]
+    fn gateway_frames() {
+        let buf = Bytes::from_static(
+            br#"{"message_id":9,"kind":"data","from":"/topics/t","priority":"normal","sent_time_ms":1,"ttl_s":60.0,"data":{"pb":"pb1 1 2 ..","x":"y"}}"#,
+        );
+        let GatewayFrame::Message { id, payload } = parse_gateway_frame(&buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!((id, &payload[..]), (9, &b"pb1 1 2 .."[..]));
+        let f = |s: &'static str| parse_gateway_frame(&Bytes::from_static(s.as_bytes()));
+        assert_eq!(
+            f(r#"{"message_id":3,"kind":"notification","notification":{"title":"t"},"data":{}}"#)
+                .unwrap(),
+            GatewayFrame::Message {
+                id: 3,
+                payload: Bytes::new()
+            }
+        );
+        assert_eq!(
+            f(r#"{"kind":"deleted_messages","count":4}"#).unwrap(),
+            GatewayFrame::Deleted(4)
+        );
+        assert_eq!(
+            f(r#"{"kind":"upstream_ack","message_id":"u1"}"#).unwrap(),
+            GatewayFrame::UpstreamAck
+        );
+        assert_eq!(f(r#"{"error":"no"}"#).unwrap(), GatewayFrame::Error("no".into()));
+        assert!(f(r#"{"kind":"data","data":{}}"#).is_err());
+        assert_eq!(
+            error_message(br#"{"error":{"code":404,"message":"gone","status":"NOT_FOUND"}}"#)
+                .as_deref(),
+            Some("NOT_FOUND: gone")
+        );
     }
 
     #[test]

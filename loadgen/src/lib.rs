@@ -23,7 +23,10 @@
 //! - `sse_parser.rs`: [`SseParser`], an incremental WHATWG `text/event-stream` parser.
 //! - `http.rs`: a keep-alive HTTP/1.1 connection driven by its owner, and [`get`] for one-off
 //!   requests.
-//! - `profile.rs`: [`Profile`], the server dialect (pushbench's protocol, or Nchan's).
+//! - `profile.rs`: [`Profile`], the server dialect (pushbench's protocol, Nchan's, or the
+//!   FCM-style gateway's).
+//! - `gateway.rs`: the gateway's dialect: send options, device registration, topic
+//!   subscription, send bodies.
 //! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection (Nchan:
 //!   `POST /pub`).
 //! - `client/mod.rs`: [`Client`], [`ClientConfig`], [`Item`], [`Delivery`], and the reconnect
@@ -35,6 +38,8 @@
 //! - `client/sse.rs`: Server-Sent Events, reconnecting like `EventSource` (`retry:`,
 //!   `Last-Event-ID`).
 //! - `client/ws.rs`: WebSocket, including upstream publishing.
+//! - `client/gateway.rs`: a device of the FCM-style gateway: register, subscribe, one
+//!   WebSocket, acknowledgements, going offline and back.
 //! - `client/nchan.rs`: Nchan's start and resume ids (pinning "now", `Last-Modified`/`Etag`).
 //! - `client/chunked.rs`: a chunked response read off the socket, one Nchan message per chunk.
 //! - `load/`: the load generator (`pushbench load`): `config.rs` (what a run does),
@@ -48,6 +53,7 @@ pub mod client;
 pub mod counters;
 pub mod envelope;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod load;
 pub mod profile;

@@ -60,13 +60,18 @@ pub enum Profile {
     Pushbench,
     /// Nchan, with the locations of `deploy/nchan/nginx.conf`.
     Nchan,
+    /// pushbench's FCM-style push gateway (docs/GATEWAY.md): subscribers are devices on one
+    /// WebSocket each (`ws` only), the publisher is an app server using the send API
+    /// ([`crate::gateway`]).
+    Gateway,
 }
 
 impl Profile {
-    /// The path events are published to: `/publish`, or Nchan's `/pub`.
+    /// The path events are published to: `/publish`, or Nchan's `/pub`. The gateway's send
+    /// path names a project: see [`crate::gateway::GatewayOptions::send_path`].
     pub fn publish_path(self) -> &'static str {
         match self {
-            Profile::Pushbench => pushbench_servers::protocol::PATH_PUBLISH,
+            Profile::Pushbench | Profile::Gateway => pushbench_servers::protocol::PATH_PUBLISH,
             Profile::Nchan => NCHAN_PUBLISH_PATH,
         }
     }
@@ -76,6 +81,7 @@ impl Profile {
         match self {
             Profile::Pushbench => "pushbench",
             Profile::Nchan => "nchan",
+            Profile::Gateway => "gateway",
         }
     }
 }
@@ -93,8 +99,9 @@ impl FromStr for Profile {
         match s {
             "pushbench" => Ok(Profile::Pushbench),
             "nchan" => Ok(Profile::Nchan),
+            "gateway" => Ok(Profile::Gateway),
             other => Err(format!(
-                "unknown target profile {other:?} (expected pushbench or nchan)"
+                "unknown target profile {other:?} (expected pushbench, nchan or gateway)"
             )),
         }
     }

@@ -1,4 +1,5 @@
-//! [`Publisher`]: `POST /publish` on one keep-alive connection (Nchan: `POST /pub`).
+//! [`Publisher`]: `POST /publish` on one keep-alive connection (Nchan: `POST /pub`; the
+//! gateway: its send API, [`crate::gateway::send`]).
 
 use std::sync::Arc;
 
@@ -93,6 +94,11 @@ impl Publisher {
                 slot.insert(conn)
             }
         };
+        if let Some(options) = self.target.gateway() {
+            // `path` carries the topic: `/publish?topic=T`.
+            let topic = path.split_once("topic=").map_or("", |(_, t)| t);
+            return crate::gateway::send(conn, options, topic, &body).await.map(Some);
+        }
         let req = conn
             .request(Method::POST, path)
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")

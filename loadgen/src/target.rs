@@ -43,9 +43,23 @@ pub struct Target {
     /// The local address to connect from; `None` lets the kernel choose. Each source address
     /// has its own ~28,000 ephemeral ports, so big runs spread over 127.x.y.z.
     source: Option<std::net::IpAddr>,
+    /// How to speak to the FCM-style gateway (its project, token, send options), when the
+    /// profile is [`Profile::Gateway`](crate::profile::Profile::Gateway).
+    gateway: Option<std::sync::Arc<crate::gateway::GatewayOptions>>,
 }
 
 impl Target {
+    /// The same target, with the gateway's send options.
+    pub fn with_gateway(mut self, options: Option<crate::gateway::GatewayOptions>) -> Target {
+        self.gateway = options.map(std::sync::Arc::new);
+        self
+    }
+
+    /// The gateway's send options, if set.
+    pub fn gateway(&self) -> Option<&crate::gateway::GatewayOptions> {
+        self.gateway.as_deref()
+    }
+
     /// The same target, spoken to in `profile`'s dialect.
     pub fn with_profile(mut self, profile: crate::profile::Profile) -> Target {
         self.profile = profile;
@@ -94,6 +108,7 @@ impl Target {
             host,
             profile: Default::default(),
             source: None,
+            gateway: None,
         })
     }
 
@@ -106,6 +121,7 @@ impl Target {
             host,
             profile: Default::default(),
             source: None,
+            gateway: None,
         }
     }
 

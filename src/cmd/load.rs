@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pushbench_loadgen::gateway::{GatewayOptions, Offline, SendTo};
 use pushbench_loadgen::load::{self, report::write_hlog, LoadConfig, LoadReport};
 use pushbench_servers::Transport;
 
@@ -21,9 +22,38 @@ pub struct LoadArgs {
     /// The server, `http://HOST:PORT` (any server that speaks docs/PROTOCOL.md).
     #[arg(long)]
     pub target: String,
-    /// The server's dialect: pushbench (docs/PROTOCOL.md) or nchan (deploy/nchan/nginx.conf).
+    /// The server's dialect: pushbench (docs/PROTOCOL.md), nchan (deploy/nchan/nginx.conf) or
+    /// gateway (`pushbench serve gateway`, docs/GATEWAY.md; subscribers are devices, `-t ws`).
     #[arg(long, default_value = "pushbench")]
     pub target_profile: pushbench_loadgen::Profile,
+    /// Gateway: send each event to the topic (one send, fanned out by the gateway) or to every
+    /// device's token (one send per device: unicast).
+    #[arg(long, value_name = "topic|token", help_heading = "Gateway")]
+    pub send_to: Option<SendTo>,
+    /// Gateway: the project in the send path.
+    #[arg(long, help_heading = "Gateway")]
+    pub project: Option<String>,
+    /// Gateway: the app server's bearer token.
+    #[arg(long, env = "PUSHBENCH_AUTH_TOKEN", hide_env_values = true, help_heading = "Gateway")]
+    pub auth_token: Option<String>,
+    /// Gateway: every message's TTL (`android.ttl`), e.g. 2s; default the gateway's, 4 weeks.
+    #[arg(long, value_parser = duration::parse, help_heading = "Gateway")]
+    pub ttl: Option<Duration>,
+    /// Gateway: every message's collapse key: an offline device gets only the newest.
+    #[arg(long, help_heading = "Gateway")]
+    pub collapse_key: Option<String>,
+    /// Gateway: send notification messages instead of data messages.
+    #[arg(long, help_heading = "Gateway")]
+    pub notification: bool,
+    /// Gateway: share of devices (0 to 1) that go offline during the window, then return.
+    #[arg(long, help_heading = "Gateway")]
+    pub offline_fraction: Option<f64>,
+    /// Gateway: when they go, after the window opens.
+    #[arg(long, default_value = "1s", value_parser = duration::parse, help_heading = "Gateway")]
+    pub offline_at: Duration,
+    /// Gateway: how long they stay away.
+    #[arg(long, default_value = "2s", value_parser = duration::parse, help_heading = "Gateway")]
+    pub offline_for: Duration,
     /// Subscribers.
     #[arg(long, short = 'c', default_value_t = 100)]
     pub clients: usize,
@@ -90,8 +120,42 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    fn config(&self) -> LoadConfig {
-        LoadConfig {
+    /// The gateway options, when the target is the gateway; an error for gateway flags
+    /// against another target.
+    fn gateway(&self) -> anyhow::Result<Option<GatewayOptions>> {
+        if self.target_profile != pushbench_loadgen::Profile::Gateway {
+            let given = self.send_to.is_some()
+                || self.project.is_some()
+                || self.ttl.is_some()
+                || self.collapse_key.is_some()
+                || self.notification
+                || self.offline_fraction.is_some();
+            anyhow::ensure!(
+                !given,
+                "--send-to, --project, --ttl, --collapse-key, --notification and --offline-* \
+                 need --target-profile gateway"
+            );
+            return Ok(None);
+        }
+        let defaults = GatewayOptions::default();
+        Ok(Some(GatewayOptions {
+            project: self.project.clone().unwrap_or(defaults.project),
+            auth_token: self.auth_token.clone(),
+            send_to: self.send_to.unwrap_or_default(),
+            ttl: self.ttl,
+            collapse_key: self.collapse_key.clone(),
+            notification: self.notification,
+            offline: self.offline_fraction.map(|fraction| Offline {
+                fraction,
+                at: self.offline_at,
+                duration: self.offline_for,
+            }),
+            tokens: defaults.tokens,
+        }))
+    }
+
+    fn config(&self) -> anyhow::Result<LoadConfig> {
+        Ok(LoadConfig {
             clients: self.clients,
             rate: self.rate,
             duration: self.duration,
@@ -112,13 +176,14 @@ impl LoadArgs {
             server_pid: self.server_pid,
             source_ip: self.source_ip,
             target_profile: self.target_profile,
+            gateway: self.gateway()?,
             ..LoadConfig::new(self.transport, self.target.clone())
-        }
+        })
     }
 }
 
 pub(crate) fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let config = args.config();
+    let config = args.config()?;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {

@@ -10,6 +10,7 @@
 //! (chunk-framed streaming).
 
 mod chunked;
+mod gateway;
 mod longpoll;
 mod nchan;
 mod poll;
@@ -30,6 +31,7 @@ use crate::error::{check_topic, ClientError};
 use crate::profile::Profile;
 use crate::target::Target;
 
+pub use gateway::GatewayClient;
 pub use longpoll::LongPollClient;
 pub use poll::PollClient;
 pub use sse::SseClient;
@@ -62,6 +64,9 @@ pub struct ClientConfig {
     pub reconnect_delay: Duration,
     /// Failed attempts in a row after which the client gives up (default 10).
     pub max_reconnects: u32,
+    /// Against the gateway: the registered device to be, instead of registering a new one
+    /// (the run registers devices itself when it sends to tokens).
+    pub device_token: Option<String>,
 }
 
 impl ClientConfig {
@@ -77,6 +82,7 @@ impl ClientConfig {
             reconnect: true,
             reconnect_delay: Duration::from_millis(250),
             max_reconnects: 10,
+            device_token: None,
         }
     }
 }
@@ -127,6 +133,8 @@ pub enum Client {
     Sse(SseClient),
     /// `GET /ws`, WebSocket.
     Ws(WsClient),
+    /// A device of the FCM-style gateway: one WebSocket to `/v1/devices/{token}/connect`.
+    Gateway(GatewayClient),
 }
 
 impl Client {
@@ -143,6 +151,11 @@ impl Client {
     ) -> Result<Client, ClientError> {
         check_topic(&config.topic)?;
         let target = target.clone();
+        if target.profile() == Profile::Gateway {
+            return Ok(Client::Gateway(
+                GatewayClient::connect(target, config, counters).await?,
+            ));
+        }
         Ok(match config.transport {
             Transport::Poll => Client::Poll(PollClient::connect(target, config, counters).await?),
             Transport::LongPoll => {
@@ -175,6 +188,7 @@ impl Client {
             Client::Stream(c) => c.next().await,
             Client::Sse(c) => c.next().await,
             Client::Ws(c) => c.next().await,
+            Client::Gateway(c) => c.next().await,
         }
     }
 
@@ -191,6 +205,7 @@ impl Client {
             Client::Stream(c) => c.cursor(),
             Client::Sse(c) => c.cursor(),
             Client::Ws(c) => c.cursor(),
+            Client::Gateway(c) => c.cursor(),
         }
     }
 
@@ -201,7 +216,7 @@ impl Client {
             Client::LongPoll(_) => Transport::LongPoll,
             Client::Stream(_) => Transport::Stream,
             Client::Sse(_) => Transport::Sse,
-            Client::Ws(_) => Transport::Ws,
+            Client::Ws(_) | Client::Gateway(_) => Transport::Ws,
         }
     }
 
@@ -210,6 +225,36 @@ impl Client {
     pub async fn send_upstream(&mut self, payload: &str) -> Result<(), ClientError> {
         match self {
             Client::Ws(c) => c.send_upstream(payload).await,
+            other => Err(ClientError::Unsupported(other.transport())),
+        }
+    }
+}
+
+impl Client {
+    /// Against the gateway: drops the connection as a device going offline does. Other
+    /// clients return [`ClientError::Unsupported`].
+    pub async fn go_offline(&mut self) -> Result<(), ClientError> {
+        match self {
+            Client::Gateway(c) => {
+                c.go_offline().await;
+                Ok(())
+            }
+            other => Err(ClientError::Unsupported(other.transport())),
+        }
+    }
+
+    /// Against the gateway: the device's registration token.
+    pub fn device_token(&self) -> Option<&str> {
+        match self {
+            Client::Gateway(c) => Some(c.token()),
+            _ => None,
+        }
+    }
+
+    /// Against the gateway: connects again after [`go_offline`](Self::go_offline).
+    pub async fn go_online(&mut self) -> Result<(), ClientError> {
+        match self {
+            Client::Gateway(c) => c.go_online().await,
             other => Err(ClientError::Unsupported(other.transport())),
         }
     }

@@ -60,6 +60,10 @@ pub struct LoadConfig {
     /// meet the TIME_WAIT sockets the previous runs left on theirs.
     #[serde(default)]
     pub source_ip: Option<std::net::Ipv4Addr>,
+    /// Against the gateway (`target_profile` gateway): how to send, and which devices go
+    /// offline when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<crate::gateway::GatewayOptions>,
 }
 
 impl LoadConfig {
@@ -85,6 +89,7 @@ impl LoadConfig {
             workers: 1,
             server_pid: None,
             source_ip: None,
+            gateway: None,
         }
     }
 
@@ -95,7 +100,15 @@ impl LoadConfig {
             Transport::Poll => self.poll_interval * 2,
             _ => Duration::ZERO,
         };
-        self.drain.max(floor)
+        // Devices still offline when the window ends get their messages when they return.
+        let back = self
+            .gateway
+            .as_ref()
+            .and_then(|g| g.offline)
+            .map_or(Duration::ZERO, |o| {
+                (o.at + o.duration).saturating_sub(self.duration) + self.drain
+            });
+        self.drain.max(floor).max(back)
     }
 
     /// Refuses settings that cannot make a meaningful run.
@@ -134,6 +147,27 @@ impl LoadConfig {
         }
         pushbench_servers::protocol::validate_topic(&self.topic)
             .map_err(|e| format!("--topic: {e}"))?;
+        let gateway = self.target_profile == crate::profile::Profile::Gateway;
+        positive(
+            gateway == self.gateway.is_some(),
+            "gateway options need --target-profile gateway, and it needs them",
+        )?;
+        if let Some(g) = &self.gateway {
+            positive(
+                self.transport == Transport::Ws,
+                "--target-profile gateway: devices hold a WebSocket each; use --transport ws",
+            )?;
+            if let Some(o) = g.offline {
+                positive(
+                    o.fraction > 0.0 && o.fraction <= 1.0,
+                    "--offline-fraction must be more than 0 and at most 1",
+                )?;
+                positive(
+                    o.at < self.duration && !o.duration.is_zero(),
+                    "--offline-at must fall inside --duration, and --offline-for must be more than 0",
+                )?;
+            }
+        }
         let events = (self.warmup + self.duration).as_secs_f64() * self.rate;
         positive(
             events <= 100_000_000.0,

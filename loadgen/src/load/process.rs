@@ -50,15 +50,28 @@ pub struct WorkerSpec {
     /// The local address this worker connects from (`None`: the kernel's choice).
     #[serde(default)]
     pub source: Option<std::net::IpAddr>,
+    /// Against the gateway: how the run sends (the bearer token comes through the environment,
+    /// [`crate::gateway::AUTH_ENV`], not the command line).
+    #[serde(default)]
+    pub gateway: Option<crate::gateway::GatewayOptions>,
+    /// Against the gateway, sending to tokens: this worker's devices' tokens.
+    #[serde(default)]
+    pub tokens: Vec<String>,
 }
 
 impl WorkerSpec {
     /// The plan this spec describes, resolved in this process.
     pub async fn plan(&self, clock: Clock) -> Result<WorkerPlan, crate::target::TargetError> {
+        let gateway = self.gateway.clone().map(|g| crate::gateway::GatewayOptions {
+            auth_token: std::env::var(crate::gateway::AUTH_ENV).ok(),
+            tokens: std::sync::Arc::new(self.tokens.clone()),
+            ..g
+        });
         let target = Target::resolve(&self.target)
             .await?
             .with_profile(self.profile)
-            .with_source(self.source);
+            .with_source(self.source)
+            .with_gateway(gateway);
         Ok(WorkerPlan {
             index: self.index,
             clients: self.clients,
@@ -74,6 +87,7 @@ impl WorkerSpec {
             warmup_events: self.warmup_events,
             window_events: self.window_events,
             clock,
+            first_device: 0,
         })
     }
 }
@@ -85,6 +99,8 @@ impl WorkerSpec {
 pub enum ControlLine {
     /// The window opens at this Unix time (ns).
     Window(u64),
+    /// Chosen devices are offline between these Unix times (ns).
+    Offline(u64, u64),
     /// Stop.
     Stop,
 }
@@ -98,14 +114,20 @@ pub struct ProcessWorker {
 }
 
 impl ProcessWorker {
-    /// Starts `exe load-worker --spec JSON`; its messages go to `tx`.
+    /// Starts `exe load-worker --spec JSON`; its messages go to `tx`. `auth` is the gateway's
+    /// bearer token, passed in the environment so it shows in no process list.
     pub fn spawn(
         exe: &Path,
         spec: &WorkerSpec,
+        auth: Option<&str>,
         tx: mpsc::Sender<WorkerMsg>,
     ) -> std::io::Result<ProcessWorker> {
         let spec = serde_json::to_string(spec).map_err(std::io::Error::other)?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(token) = auth {
+            command.env(crate::gateway::AUTH_ENV, token);
+        }
+        let mut child = command
             .args(["load-worker", "--spec", &spec])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -143,6 +165,9 @@ impl ProcessWorker {
     pub fn control(&mut self, control: Control, clock: &Clock) {
         let line = match control {
             Control::Window(at) => ControlLine::Window(clock.unix_ns(at)),
+            Control::Offline { from, until } => {
+                ControlLine::Offline(clock.unix_ns(from), clock.unix_ns(until))
+            }
             Control::Stop => ControlLine::Stop,
         };
         if let Some(stdin) = self.stdin.as_mut() {
@@ -207,6 +232,10 @@ pub fn run_child(spec: &str) -> Result<(), String> {
                 let Ok(line) = line else { break };
                 let control = match serde_json::from_str::<ControlLine>(&line) {
                     Ok(ControlLine::Window(ns)) => Control::Window(clock.instant_at(ns)),
+                    Ok(ControlLine::Offline(from, until)) => Control::Offline {
+                        from: clock.instant_at(from),
+                        until: clock.instant_at(until),
+                    },
                     Ok(ControlLine::Stop) => Control::Stop,
                     Err(_) => continue,
                 };

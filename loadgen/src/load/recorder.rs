@@ -100,6 +100,16 @@ pub struct Recorder {
     pub clients_lost: u64,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Gateway runs: devices that went offline on schedule.
+    #[serde(default)]
+    pub offline_clients: u64,
+    /// Gateway runs: first deliveries, to those devices, of window events due while they were
+    /// away (held by the gateway until they came back).
+    #[serde(default)]
+    pub held_delivered: u64,
+    /// Due → received of those deliveries.
+    #[serde(with = "hist_serde", default = "latency_histogram")]
+    pub held_latency: Histogram<u64>,
 }
 
 impl Default for Recorder {
@@ -120,6 +130,9 @@ impl Default for Recorder {
             clients_failed: 0,
             clients_lost: 0,
             errors: BTreeMap::new(),
+            offline_clients: 0,
+            held_delivered: 0,
+            held_latency: latency_histogram(),
         }
     }
 }
@@ -173,6 +186,22 @@ impl Recorder {
         }
     }
 
+    /// Accounts a first delivery to a device that was offline from `away.0` to `away.1` (Unix
+    /// ns): if the event fell due meanwhile, the gateway held it, and its latency is recorded
+    /// apart as well.
+    pub fn held(&mut self, clock: &Clock, payload: &[u8], received: Instant, away: (u64, u64)) {
+        let Some(stamp) = payload::decode(payload) else {
+            return;
+        };
+        if stamp.due_unix_ns < away.0 || stamp.due_unix_ns >= away.1 {
+            return;
+        }
+        let latency = clock.unix_ns(received).saturating_sub(stamp.due_unix_ns) / 1000;
+        self.held_latency
+            .saturating_record(latency.clamp(1, LATENCY_MAX_US));
+        self.held_delivered += 1;
+    }
+
     /// Counts an error by its kind.
     pub fn error(&mut self, err: &ClientError) {
         *self.errors.entry(error_kind(err)).or_default() += 1;
@@ -201,6 +230,9 @@ impl Recorder {
         self.clients_connected += other.clients_connected;
         self.clients_failed += other.clients_failed;
         self.clients_lost += other.clients_lost;
+        self.offline_clients += other.offline_clients;
+        self.held_delivered += other.held_delivered;
+        let _ = self.held_latency.add(&other.held_latency);
         for (k, v) in &other.errors {
             *self.errors.entry(k.clone()).or_default() += v;
         }

@@ -141,6 +141,29 @@ impl EncodedHistogram {
     }
 }
 
+/// What a run against the gateway adds: its devices that went offline, and the gateway's own
+/// counts of what happened to the messages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewaySummary {
+    /// Devices that went offline on schedule.
+    pub offline_clients: u64,
+    /// When they went, in seconds after the window opened.
+    pub offline_at_s: f64,
+    /// How long they stayed away, in seconds.
+    pub offline_for_s: f64,
+    /// Window events due while they were away, times those devices: what the gateway had to
+    /// hold for them.
+    pub held_expected: u64,
+    /// How many of those reached the devices after they returned.
+    pub held_delivered: u64,
+    /// Due → received of those deliveries, µs.
+    pub held_latency_us: Percentiles,
+    /// The gateway's counters (its `/stats`, under `gateway`) over the run, from the moment
+    /// every device had connected to the end: `expired`, `collapsed`, `overflowed`, `acked`,
+    /// `resent`, ... Gauges (`queued`, `devices_online`) are their change.
+    pub server: BTreeMap<String, i64>,
+}
+
 /// One sample of the run's time series (every 250 ms).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Sample {
@@ -233,6 +256,9 @@ pub struct LoadReport {
     pub server: ServerSummary,
     /// The load generator's cost and health.
     pub loadgen: LoadgenSummary,
+    /// Against the gateway: offline devices and the gateway's own counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySummary>,
     /// The latency histogram, serialised.
     pub histogram: EncodedHistogram,
     /// Samples every 250 ms.
@@ -315,6 +341,33 @@ impl LoadReport {
             ms(self.connect_us.p50),
             ms(self.connect_us.p99)
         );
+        if let Some(g) = &self.gateway {
+            let count = |k: &str| g.server.get(k).copied().unwrap_or(0);
+            if g.offline_clients > 0 {
+                let _ = writeln!(
+                    s,
+                    "offline   {} devices away {:.1}s from {:.1}s: held {} / {} delivered  p50 {:.2} ms  p99 {:.2} ms",
+                    g.offline_clients,
+                    g.offline_for_s,
+                    g.offline_at_s,
+                    g.held_delivered,
+                    g.held_expected,
+                    ms(g.held_latency_us.p50),
+                    ms(g.held_latency_us.p99)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "gateway   targeted {}  delivered {}  acked {}  resent {}  expired {}  collapsed {}  overflowed {}",
+                count("targeted"),
+                count("delivered"),
+                count("acked"),
+                count("resent"),
+                count("expired"),
+                count("collapsed"),
+                count("overflowed")
+            );
+        }
         if !self.errors.is_empty() {
             let list: Vec<_> = self
                 .errors

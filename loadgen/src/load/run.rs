@@ -22,6 +22,7 @@ use super::schedule::{Clock, Schedule};
 use super::worker::{self, Control, WorkerMsg, WorkerPlan};
 use crate::client::ClientConfig;
 use crate::counters::CountersSnapshot;
+use crate::gateway::{counters_delta, register_devices, SendTo};
 use crate::target::{Target, TargetError};
 
 /// How often the collector samples `/proc` and refreshes the progress line.
@@ -62,6 +63,9 @@ pub enum LoadError {
     /// A thread could not be started.
     #[error("could not start a thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The gateway refused to set up the run's devices.
+    #[error("gateway: {0}")]
+    Gateway(String),
     /// No subscriber could connect.
     #[error("no subscriber could connect to {target}: {errors}")]
     NoSubscribers {
@@ -84,6 +88,20 @@ pub async fn run(
         .await?
         .with_profile(config.target_profile);
     check_sockets(&config)?;
+    let target = match &config.gateway {
+        Some(options) => {
+            let mut options = options.clone();
+            if options.send_to == SendTo::Token {
+                // The publisher must know every device's token, so the run registers them.
+                let tokens = register_devices(&target, &options, config.clients)
+                    .await
+                    .map_err(|e| LoadError::Gateway(format!("registering devices: {e}")))?;
+                options.tokens = Arc::new(tokens);
+            }
+            target.with_gateway(Some(options))
+        }
+        None => target,
+    };
     let started_at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -172,6 +190,28 @@ pub async fn run(
     for w in &mut workers {
         w.control(Control::Window(mark_at), &clock);
     }
+    let offline = config.gateway.as_ref().and_then(|g| g.offline);
+    // Half an event gap later than asked, so no event falls due at the very instant a device
+    // leaves or returns (which side of it the event lands on would be a race).
+    let offline_start = |at: Duration| {
+        let half_gap = if schedule.idle() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(0.5 / config.rate)
+        };
+        schedule.window_start() + at + half_gap
+    };
+    if let Some(o) = offline {
+        let from = offline_start(o.at);
+        let until = from + o.duration;
+        for w in &mut workers {
+            w.control(Control::Offline { from, until }, &clock);
+        }
+    }
+    let gateway_before = match target.gateway() {
+        Some(_) => crate::gateway::counters(&target).await,
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let published = Arc::new(AtomicU64::new(0));
     let publisher = publish::spawn(
@@ -243,6 +283,28 @@ pub async fn run(
     });
     let totals = col.finish(&rx, workers, clock);
     bar.finish_and_clear();
+    let gateway = match (&config.gateway, gateway_before) {
+        (Some(_), Some(before)) => {
+            let after = crate::gateway::counters(&target).await.unwrap_or_default();
+            let r = &totals.recorder;
+            let (at, away) = offline.map_or((Duration::ZERO, Duration::ZERO), |o| (o.at, o.duration));
+            let from = offline_start(at);
+            let window = schedule.warmup_events..schedule.warmup_events + schedule.window_events;
+            let held_events = window
+                .filter(|&k| (from..from + away).contains(&schedule.due(k)))
+                .count() as u64;
+            Some(GatewaySummary {
+                offline_clients: r.offline_clients,
+                offline_at_s: at.as_secs_f64(),
+                offline_for_s: away.as_secs_f64(),
+                held_expected: held_events * r.offline_clients,
+                held_delivered: r.held_delivered,
+                held_latency_us: Percentiles::of(&r.held_latency),
+                server: counters_delta(&before, &after),
+            })
+        }
+        _ => None,
+    };
 
     let window_open = window_open.unwrap_or_else(|| window_close.clone());
     Ok(build_report(
@@ -258,6 +320,7 @@ pub async fn run(
             publish: publish_result,
             totals,
             col,
+            gateway,
         },
     ))
 }
@@ -350,10 +413,17 @@ fn spawn_workers(
     .min(config.clients)
     .max(1);
     let share = |i: usize| config.clients / n + usize::from(i < config.clients % n);
+    let first = |i: usize| (0..i).map(share).sum::<usize>();
     let mut handles = Vec::with_capacity(n);
+    let gateway = target.gateway();
     if config.workers > 1 {
         let exe = std::env::current_exe()?;
         for index in 0..n {
+            let tokens = gateway.map_or_else(Vec::new, |g| {
+                let start = first(index).min(g.tokens.len());
+                let end = (start + share(index)).min(g.tokens.len());
+                g.tokens[start..end].to_vec()
+            });
             let spec = WorkerSpec {
                 index,
                 clients: share(index),
@@ -368,10 +438,13 @@ fn spawn_workers(
                 warmup_events: plan.warmup_events,
                 window_events: plan.window_events,
                 source: source_for(target, index, config),
+                gateway: gateway.cloned(),
+                tokens,
             };
             handles.push(WorkerHandle::Process(ProcessWorker::spawn(
                 &exe,
                 &spec,
+                gateway.and_then(|g| g.auth_token.as_deref()),
                 tx.clone(),
             )?));
         }
@@ -397,6 +470,7 @@ fn spawn_workers(
             warmup_events: plan.warmup_events,
             window_events: plan.window_events,
             clock,
+            first_device: first(index),
         };
         let join = worker::spawn(wplan, tx.clone(), control_rx)?;
         handles.push(WorkerHandle::Thread { control, join });
@@ -636,6 +710,7 @@ struct Built {
     publish: PublishResult,
     totals: Totals,
     col: Collector,
+    gateway: Option<GatewaySummary>,
 }
 
 fn build_report(config: LoadConfig, b: Built) -> LoadReport {
@@ -789,6 +864,7 @@ fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         },
         histogram: EncodedHistogram::encode(&r.latency),
         timeseries: b.col.series,
+        gateway: b.gateway,
         intervals: b.col.intervals,
         config,
     }

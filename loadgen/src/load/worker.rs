@@ -29,6 +29,9 @@ const PROGRESS: Duration = Duration::from_millis(250);
 /// How often the worker checks its own timer lateness.
 const LAG_PROBE: Duration = Duration::from_millis(10);
 
+/// How long a worker's devices may take to unregister from the gateway at the end.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Errors in a row after which a client stops trying (its remaining events count as lost).
 const MAX_ERRORS_IN_A_ROW: u32 = 20;
 
@@ -51,6 +54,9 @@ pub struct WorkerPlan {
     pub window_events: u64,
     /// The run's clock, to convert receive instants to Unix time.
     pub clock: Clock,
+    /// Against the gateway when sending to tokens: the run's device number of this worker's
+    /// first client, so client `i` uses token `first_device + i`.
+    pub first_device: usize,
 }
 
 /// What the collector tells a worker.
@@ -58,6 +64,13 @@ pub struct WorkerPlan {
 pub enum Control {
     /// The measurement window opens at this instant: take the counter marks then.
     Window(Instant),
+    /// Against the gateway: the devices chosen to go offline are away from `from` to `until`.
+    Offline {
+        /// When they go.
+        from: Instant,
+        /// When they come back.
+        until: Instant,
+    },
     /// Stop every subscriber and report.
     Stop,
 }
@@ -130,6 +143,10 @@ struct Shared {
     /// When the window opened, once it has: loop lag counts only from then, so the connect
     /// burst does not read as saturation.
     window_open: Cell<Option<Instant>>,
+    /// When the devices chosen to go offline are away, once the collector has said.
+    away: watch::Sender<Option<(Instant, Instant)>>,
+    /// Against the gateway: the devices' tokens, to unregister them at the end.
+    devices: RefCell<Vec<String>>,
 }
 
 async fn run(
@@ -145,6 +162,8 @@ async fn run(
         delivered: Cell::new(0),
         connected: Cell::new(0),
         window_open: Cell::new(None),
+        away: watch::Sender::new(None),
+        devices: RefCell::new(Vec::new()),
     });
     let (stop_tx, stop) = watch::channel(false);
     let window_marks: Rc<Cell<Option<CountersSnapshot>>> = Rc::new(Cell::new(None));
@@ -163,6 +182,9 @@ async fn run(
                             marks.set(Some(shared.counters.snapshot()));
                             shared.window_open.set(Some(at));
                         });
+                    }
+                    Control::Offline { from, until } => {
+                        shared.away.send_replace(Some((from, until)));
                     }
                     Control::Stop => break,
                 }
@@ -223,14 +245,14 @@ async fn run(
         }
         let (shared, tx, pending, stop) =
             (shared.clone(), tx.clone(), pending.clone(), stop.clone());
+        let gateway = shared.plan.target.gateway();
+        let mut config = shared.plan.client.clone();
+        config.device_token = gateway.and_then(|g| g.tokens.get(shared.plan.first_device + i).cloned());
+        let goes_offline = gateway.and_then(|g| g.offline).is_some_and(|o| o.includes(i));
         tasks.spawn_local(async move {
             let t0 = Instant::now();
-            let client = Client::connect(
-                &shared.plan.target,
-                shared.plan.client.clone(),
-                shared.counters.clone(),
-            )
-            .await;
+            let client =
+                Client::connect(&shared.plan.target, config, shared.counters.clone()).await;
             {
                 let mut r = shared.rec.borrow_mut();
                 match &client {
@@ -252,7 +274,10 @@ async fn run(
                 let _ = tx.send(WorkerMsg::Subscribed { worker, connected });
             }
             if let Ok(client) = client {
-                subscriber(client, &shared, stop).await;
+                if let Some(token) = client.device_token() {
+                    shared.devices.borrow_mut().push(token.to_owned());
+                }
+                subscriber(client, &shared, stop, goes_offline).await;
             }
         });
     }
@@ -270,6 +295,19 @@ async fn run(
     .await;
     tasks.abort_all();
     let total = shared.counters.snapshot();
+    // Devices leave the gateway, so the next run against it starts clean (uncounted traffic,
+    // after the counters were read).
+    let devices = shared.devices.take();
+    if !devices.is_empty() {
+        let left = tokio::time::timeout(
+            UNREGISTER_TIMEOUT,
+            crate::gateway::unregister_devices(&shared.plan.target, &devices),
+        )
+        .await;
+        if !matches!(left, Ok(Ok(n)) if n == devices.len()) {
+            tracing::warn!("not every device of worker {worker} could unregister: {left:?}");
+        }
+    }
     let window = total.since(&window_marks.get().unwrap_or(total));
     let recorder = Box::new(shared.rec.borrow().clone());
     let _ = tx.send(WorkerMsg::Done {
@@ -280,31 +318,110 @@ async fn run(
     });
 }
 
-/// Reads one subscription until stopped, accounting for every item.
-async fn subscriber(mut client: Client, shared: &Shared, mut stop: watch::Receiver<bool>) {
+/// Where a device that goes offline on schedule stands.
+enum Away {
+    /// Not one of those devices, or already back.
+    Never,
+    /// Waiting for the collector to say when.
+    Unknown(watch::Receiver<Option<(Instant, Instant)>>),
+    /// Will go at `.0`, come back at `.1`.
+    Due(Instant, Instant),
+    /// Gone until this instant.
+    Gone(Instant),
+}
+
+/// What [`Away::turn`] says to do.
+enum Turn {
+    Plan(Instant, Instant),
+    GoOffline,
+    GoOnline,
+}
+
+impl Away {
+    /// Waits for the next change of state (forever, for a device that stays).
+    async fn turn(&mut self) -> Turn {
+        match self {
+            Away::Never => std::future::pending().await,
+            Away::Unknown(rx) => match rx.wait_for(Option::is_some).await.map(|w| *w) {
+                Ok(Some((from, until))) => Turn::Plan(from, until),
+                _ => std::future::pending().await,
+            },
+            Away::Due(from, _) => {
+                tokio::time::sleep_until((*from).into()).await;
+                Turn::GoOffline
+            }
+            Away::Gone(until) => {
+                tokio::time::sleep_until((*until).into()).await;
+                Turn::GoOnline
+            }
+        }
+    }
+}
+
+/// Reads one subscription until stopped, accounting for every item. A device that
+/// `goes_offline` drops its connection for the collector's offline period, then returns.
+async fn subscriber(
+    mut client: Client,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+    goes_offline: bool,
+) {
     let (plan, rec) = (&shared.plan, &shared.rec);
     let mut track = Track::new(plan.window_events);
     let mut errors_in_a_row = 0;
+    let mut away = if goes_offline {
+        Away::Unknown(shared.away.subscribe())
+    } else {
+        Away::Never
+    };
+    // The offline period in Unix ns, once known: deliveries of events due then were held.
+    let mut held: Option<(u64, u64)> = None;
     loop {
+        let offline = matches!(away, Away::Gone(_));
         let item = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
-            item = client.next() => item,
+            turn = away.turn() => {
+                match turn {
+                    Turn::Plan(from, until) => {
+                        held = Some((plan.clock.unix_ns(from), plan.clock.unix_ns(until)));
+                        away = Away::Due(from, until);
+                    }
+                    Turn::GoOffline => {
+                        let until = match away {
+                            Away::Due(_, until) => until,
+                            _ => Instant::now(),
+                        };
+                        let _ = client.go_offline().await;
+                        rec.borrow_mut().offline_clients += 1;
+                        away = Away::Gone(until);
+                    }
+                    Turn::GoOnline => {
+                        away = Away::Never;
+                        if let Err(err) = client.go_online().await {
+                            let mut r = rec.borrow_mut();
+                            r.error(&err);
+                            r.clients_lost += 1;
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            item = client.next(), if !offline => item,
         };
         match item {
             Ok(Item::Event(d)) => {
                 errors_in_a_row = 0;
                 let window = (plan.warmup_events, plan.window_events);
-                let outcome = rec.borrow_mut().delivery(
-                    &mut track,
-                    window,
-                    &plan.clock,
-                    d.id,
-                    &d.payload,
-                    d.received,
-                );
+                let mut r = rec.borrow_mut();
+                let outcome =
+                    r.delivery(&mut track, window, &plan.clock, d.id, &d.payload, d.received);
                 if outcome == Outcome::First {
                     shared.delivered.set(shared.delivered.get() + 1);
+                    if let Some(period) = held {
+                        r.held(&plan.clock, &d.payload, d.received, period);
+                    }
                 }
             }
             Ok(Item::Gap { from, to }) => {

@@ -1,0 +1,184 @@
+//! A device of the FCM-style gateway (docs/GATEWAY.md): it registers (unless the run gave it a
+//! token), subscribes to the topic when the run sends to topics, and holds one WebSocket,
+//! `GET /v1/devices/{token}/connect`, acknowledging each message as it arrives.
+//!
+//! A device can go offline on purpose ([`GatewayClient::go_offline`]) and come back
+//! ([`GatewayClient::go_online`]): the gateway keeps its messages meanwhile, so what the load
+//! generator then measures is store-and-forward.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use pushbench_servers::protocol::Transport;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::{ClientConfig, Delivery, Item, Retry, Setup};
+use crate::counters::Counters;
+use crate::envelope::{parse_gateway_frame, GatewayFrame};
+use crate::error::{status_error, ClientError};
+use crate::gateway::{register_on, subscribe_on, GatewayOptions, SendTo};
+use crate::http::{connect_socket, HttpConn, Socket};
+use crate::target::Target;
+
+type Ws = WebSocketStream<Socket>;
+
+/// How long a close may take to go out before the connection is dropped anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One simulated device.
+#[derive(Debug)]
+pub struct GatewayClient {
+    setup: Setup,
+    retry: Retry,
+    token: String,
+    ws: Option<Box<Ws>>,
+    /// Highest message id received: the order check's cursor.
+    cursor: u64,
+}
+
+impl GatewayClient {
+    pub(crate) async fn connect(
+        target: Target,
+        config: ClientConfig,
+        counters: Arc<Counters>,
+    ) -> Result<Self, ClientError> {
+        if config.transport != Transport::Ws {
+            return Err(ClientError::Unsupported(config.transport));
+        }
+        let options = target.gateway().cloned().unwrap_or_default();
+        let setup = Setup::new(target, config, counters);
+        let token = match setup.config.device_token.clone() {
+            Some(token) => token,
+            None => enroll(&setup, &options).await?,
+        };
+        let ws = open(&setup, &token).await?;
+        Ok(GatewayClient {
+            setup,
+            retry: Retry::default(),
+            token,
+            ws: Some(ws),
+            cursor: 0,
+        })
+    }
+
+    /// The device's registration token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// See [`Client::next`](super::Client::next). Each message is acknowledged before it is
+    /// handed out. Must not be called while offline (it would reconnect).
+    pub async fn next(&mut self) -> Result<Item, ClientError> {
+        loop {
+            let ws = self.ensure_connected().await?;
+            let message = ws.next().await;
+            let received = Instant::now();
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    match parse_gateway_frame(&Bytes::from(text))? {
+                        GatewayFrame::Message { id, payload } => {
+                            let ack = Message::text(format!("{{\"ack\":{id}}}"));
+                            if let Err(e) = ws.send(ack).await {
+                                // The message arrived; the lost ack means the gateway sends it
+                                // again on the next connection (a duplicate, counted as one).
+                                self.ws = None;
+                                self.retry.ended(&self.setup, Some(e.into()))?;
+                            }
+                            self.cursor = self.cursor.max(id);
+                            return Ok(Item::Event(Delivery {
+                                id,
+                                payload,
+                                received,
+                            }));
+                        }
+                        GatewayFrame::Deleted(count) if count > 0 => {
+                            return Ok(Item::Gap { from: 1, to: count });
+                        }
+                        GatewayFrame::Deleted(_) | GatewayFrame::UpstreamAck => {}
+                        GatewayFrame::Error(message) => return Err(ClientError::Server(message)),
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    return Err(ClientError::Protocol("unexpected binary frame".into()));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+                    self.ws = None;
+                    self.retry.ended(&self.setup, None)?;
+                }
+                Some(Err(e)) => {
+                    self.ws = None;
+                    self.retry.ended(&self.setup, Some(e.into()))?;
+                }
+                None => {
+                    self.ws = None;
+                    self.retry.ended(&self.setup, None)?;
+                }
+            }
+        }
+    }
+
+    /// Closes the connection cleanly, as a device going offline does; the gateway queues its
+    /// messages until [`go_online`](Self::go_online).
+    pub async fn go_offline(&mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, Ws::close(&mut ws, None)).await;
+        }
+    }
+
+    /// Connects again after [`go_offline`](Self::go_offline) (retrying as configured).
+    pub async fn go_online(&mut self) -> Result<(), ClientError> {
+        self.ensure_connected().await.map(|_| ())
+    }
+
+    /// See [`Client::cursor`](super::Client::cursor): the highest message id received.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    async fn ensure_connected(&mut self) -> Result<&mut Ws, ClientError> {
+        if self.ws.is_none() {
+            let (setup, token) = (&self.setup, &self.token);
+            let delay = setup.config.reconnect_delay;
+            let fresh = self
+                .retry
+                .reconnect(setup, delay, || open(setup, token))
+                .await?;
+            self.ws = Some(fresh);
+        }
+        match self.ws.as_deref_mut() {
+            Some(ws) => Ok(ws),
+            None => Err(ClientError::Closed),
+        }
+    }
+}
+
+/// Registers a new device and, when the run sends to a topic, subscribes it.
+async fn enroll(setup: &Setup, options: &GatewayOptions) -> Result<String, ClientError> {
+    let mut conn = HttpConn::open(&setup.target, &setup.counters).await?;
+    let token = register_on(&mut conn, &options.project).await?;
+    if options.send_to == SendTo::Topic {
+        let auth = options.auth_token.as_deref();
+        subscribe_on(&mut conn, auth, &setup.config.topic, std::slice::from_ref(&token)).await?;
+    }
+    Ok(token)
+}
+
+/// Connects and upgrades, returning once the gateway answered 101.
+async fn open(setup: &Setup, token: &str) -> Result<Box<Ws>, ClientError> {
+    let socket = connect_socket(&setup.target, &setup.counters).await?;
+    let url = format!("ws://{}/v1/devices/{token}/connect", setup.target.host());
+    setup.counters.add_request();
+    match tokio_tungstenite::client_async(url, socket).await {
+        Ok((ws, _response)) => Ok(Box::new(ws)),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            Err(status_error(response.status(), body))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,383 @@
+//! The FCM-style gateway's dialect (`pushbench serve gateway`, docs/GATEWAY.md): what a run
+//! against it sends, and the app-server calls devices and publishers make.
+//!
+//! Subscribers are devices: each registers (`POST /v1/devices:register`), subscribes to the
+//! run's topic (`POST /iid/v1:batchAdd`) unless the run sends to tokens, and holds one WebSocket
+//! (`GET /v1/devices/{token}/connect`), acknowledging every message. The publisher is an app
+//! server: `POST /v1/projects/{project}/messages:send`, with the load generator's payload in
+//! `data.pb`, so every delivery is timed from its due time like any other transport's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+
+use crate::counters::Counters;
+use crate::error::{status_error, ClientError};
+use crate::http::HttpConn;
+use crate::target::Target;
+
+/// The data key that carries the load generator's payload.
+pub const PAYLOAD_KEY: &str = "pb";
+
+/// Whom each event is sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendTo {
+    /// One send to the run's topic; the gateway fans it out.
+    #[default]
+    Topic,
+    /// One send per device, to its registration token (unicast). The load generator registers
+    /// the devices before they connect, so the publisher knows their tokens.
+    Token,
+}
+
+impl std::str::FromStr for SendTo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "topic" => Ok(SendTo::Topic),
+            "token" => Ok(SendTo::Token),
+            other => Err(format!("unknown send target {other:?} (expected topic or token)")),
+        }
+    }
+}
+
+/// Some devices go offline during the window, then come back.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Offline {
+    /// Share of the devices that go offline, from 0 to 1.
+    pub fraction: f64,
+    /// When they go, after the window opens, in seconds.
+    #[serde(with = "secs")]
+    pub at: Duration,
+    /// How long they stay away, in seconds.
+    #[serde(with = "secs")]
+    pub duration: Duration,
+}
+
+impl Offline {
+    /// Whether device `index` (of a worker's devices) is one that goes offline: spread evenly.
+    pub fn includes(&self, index: usize) -> bool {
+        let f = self.fraction.clamp(0.0, 1.0);
+        ((index + 1) as f64 * f).floor() > (index as f64 * f).floor()
+    }
+}
+
+/// How a run against the gateway sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayOptions {
+    /// The project in the send path; devices register under it.
+    pub project: String,
+    /// The app server's bearer token. Never written into a report; worker processes get it
+    /// through the environment ([`AUTH_ENV`]).
+    #[serde(skip)]
+    pub auth_token: Option<String>,
+    /// Topic fan-out, or one send per device.
+    pub send_to: SendTo,
+    /// `android.ttl` of every message (`None`: the gateway's default, four weeks).
+    #[serde(with = "opt_secs", default)]
+    pub ttl: Option<Duration>,
+    /// `android.collapse_key` of every message.
+    #[serde(default)]
+    pub collapse_key: Option<String>,
+    /// Send notification messages (with a `notification`) instead of data messages.
+    #[serde(default)]
+    pub notification: bool,
+    /// Devices that go offline for a while.
+    #[serde(default)]
+    pub offline: Option<Offline>,
+    /// When sending to tokens: the devices the run registered, in order. Device `i` of the run
+    /// uses token `i`; the publisher sends each event to every one.
+    #[serde(skip)]
+    pub tokens: Arc<Vec<String>>,
+}
+
+/// The environment variable that carries the bearer token to worker processes.
+pub const AUTH_ENV: &str = "PUSHBENCH_AUTH_TOKEN";
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            project: "pushbench".into(),
+            auth_token: None,
+            send_to: SendTo::Topic,
+            ttl: None,
+            collapse_key: None,
+            notification: false,
+            offline: None,
+            tokens: Arc::default(),
+        }
+    }
+}
+
+impl GatewayOptions {
+    /// The send path.
+    pub fn send_path(&self) -> String {
+        format!("/v1/projects/{}/messages:send", self.project)
+    }
+
+    /// One send's body: `payload` in `data.pb`, to `to` (`"topic"` or `"token"`) `target`.
+    pub fn send_body(&self, to: &str, target: &str, payload: &str) -> Bytes {
+        let mut message = serde_json::json!({
+            to: target,
+            "data": { PAYLOAD_KEY: payload },
+        });
+        if self.notification {
+            message["notification"] = serde_json::json!({ "title": "pushbench" });
+        }
+        let mut android = serde_json::Map::new();
+        if let Some(ttl) = self.ttl {
+            android.insert("ttl".into(), format!("{:.3}s", ttl.as_secs_f64()).into());
+        }
+        if let Some(key) = &self.collapse_key {
+            android.insert("collapse_key".into(), key.clone().into());
+        }
+        if !android.is_empty() {
+            message["android"] = android.into();
+        }
+        Bytes::from(serde_json::json!({ "message": message }).to_string())
+    }
+}
+
+/// A `POST` of a JSON body with the bearer token, if any; the answer's body on success.
+pub(crate) async fn post_json(
+    conn: &mut HttpConn,
+    path: &str,
+    auth: Option<&str>,
+    body: Bytes,
+) -> Result<Bytes, ClientError> {
+    let mut req = conn
+        .request(Method::POST, path)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = auth {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req
+        .body(Full::new(body))
+        .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
+    let response = conn.send(req).await?;
+    let status = response.status();
+    let body = conn.read_body(response.into_body()).await?;
+    if status != StatusCode::OK {
+        return Err(status_error(status, &body));
+    }
+    Ok(body)
+}
+
+/// Sends `payload` as the run says (to the topic, or to every token) and returns the last
+/// message id the gateway gave.
+pub(crate) async fn send(
+    conn: &mut HttpConn,
+    options: &GatewayOptions,
+    topic: &str,
+    payload: &[u8],
+) -> Result<u64, ClientError> {
+    #[derive(Deserialize)]
+    struct Sent {
+        name: String,
+    }
+    let payload = std::str::from_utf8(payload)
+        .map_err(|_| ClientError::Protocol("a gateway payload must be UTF-8".into()))?;
+    let path = options.send_path();
+    let auth = options.auth_token.as_deref();
+    let bodies: Vec<Bytes> = match options.send_to {
+        SendTo::Topic => vec![options.send_body("topic", topic, payload)],
+        SendTo::Token => options
+            .tokens
+            .iter()
+            .map(|t| options.send_body("token", t, payload))
+            .collect(),
+    };
+    let mut last = 0;
+    for body in bodies {
+        let answer = post_json(conn, &path, auth, body).await?;
+        let sent: Sent = serde_json::from_slice(&answer)
+            .map_err(|e| ClientError::Protocol(format!("bad send answer: {e}")))?;
+        last = sent
+            .name
+            .rsplit('/')
+            .next()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| ClientError::Protocol(format!("bad message name {:?}", sent.name)))?;
+    }
+    Ok(last)
+}
+
+/// Registers one device of `project` on `conn` and returns its token.
+pub(crate) async fn register_on(conn: &mut HttpConn, project: &str) -> Result<String, ClientError> {
+    #[derive(Deserialize)]
+    struct Registered {
+        token: String,
+    }
+    let body = Bytes::from(serde_json::json!({ "project": project }).to_string());
+    let answer = post_json(conn, "/v1/devices:register", None, body).await?;
+    let r: Registered = serde_json::from_slice(&answer)
+        .map_err(|e| ClientError::Protocol(format!("bad register answer: {e}")))?;
+    Ok(r.token)
+}
+
+/// Subscribes `tokens` to `topic` (Instance ID `batchAdd`); any per-token error fails.
+pub(crate) async fn subscribe_on(
+    conn: &mut HttpConn,
+    auth: Option<&str>,
+    topic: &str,
+    tokens: &[String],
+) -> Result<(), ClientError> {
+    #[derive(Deserialize)]
+    struct Results {
+        results: Vec<serde_json::Map<String, serde_json::Value>>,
+    }
+    let body = serde_json::json!({ "to": format!("/topics/{topic}"), "registration_tokens": tokens });
+    let answer = post_json(conn, "/iid/v1:batchAdd", auth, Bytes::from(body.to_string())).await?;
+    let r: Results = serde_json::from_slice(&answer)
+        .map_err(|e| ClientError::Protocol(format!("bad batchAdd answer: {e}")))?;
+    if let Some(err) = r.results.iter().find_map(|m| m.get("error")) {
+        return Err(ClientError::Protocol(format!("batchAdd refused a token: {err}")));
+    }
+    Ok(())
+}
+
+/// Registers `count` devices of `options.project` over one connection (the load generator does
+/// this itself when it sends to tokens, so that the publisher knows them).
+pub async fn register_devices(
+    target: &Target,
+    options: &GatewayOptions,
+    count: usize,
+) -> Result<Vec<String>, ClientError> {
+    let counters = Arc::new(Counters::default());
+    let mut conn = HttpConn::open(target, &counters).await?;
+    let mut tokens = Vec::with_capacity(count);
+    for _ in 0..count {
+        tokens.push(register_on(&mut conn, &options.project).await?);
+    }
+    Ok(tokens)
+}
+
+/// Unregisters `tokens` (`DELETE /v1/devices/{token}`) over one keep-alive connection, so the
+/// next run against the same gateway starts without this run's devices. Returns how many
+/// were removed.
+pub async fn unregister_devices(target: &Target, tokens: &[String]) -> Result<usize, ClientError> {
+    let counters = Arc::new(Counters::default());
+    let mut conn = HttpConn::open(target, &counters).await?;
+    let mut removed = 0;
+    for token in tokens {
+        if conn.is_closed() {
+            conn = HttpConn::open(target, &counters).await?;
+        }
+        let path = format!("/v1/devices/{token}");
+        let req = conn
+            .request(Method::DELETE, &path)
+            .body(crate::http::empty())
+            .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
+        let response = conn.send(req).await?;
+        let ok = response.status() == StatusCode::OK;
+        conn.read_body(response.into_body()).await?;
+        removed += usize::from(ok);
+    }
+    Ok(removed)
+}
+
+/// Reads the gateway's counters (`/stats`, under `gateway`).
+pub async fn counters(target: &Target) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let (status, body) = crate::http::get(target, "/stats").await.ok()?;
+    if !status.is_success() {
+        return None;
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    match v.get_mut("gateway")?.take() {
+        serde_json::Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// `after − before` for every numeric counter.
+pub fn counters_delta(
+    before: &serde_json::Map<String, serde_json::Value>,
+    after: &serde_json::Map<String, serde_json::Value>,
+) -> std::collections::BTreeMap<String, i64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let a = v.as_u64()? as i64;
+            let b = before.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as i64;
+            Some((k.clone(), a - b))
+        })
+        .collect()
+}
+
+/// Durations as fractional seconds in JSON.
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs: f64 = serde::Deserialize::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional durations as fractional seconds (or null) in JSON.
+mod opt_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let secs: Option<f64> = serde::Deserialize::deserialize(d)?;
+        secs.map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_devices_are_spread_evenly() {
+        let o = Offline {
+            fraction: 0.25,
+            at: Duration::ZERO,
+            duration: Duration::ZERO,
+        };
+        let picked: Vec<usize> = (0..8).filter(|&i| o.includes(i)).collect();
+        assert_eq!(picked, [3, 7]);
+        let all = Offline { fraction: 1.0, ..o };
+        assert!((0..5).all(|i| all.includes(i)));
+    }
+
+    #[test]
+    fn send_body_shape() {
+        let o = GatewayOptions {
+            ttl: Some(Duration::from_millis(1500)),
+            collapse_key: Some("k".into()),
+            notification: true,
+            ..GatewayOptions::default()
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.send_body("topic", "t", "pb1 0 1 ")).unwrap();
+        assert_eq!(v["message"]["topic"], "t");
+        assert_eq!(v["message"]["data"]["pb"], "pb1 0 1 ");
+        assert_eq!(v["message"]["android"]["ttl"], "1.500s");
+        assert_eq!(v["message"]["android"]["collapse_key"], "k");
+        assert_eq!(v["message"]["notification"]["title"], "pushbench");
+        // The token never reaches a report.
+        let o = GatewayOptions {
+            auth_token: Some("secret".into()),
+            ..o
+        };
+        assert!(!serde_json::to_string(&o).unwrap().contains("secret"));
+    }
+}
