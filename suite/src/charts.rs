@@ -36,10 +36,7 @@ const GREYS: [RGBColor; 4] = [
 ];
 
 fn name(server: Server, t: Transport) -> String {
-    match server {
-        Server::Pushbench => t.name().to_owned(),
-        Server::Nchan => format!("nchan {}", t.name()),
-    }
+    server.label(t)
 }
 
 /// Every chart the summary has data for, with the file stem the report links.
@@ -297,6 +294,7 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
             }),
         ));
     }
+    crate::gateway::figures(s, &mut out);
     out
 }
 

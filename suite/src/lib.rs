@@ -11,6 +11,7 @@
 //! - [`pin`]: core pinning with `taskset`.
 //! - [`floor`]: `[floor]`, the raw TCP round trip.
 //! - [`upstream`]: `[upstream]`, client → server → client round trips.
+//! - [`gateway`]: `[gateway]`'s charts and reading (the relay hop, store and forward).
 //! - [`summary`]: `summary.json` (schema `pushbench-suite/1`), distilled from the load reports.
 //! - [`headline`]: the headline metrics of the summary table and of `compare`.
 //! - [`charts`]: what each chart shows; [`plot`]: how charts are drawn (plotters).
@@ -20,6 +21,7 @@
 pub mod charts;
 pub mod compare;
 pub mod floor;
+pub mod gateway;
 pub mod headline;
 pub mod pin;
 pub mod plan;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use pushbench_loadgen::gateway::{Offline, SendTo};
 use pushbench_servers::Transport;
 use serde::{Deserialize, Serialize};
 
@@ -51,11 +52,14 @@ pub enum Experiment {
     Upstream,
     /// Idle subscribers: memory and keep-alive traffic.
     Idle,
+    /// The FCM-style gateway's relay hop against direct WebSocket: unicast, topic fan-out,
+    /// devices that go offline.
+    Gateway,
 }
 
 impl Experiment {
     /// In the order they run and appear in the report.
-    pub const ALL: [Experiment; 9] = [
+    pub const ALL: [Experiment; 10] = [
         Experiment::Floor,
         Experiment::Latency,
         Experiment::Fanout,
@@ -65,6 +69,7 @@ impl Experiment {
         Experiment::Coherence,
         Experiment::Upstream,
         Experiment::Idle,
+        Experiment::Gateway,
     ];
 
     /// Its name (`--only`, file names).
@@ -79,6 +84,7 @@ impl Experiment {
             Experiment::Coherence => "coherence",
             Experiment::Upstream => "upstream",
             Experiment::Idle => "idle",
+            Experiment::Gateway => "gateway",
         }
     }
 
@@ -152,6 +158,15 @@ impl Experiment {
                  and the keep-alive traffic each technique spends to keep a quiet connection alive \
                  (short polling pays full requests; streams pay a few bytes per keep-alive)."
             }
+            Experiment::Gateway => {
+                "Firebase Cloud Messaging's architecture, measured: an app server sends through \
+                 pushbench's FCM-style gateway (HTTP v1 send API, docs/GATEWAY.md), which fans \
+                 out by topic and delivers over one WebSocket per device, acknowledged. Beside \
+                 it, the same devices subscribe to a plain WebSocket server directly. Unicast \
+                 and topic fan-out show what the relay hop costs; devices that go offline show \
+                 what it buys: messages held and delivered on return, minus TTL expiries and \
+                 collapse-key replacements, which the gateway counts."
+            }
         }
     }
 
@@ -196,6 +211,22 @@ pub struct Step {
     pub poll_latest: bool,
     /// A distinguishing label within the experiment and transport, for the file name.
     pub label: String,
+    /// `[gateway]`: the run goes through the gateway, sending like this (`None`: direct).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayStep>,
+}
+
+/// How a `[gateway]` run sends through the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayStep {
+    /// Topic fan-out, or one send per device.
+    pub send_to: SendTo,
+    /// Devices that go offline.
+    pub offline: Option<Offline>,
+    /// Every message's TTL.
+    pub ttl: Option<Duration>,
+    /// Every message's collapse key.
+    pub collapse_key: Option<String>,
 }
 
 impl Step {
@@ -271,6 +302,38 @@ pub struct Params {
     pub idle_window: Duration,
     /// Poll interval of the broadcast experiments (fanout, capacity, throughput, idle).
     pub poll_interval: Duration,
+    /// `[gateway]` unicast window (one device, 100 events/s).
+    #[serde(default)]
+    pub gateway_unicast_window: Duration,
+    /// `[gateway]` topic fan-out sizes (1 event/s), each also run directly over WebSocket.
+    #[serde(default)]
+    pub gateway_fanout_devices: Vec<usize>,
+    /// `[gateway]` fan-out window.
+    #[serde(default)]
+    pub gateway_fanout_window: Duration,
+    /// `[gateway]` devices of the offline runs.
+    #[serde(default)]
+    pub gateway_offline_devices: usize,
+    /// `[gateway]` publish rate of the offline runs.
+    #[serde(default)]
+    pub gateway_offline_rate: f64,
+    /// `[gateway]` window of the offline runs.
+    #[serde(default)]
+    pub gateway_offline_window: Duration,
+    /// `[gateway]` who goes offline, when, for how long.
+    #[serde(default = "no_offline")]
+    pub gateway_offline: Offline,
+    /// `[gateway]` the TTL of the TTL run (shorter than the time away).
+    #[serde(default)]
+    pub gateway_offline_ttl: Duration,
+}
+
+fn no_offline() -> Offline {
+    Offline {
+        fraction: 0.0,
+        at: Duration::ZERO,
+        duration: Duration::ZERO,
+    }
 }
 
 fn ms(n: u64) -> Duration {
@@ -311,6 +374,18 @@ impl Params {
                 idle_clients: 10_000,
                 idle_window: s(60),
                 poll_interval: s(1),
+                gateway_unicast_window: s(15),
+                gateway_fanout_devices: vec![1_000, 10_000],
+                gateway_fanout_window: s(10),
+                gateway_offline_devices: 1_000,
+                gateway_offline_rate: 10.0,
+                gateway_offline_window: s(10),
+                gateway_offline: Offline {
+                    fraction: 0.2,
+                    at: s(2),
+                    duration: s(4),
+                },
+                gateway_offline_ttl: s(2),
             },
             Scale::Quick => Params {
                 scale,
@@ -338,6 +413,18 @@ impl Params {
                 idle_clients: 2_000,
                 idle_window: s(4),
                 poll_interval: s(1),
+                gateway_unicast_window: s(2),
+                gateway_fanout_devices: vec![1_000, 10_000],
+                gateway_fanout_window: s(3),
+                gateway_offline_devices: 200,
+                gateway_offline_rate: 10.0,
+                gateway_offline_window: s(4),
+                gateway_offline: Offline {
+                    fraction: 0.2,
+                    at: s(1),
+                    duration: s(2),
+                },
+                gateway_offline_ttl: s(1),
             },
             Scale::Tiny => Params {
                 scale,
@@ -365,6 +452,18 @@ impl Params {
                 idle_clients: 10,
                 idle_window: ms(500),
                 poll_interval: ms(200),
+                gateway_unicast_window: ms(500),
+                gateway_fanout_devices: vec![20],
+                gateway_fanout_window: ms(500),
+                gateway_offline_devices: 10,
+                gateway_offline_rate: 20.0,
+                gateway_offline_window: ms(1200),
+                gateway_offline: Offline {
+                    fraction: 0.5,
+                    at: ms(200),
+                    duration: ms(600),
+                },
+                gateway_offline_ttl: ms(300),
             },
         }
     }
@@ -383,6 +482,7 @@ impl Params {
             poll_interval: self.poll_interval,
             poll_latest: false,
             label,
+            gateway: None,
         };
         match experiment {
             Experiment::Floor | Experiment::Upstream => Vec::new(),
@@ -481,7 +581,54 @@ impl Params {
                 self.idle_window,
                 format!("c{}", self.idle_clients),
             )],
+            Experiment::Gateway if transport == Transport::Ws => self.gateway_steps(&step),
+            Experiment::Gateway => Vec::new(),
         }
+    }
+
+    /// `[gateway]`'s runs: unicast and fan-out, each through the gateway and directly, then
+    /// the offline runs (held, with a TTL, with a collapse key).
+    fn gateway_steps(&self, step: &dyn Fn(usize, f64, Duration, String) -> Step) -> Vec<Step> {
+        let via = |send_to: SendTo| GatewayStep {
+            send_to,
+            offline: None,
+            ttl: None,
+            collapse_key: None,
+        };
+        let w = self.gateway_unicast_window;
+        let mut steps = vec![
+            step(1, 100.0, w, "direct-c1".into()),
+            Step {
+                gateway: Some(via(SendTo::Token)),
+                ..step(1, 100.0, w, "unicast-c1".into())
+            },
+        ];
+        for &n in &self.gateway_fanout_devices {
+            let w = self.gateway_fanout_window;
+            steps.push(step(n, 1.0, w, format!("direct-c{n}")));
+            steps.push(Step {
+                gateway: Some(via(SendTo::Topic)),
+                ..step(n, 1.0, w, format!("topic-c{n}"))
+            });
+        }
+        let offline = |label: &str, ttl: Option<Duration>, key: Option<&str>| Step {
+            gateway: Some(GatewayStep {
+                offline: Some(self.gateway_offline),
+                ttl,
+                collapse_key: key.map(str::to_owned),
+                ..via(SendTo::Topic)
+            }),
+            ..step(
+                self.gateway_offline_devices,
+                self.gateway_offline_rate,
+                self.gateway_offline_window,
+                format!("offline-{label}-c{}", self.gateway_offline_devices),
+            )
+        };
+        steps.push(offline("held", None, None));
+        steps.push(offline("ttl", Some(self.gateway_offline_ttl), None));
+        steps.push(offline("collapse", None, Some("latest")));
+        steps
     }
 }
 
@@ -496,6 +643,9 @@ mod tests {
             for e in Experiment::ALL {
                 let n: usize = Transport::ALL.iter().map(|&t| p.steps(e, t).len()).sum();
                 let load_run = !matches!(e, Experiment::Floor | Experiment::Upstream);
+                if e == Experiment::Gateway {
+                    assert_eq!(p.steps(e, Transport::Ws).len(), 5 + 2 * p.gateway_fanout_devices.len());
+                }
                 assert_eq!(n > 0, load_run, "{scale:?} {e:?}");
             }
         }

@@ -488,15 +488,23 @@ fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> Res
     if !named.is_empty() {
         for set in &named {
             let light = set.light;
+            // A set of one colour shows it in the legend; a set coloured per category (by
+            // technique) shows only light or dark.
+            let one = set
+                .colors
+                .first()
+                .filter(|c| set.colors.iter().all(|d| d == *c))
+                .copied();
             chart
                 .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
                 .map_err(err)?
                 .label(&set.name)
                 .legend(move |(x, y)| {
-                    let c = if light {
-                        BLACK.mix(0.35)
-                    } else {
-                        BLACK.mix(0.8)
+                    let c = match (one, light) {
+                        (Some(c), true) => c.mix(0.45),
+                        (Some(c), false) => c.mix(1.0),
+                        (None, true) => BLACK.mix(0.35),
+                        (None, false) => BLACK.mix(0.8),
                     };
                     Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled())
                 });

@@ -136,6 +136,7 @@ fn belongs(figure: &str, e: Experiment) -> bool {
         Experiment::Coherence => "coherence",
         Experiment::Upstream => "upstream",
         Experiment::Idle => "rss",
+        Experiment::Gateway => "gateway",
         Experiment::Throughput | Experiment::Floor => return false,
     };
     figure.starts_with(prefix) || (e == Experiment::Fanout && figure == "cost-per-event")
@@ -212,6 +213,7 @@ fn reading(s: &Summary, e: Experiment) -> String {
     let floor_us = s.floor.as_ref().map(|f| f.rtt_ns.p50 as f64 / 1000.0);
     match e {
         Experiment::Floor => String::new(),
+        Experiment::Gateway => crate::gateway::reading(s),
         Experiment::Latency => {
             let push: Vec<_> = [
                 Transport::LongPoll,
@@ -451,7 +453,9 @@ fn health(o: &mut String, s: &Summary) {
     let _ = writeln!(o, "## Health of every run\n");
     let mut rows = Vec::new();
     for r in &s.runs {
-        let by_design = r.poll_latest;
+        // Latest-state pulls skip events by design; so does a gateway whose every missed
+        // delivery it counted (TTL, collapse key, full queue).
+        let by_design = r.poll_latest || crate::gateway::unexplained_loss(r) == Some(0);
         let stepped_fail = r.passed == Some(false);
         let bad = r.lost + r.duplicates + r.out_of_order > 0 && !by_design && !stepped_fail;
         if bad || r.loadgen_saturated || r.clients_connected < r.clients as u64 {
@@ -498,10 +502,7 @@ fn health(o: &mut String, s: &Summary) {
             o,
             "- **Failed:** [{}] {} {} {}: {}",
             f.experiment.name(),
-            match f.server {
-                Server::Pushbench => "pushbench",
-                Server::Nchan => "nchan",
-            },
+            f.server.name(),
             f.transport.name(),
             f.label,
             f.error
@@ -516,10 +517,7 @@ fn health(o: &mut String, s: &Summary) {
 }
 
 fn name(r: &Run) -> String {
-    match r.server {
-        Server::Pushbench => r.transport.name().to_owned(),
-        Server::Nchan => format!("nchan {}", r.transport.name()),
-    }
+    r.server.label(r.transport)
 }
 
 /// `YYYY-MM-DD HH:MM` from Unix ms (UTC), without a date crate.

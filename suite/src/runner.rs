@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use pushbench_loadgen::load::env::Environment;
+use pushbench_loadgen::gateway::GatewayOptions;
 use pushbench_loadgen::load::{self, LoadConfig};
 use pushbench_loadgen::Profile;
 use pushbench_servers::Transport;
@@ -213,10 +214,10 @@ pub async fn run(
                 progress.experiment.set_message(format!(
                     "[{}] {}{} {}",
                     step.experiment.name(),
-                    if *server == Server::Nchan {
-                        "nchan "
-                    } else {
-                        ""
+                    match server {
+                        Server::Nchan => "nchan ",
+                        Server::Gateway => "via gateway ",
+                        Server::Pushbench => "",
                     },
                     step.transport.name(),
                     step.label
@@ -289,7 +290,12 @@ fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Jo
             _ => {
                 for t in Transport::ALL {
                     for s in params.steps(e, t) {
-                        jobs.push(Job::Load(s, Server::Pushbench));
+                        let server = if s.gateway.is_some() {
+                            Server::Gateway
+                        } else {
+                            Server::Pushbench
+                        };
+                        jobs.push(Job::Load(s, server));
                     }
                 }
                 if peers && matches!(e, Experiment::Latency | Experiment::Fanout) {
@@ -339,6 +345,7 @@ async fn load_one(
 ) -> Result<Run, String> {
     let proc = match server {
         Server::Pushbench => ServerProcess::pushbench(&config.exe, step.transport, pinning),
+        Server::Gateway => ServerProcess::gateway(&config.exe, pinning),
         Server::Nchan => {
             let prefix =
                 std::env::temp_dir().join(format!("pushbench-suite-nchan-{}", std::process::id()));
@@ -366,7 +373,17 @@ async fn load_one(
         target_profile: match server {
             Server::Pushbench => Profile::Pushbench,
             Server::Nchan => Profile::Nchan,
+            Server::Gateway => Profile::Gateway,
         },
+        gateway: step.gateway.as_ref().map(|g| GatewayOptions {
+            project: "suite".into(),
+            auth_token: proc.auth_token.clone(),
+            send_to: g.send_to,
+            ttl: g.ttl,
+            collapse_key: g.collapse_key.clone(),
+            offline: g.offline,
+            ..GatewayOptions::default()
+        }),
         ..LoadConfig::new(step.transport, proc.url.clone())
     };
     let bar = progress.run_bar();

@@ -26,6 +26,8 @@ pub struct ServerProcess {
     pub url: String,
     /// The process to sample (Nchan: its one worker), when known.
     pub pid: Option<u32>,
+    /// The gateway's: the bearer token app servers must send.
+    pub auth_token: Option<String>,
     kind: Kind,
 }
 
@@ -43,12 +45,39 @@ impl ServerProcess {
         transport: Transport,
         pinning: &Pinning,
     ) -> Result<ServerProcess, SuiteError> {
+        Self::serve(exe, transport.name(), &[], pinning)
+    }
+
+    /// Starts the FCM-style gateway (`exe serve gateway`) the same way, with a bearer token
+    /// of its own for app servers ([`ServerProcess::auth_token`]). Its quota is off: the suite
+    /// measures delivery, not the quota.
+    pub fn gateway(exe: &Path, pinning: &Pinning) -> Result<ServerProcess, SuiteError> {
+        Self::serve(exe, "gateway", &["--quota-per-minute", "0"], pinning)
+    }
+
+    fn serve(
+        exe: &Path,
+        what: &str,
+        extra: &[&str],
+        pinning: &Pinning,
+    ) -> Result<ServerProcess, SuiteError> {
         let mut cmd = pinning.server_command(exe);
-        cmd.args(["serve", transport.name(), "--addr", "127.0.0.1:0"])
+        cmd.args(["serve", what, "--addr", "127.0.0.1:0"])
             .args(["--threads", "1"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        let auth_token = (what == "gateway").then(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!("suite-{}-{nanos}", std::process::id())
+        });
+        if let Some(token) = &auth_token {
+            // The token travels in the environment, not on a command line anyone can read.
+            cmd.env("PUSHBENCH_AUTH_TOKEN", token);
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| SuiteError::Server(format!("starting {}: {e}", exe.display())))?;
@@ -61,8 +90,7 @@ impl ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
             return Err(SuiteError::Server(format!(
-                "`pushbench serve {}` did not print its address within {START_TIMEOUT:?}",
-                transport.name()
+                "`pushbench serve {what}` did not print its address within {START_TIMEOUT:?}"
             )));
         };
         Ok(ServerProcess {
@@ -70,6 +98,7 @@ impl ServerProcess {
             // The load generator finds a pushbench server's pid through `/stats`.
             pid: None,
             kind: Kind::Pushbench(child),
+            auth_token,
         })
     }
 
@@ -108,6 +137,7 @@ impl ServerProcess {
                 script: script.to_owned(),
                 prefix: prefix.to_owned(),
             },
+            auth_token: None,
         };
         if server.url.is_empty() {
             return Err(SuiteError::Server(format!(

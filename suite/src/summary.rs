@@ -4,7 +4,8 @@
 
 use pushbench_loadgen::load::env::Environment;
 use pushbench_loadgen::load::recorder::decode_b64;
-use pushbench_loadgen::load::report::Percentiles;
+use pushbench_loadgen::gateway::SendTo;
+use pushbench_loadgen::load::report::{GatewaySummary, Percentiles};
 use pushbench_loadgen::load::LoadReport;
 use pushbench_servers::Transport;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,28 @@ pub enum Server {
     Pushbench,
     /// Nchan (`--peers`).
     Nchan,
+    /// pushbench's FCM-style push gateway (`[gateway]`), its devices on WebSocket.
+    Gateway,
+}
+
+impl Server {
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Pushbench => "pushbench",
+            Server::Nchan => "nchan",
+            Server::Gateway => "gateway",
+        }
+    }
+
+    /// A run's name in charts and tables: the technique, prefixed by the server unless it is
+    /// pushbench's own.
+    pub fn label(self, t: Transport) -> String {
+        match self {
+            Server::Pushbench => t.name().to_owned(),
+            other => format!("{} {}", other.name(), t.name()),
+        }
+    }
 }
 
 /// One suite run.
@@ -157,6 +180,38 @@ pub struct Run {
     pub warnings: Vec<String>,
     /// Stepped experiments: whether the step met its p99 budget with no loss.
     pub passed: Option<bool>,
+    /// `[gateway]` runs through the gateway: how they sent, and what the gateway counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRun>,
+}
+
+/// A run through the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayRun {
+    /// Topic fan-out, or one send per device.
+    pub send_to: SendTo,
+    /// Every message's TTL, s (`None`: the default, four weeks).
+    pub ttl_s: Option<f64>,
+    /// Every message's collapse key.
+    pub collapse_key: Option<String>,
+    /// Offline devices, held deliveries, and the gateway's counters.
+    pub summary: GatewaySummary,
+}
+
+impl GatewayRun {
+    /// A gateway counter over the run (0 when absent).
+    pub fn count(&self, name: &str) -> i64 {
+        self.summary.server.get(name).copied().unwrap_or(0)
+    }
+
+    /// Deliveries the gateway gave up on, each counted: TTL expiries, collapse-key
+    /// replacements, queue overflows, and messages of devices that unregistered mid-run.
+    pub fn dropped_by_design(&self) -> u64 {
+        ["expired", "collapsed", "overflowed", "discarded"]
+            .iter()
+            .map(|k| self.count(k).max(0) as u64)
+            .sum()
+    }
 }
 
 impl Run {
@@ -214,6 +269,15 @@ impl Run {
             loadgen_saturated: report.loadgen.saturated,
             warnings: report.loadgen.warnings.clone(),
             passed,
+            gateway: report.gateway.clone().map(|summary| {
+                let options = report.config.gateway.clone().unwrap_or_default();
+                GatewayRun {
+                    send_to: options.send_to,
+                    ttl_s: options.ttl.map(|d| d.as_secs_f64()),
+                    collapse_key: options.collapse_key,
+                    summary,
+                }
+            }),
         }
     }
 

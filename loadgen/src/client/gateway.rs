@@ -130,8 +130,15 @@ impl GatewayClient {
         }
     }
 
-    /// Connects again after [`go_offline`](Self::go_offline) (retrying as configured).
+    /// Connects again after [`go_offline`](Self::go_offline): at once, as a device coming
+    /// back does (the reconnect delay is for failures), then retrying as configured.
     pub async fn go_online(&mut self) -> Result<(), ClientError> {
+        if self.ws.is_none() {
+            match open(&self.setup, &self.token).await {
+                Ok(ws) => self.ws = Some(ws),
+                Err(e) => self.retry.failed(&self.setup, e)?,
+            }
+        }
         self.ensure_connected().await.map(|_| ())
     }
 

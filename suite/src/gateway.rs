@@ -1,0 +1,328 @@
+//! `[gateway]`'s charts and reading: the relay hop against direct WebSocket (unicast and topic
+//! fan-out), and what store-and-forward did for devices that went offline.
+
+use std::fmt::Write as _;
+
+use plotters::style::RGBColor;
+use pushbench_servers::Transport;
+
+use crate::charts::{color, fmt_interval};
+use crate::headline::fmt_value;
+use crate::plan::Experiment;
+use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series};
+use crate::summary::{Run, Server, Summary};
+
+/// The gateway's colour (Tableau brown), beside WebSocket's purple for direct push.
+const GATEWAY: RGBColor = RGBColor(140, 86, 75);
+
+/// The relay and direct runs at each size: `(devices, direct, through the gateway)`, from one
+/// device (unicast) up. Offline runs are not part of it.
+fn pairs(s: &Summary) -> Vec<(usize, Option<&Run>, Option<&Run>)> {
+    let direct: Vec<&Run> = s
+        .runs_of(Experiment::Gateway, Server::Pushbench, Transport::Ws)
+        .collect();
+    let relayed: Vec<&Run> = s
+        .runs_of(Experiment::Gateway, Server::Gateway, Transport::Ws)
+        .filter(|r| !is_offline(r))
+        .collect();
+    let mut sizes: Vec<usize> = direct.iter().chain(&relayed).map(|r| r.clients).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .map(|n| {
+            let d = direct.iter().copied().find(|r| r.clients == n);
+            let g = relayed.iter().copied().find(|r| r.clients == n);
+            (n, d, g)
+        })
+        .collect()
+}
+
+fn is_offline(r: &Run) -> bool {
+    r.gateway
+        .as_ref()
+        .is_some_and(|g| g.summary.offline_clients > 0 || r.label.starts_with("offline"))
+}
+
+fn offline_runs(s: &Summary) -> Vec<&Run> {
+    s.runs_of(Experiment::Gateway, Server::Gateway, Transport::Ws)
+        .filter(|r| is_offline(r))
+        .collect()
+}
+
+fn devices(n: usize) -> String {
+    if n == 1 {
+        "1 device".into()
+    } else {
+        format!("{} devices", fmt_count(n))
+    }
+}
+
+fn fmt_count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What an offline run did differently.
+fn offline_kind(r: &Run) -> String {
+    let Some(g) = &r.gateway else {
+        return r.label.clone();
+    };
+    match (&g.collapse_key, g.ttl_s) {
+        (Some(_), _) => "collapse key".into(),
+        (None, Some(ttl)) => format!("TTL {}", fmt_interval(ttl)),
+        (None, None) => "held".into(),
+    }
+}
+
+/// `[gateway]`'s figures, if it ran.
+pub fn figures(s: &Summary, out: &mut Vec<Figure>) {
+    let pairs = pairs(s);
+    if !pairs.is_empty() {
+        let line = |name: &str, c: RGBColor, dashed: bool, read: &dyn Fn(&Run) -> u64, via: bool| {
+            Series {
+                name: name.into(),
+                color: c,
+                dashed,
+                points: pairs
+                    .iter()
+                    .filter_map(|(n, d, g)| {
+                        let r = if via { g } else { d };
+                        Some((*n as f64, read((*r)?) as f64 / 1000.0))
+                    })
+                    .collect(),
+            }
+        };
+        let ws = color(Transport::Ws);
+        let series = vec![
+            line("gateway p99", GATEWAY, false, &|r| r.latency_us.p99, true),
+            line("gateway p50", GATEWAY, true, &|r| r.latency_us.p50, true),
+            line("direct ws p99", ws, false, &|r| r.latency_us.p99, false),
+            line("direct ws p50", ws, true, &|r| r.latency_us.p50, false),
+        ];
+        let categories: Vec<String> = pairs.iter().map(|(n, _, _)| devices(*n)).collect();
+        let set = |name: &str, c: RGBColor, via: bool, read: fn(&Run) -> Option<f64>| BarSet {
+            name: name.into(),
+            values: pairs
+                .iter()
+                .map(|(_, d, g)| read(if via { (*g)? } else { (*d)? }))
+                .collect(),
+            colors: vec![c; pairs.len()],
+            light: false,
+        };
+        out.push(Figure {
+            name: "gateway-relay".into(),
+            title: "[gateway] The relay hop: FCM-style gateway against direct WebSocket".into(),
+            columns: 2,
+            panels: vec![
+                Panel::Lines(Lines {
+                    title: "due → received (1 device at 100 events/s; topics at 1 event/s)".into(),
+                    x_label: "devices (log)".into(),
+                    y_label: "latency (ms, log)".into(),
+                    x_axis: Axis::Log,
+                    y_axis: Axis::Log,
+                    series,
+                }),
+                Panel::Bars(Bars {
+                    title: "server CPU per 1,000 deliveries".into(),
+                    y_label: "CPU ms".into(),
+                    categories,
+                    sets: vec![
+                        set("direct ws", ws, false, |r| r.server_cpu_ms_per_1k),
+                        set("gateway", GATEWAY, true, |r| r.server_cpu_ms_per_1k),
+                    ],
+                    notes: Vec::new(),
+                }),
+            ],
+        });
+    }
+    let offline = offline_runs(s);
+    if !offline.is_empty() {
+        let categories: Vec<String> = offline.iter().map(|r| offline_kind(r)).collect();
+        let set = |name: &str, c: RGBColor, light: bool, read: &dyn Fn(&Run) -> Option<f64>| {
+            BarSet {
+                name: name.into(),
+                values: offline.iter().map(|r| read(r)).collect(),
+                colors: vec![c; offline.len()],
+                light,
+            }
+        };
+        let g = |r: &Run| r.gateway.clone();
+        let counts = vec![
+            set("held for offline devices", GATEWAY, true, &|r| {
+                Some(g(r)?.summary.held_expected as f64)
+            }),
+            set("delivered on return", GATEWAY, false, &|r| {
+                Some(g(r)?.summary.held_delivered as f64)
+            }),
+            set("expired (TTL)", RGBColor(127, 127, 127), false, &|r| {
+                Some(g(r)?.count("expired") as f64)
+            }),
+            set("collapsed", RGBColor(23, 190, 207), false, &|r| {
+                Some(g(r)?.count("collapsed") as f64)
+            }),
+            set("overflowed", RGBColor(214, 39, 40), false, &|r| {
+                Some(g(r)?.count("overflowed") as f64)
+            }),
+        ];
+        let ms = |us: u64| Some(us as f64 / 1000.0);
+        let latency = vec![
+            set("held p50", GATEWAY, true, &|r| ms(g(r)?.summary.held_latency_us.p50)),
+            set("held p99", GATEWAY, false, &|r| ms(g(r)?.summary.held_latency_us.p99)),
+            set("all deliveries p50", color(Transport::Ws), true, &|r| ms(r.latency_us.p50)),
+            set("all deliveries p99", color(Transport::Ws), false, &|r| ms(r.latency_us.p99)),
+        ];
+        let first = offline[0].gateway.as_ref().map(|g| &g.summary);
+        let away = first.map_or(String::new(), |f| {
+            format!(
+                "{} of {} devices offline for {}",
+                f.offline_clients,
+                offline[0].clients,
+                fmt_interval(f.offline_for_s)
+            )
+        });
+        out.push(Figure {
+            name: "gateway-offline".into(),
+            title: format!("[gateway] Store and forward: {away}"),
+            columns: 2,
+            panels: vec![
+                Panel::Bars(Bars {
+                    title: "messages for the offline devices".into(),
+                    y_label: "deliveries".into(),
+                    categories: categories.clone(),
+                    sets: counts,
+                    notes: Vec::new(),
+                }),
+                Panel::Bars(Bars {
+                    title: "due → received".into(),
+                    y_label: "latency (ms)".into(),
+                    categories,
+                    sets: latency,
+                    notes: Vec::new(),
+                }),
+            ],
+        });
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{} ms", fmt_value(us as f64 / 1000.0))
+}
+
+/// `[gateway]`'s reading: the numbers behind its charts, as a table and a few sentences.
+pub fn reading(s: &Summary) -> String {
+    let mut o = String::new();
+    let pairs = pairs(s);
+    if !pairs.is_empty() {
+        let _ = writeln!(
+            o,
+            "| devices | path | p50 | p99 | lost | dup | reordered | server CPU ms/1k | bytes down/delivery |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for (n, d, g) in &pairs {
+            for (path, r) in [("direct ws", d), ("gateway", g)] {
+                let Some(r) = r else { continue };
+                let _ = writeln!(
+                    o,
+                    "| {} | {path} | {} | {} | {} | {} | {} | {} | {} |",
+                    fmt_count(*n),
+                    ms(r.latency_us.p50),
+                    ms(r.latency_us.p99),
+                    r.lost,
+                    r.duplicates,
+                    r.out_of_order,
+                    r.server_cpu_ms_per_1k.map_or("–".into(), fmt_value),
+                    fmt_value(r.bytes_down_per_event)
+                );
+            }
+        }
+        let _ = writeln!(o);
+        let mut text = Vec::new();
+        if let Some((_, Some(d), Some(g))) = pairs.iter().find(|(n, _, _)| *n == 1) {
+            text.push(format!(
+                "One device: the gateway delivers at p50 {} against {} direct, {}× ({} more); \
+                 the hop adds an HTTP send, a queue and an acknowledgement.",
+                ms(g.latency_us.p50),
+                ms(d.latency_us.p50),
+                fmt_value(g.latency_us.p50 as f64 / d.latency_us.p50.max(1) as f64),
+                ms(g.latency_us.p50.saturating_sub(d.latency_us.p50))
+            ));
+        }
+        if let Some((n, Some(d), Some(g))) = pairs.iter().rev().find(|(n, _, _)| *n > 1) {
+            text.push(format!(
+                "At {} devices, p99 is {} through the gateway against {} direct, and the server \
+                 spends {} CPU ms per 1,000 deliveries against {}: per-device queues and \
+                 acknowledgements cost more than one shared replay buffer.",
+                fmt_count(*n),
+                ms(g.latency_us.p99),
+                ms(d.latency_us.p99),
+                g.server_cpu_ms_per_1k.map_or("–".into(), fmt_value),
+                d.server_cpu_ms_per_1k.map_or("–".into(), fmt_value)
+            ));
+        }
+        let fanout: Vec<&Run> = pairs.iter().filter_map(|(n, _, g)| (*n > 1).then_some(*g)?).collect();
+        let lossless = fanout
+            .iter()
+            .all(|r| r.lost + r.duplicates + r.out_of_order == 0 && r.delivered > 0);
+        if !fanout.is_empty() {
+            text.push(if lossless {
+                format!(
+                    "Topic fan-out lost, duplicated and reordered nothing up to {} devices.",
+                    fmt_count(fanout.iter().map(|r| r.clients).max().unwrap_or(0))
+                )
+            } else {
+                "Topic fan-out did not deliver everything exactly once: see Health.".into()
+            });
+        }
+        let _ = writeln!(o, "{}\n", text.join(" "));
+    }
+    let offline = offline_runs(s);
+    if !offline.is_empty() {
+        let _ = writeln!(
+            o,
+            "| offline run | devices away | held | delivered on return | held p50 | held p99 | expired | collapsed | overflowed | lost | lost, not counted by the gateway |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in &offline {
+            let Some(g) = &r.gateway else { continue };
+            let f = &g.summary;
+            let unexplained = r.lost.saturating_sub(g.dropped_by_design());
+            let _ = writeln!(
+                o,
+                "| {} | {} for {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                offline_kind(r),
+                f.offline_clients,
+                fmt_interval(f.offline_for_s),
+                f.held_expected,
+                f.held_delivered,
+                ms(f.held_latency_us.p50),
+                ms(f.held_latency_us.p99),
+                g.count("expired"),
+                g.count("collapsed"),
+                g.count("overflowed"),
+                r.lost,
+                unexplained
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nA device that returns gets what the gateway held, late by up to its time away; a \
+             TTL shorter than that expires the oldest messages, and a collapse key leaves only \
+             the newest. Every delivery the load generator missed should be one the gateway \
+             counted as expired, collapsed or overflowed: the last column is what it did not \
+             account for."
+        );
+    }
+    o
+}
+
+/// A gateway run's loss that the gateway's own counters do not explain (for Health).
+pub fn unexplained_loss(r: &Run) -> Option<u64> {
+    let g = r.gateway.as_ref()?;
+    Some(r.lost.saturating_sub(g.dropped_by_design()))
+}
