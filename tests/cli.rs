@@ -94,6 +94,45 @@ fn bad_command_lines_fail_with_a_clear_message() {
     assert!(err.contains("30s"), "{err}");
     let err = run_fail(&["serve", "sse", "--slow-policy", "ignore"]);
     assert!(err.contains("drop or disconnect"), "{err}");
+    let err = run_fail(&["serve", "gateway", "--device-queue", "0"]);
+    assert!(err.contains("--device-queue"), "{err}");
+    let err = run_fail(&["serve", "gateway", "--auth-token", ""]);
+    assert!(err.contains("--auth-token"), "{err}");
+    let load = ["load", "--target", "http://127.0.0.1:9", "-q"];
+    let err = run_fail(&[&load[..], &["-t", "sse", "--target-profile", "gateway"]].concat());
+    assert!(err.contains("--transport ws"), "{err}");
+    let err = run_fail(&[&load[..], &["-t", "ws", "--ttl", "1s"]].concat());
+    assert!(err.contains("need --target-profile gateway"), "{err}");
+    let err = run_fail(
+        &[
+            &load[..],
+            &[
+                "-t",
+                "ws",
+                "--target-profile",
+                "gateway",
+                "--offline-fraction",
+                "2",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("--offline-fraction"), "{err}");
+    let err = run_fail(
+        &[
+            &load[..],
+            &[
+                "-t",
+                "ws",
+                "--target-profile",
+                "gateway",
+                "--send-to",
+                "all",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("topic or token"), "{err}");
 
     // A port already taken: one line naming the address, exit 1.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -155,5 +194,62 @@ async fn load_with_worker_processes_merges_their_results() {
     assert_eq!(r["lost"], 0);
     let log = std::fs::read_to_string(&hlog).unwrap();
     assert!(log.contains("#[StartTime:") && log.lines().any(|l| l.starts_with("Tag=latency,")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gateway as a new user meets it: the binary serves it, and `pushbench load` drives it
+/// through two worker processes, unicast, with the bearer token in the environment only.
+#[test]
+fn load_through_the_gateway_binary_with_worker_processes() {
+    let (mut child, addr) = spawn_serve(&["gateway", "--auth-token", "hush-hush"]);
+    let dir = std::env::temp_dir().join(format!("pushbench-cli-gw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("gw.json");
+    let out = Command::new(BIN)
+        .args(["load", "-t", "ws", "--target", &format!("http://{addr}")])
+        .args([
+            "--target-profile",
+            "gateway",
+            "--send-to",
+            "token",
+            "--workers",
+            "2",
+        ])
+        .args([
+            "-c", "6", "-r", "20", "-d", "1s", "--warmup", "300ms", "-q", "--json",
+        ])
+        .arg(&json)
+        .env("PUSHBENCH_AUTH_TOKEN", "hush-hush")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(
+        !text.contains("hush-hush"),
+        "the token leaked into the report"
+    );
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["clients_connected"], 6, "{stdout}");
+    assert_eq!(r["delivered"], r["expected"], "{stdout}");
+    assert_eq!(r["expected"], 6 * 20, "{stdout}");
+    assert_eq!(r["config"]["gateway"]["send_to"], "token");
+    assert!(stdout.contains("gateway   targeted"), "{stdout}");
+    // A wrong token fails the run at once, with the gateway's reason.
+    let out = Command::new(BIN)
+        .args(["load", "-t", "ws", "--target", &format!("http://{addr}")])
+        .args(["--target-profile", "gateway", "-c", "2", "-d", "1s", "-q"])
+        .env("PUSHBENCH_AUTH_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(4)).success());
     let _ = std::fs::remove_dir_all(&dir);
 }

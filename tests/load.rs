@@ -188,3 +188,101 @@ async fn interrupt_gives_partial_results() {
     );
     server.shutdown().await;
 }
+
+/// A run against the gateway with `gateway` options (20 devices, 20 events/s, 2 s).
+async fn run_gateway(
+    target: String,
+    gateway: pushbench_loadgen::gateway::GatewayOptions,
+) -> LoadReport {
+    let config = LoadConfig {
+        clients: CLIENTS,
+        rate: RATE,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        drain: Duration::from_secs(1),
+        payload: PAYLOAD,
+        threads: 1,
+        target_profile: pushbench_loadgen::Profile::Gateway,
+        gateway: Some(gateway),
+        ..LoadConfig::new(Transport::Ws, target)
+    };
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        load::run(config, &ProgressBar::hidden(), std::future::pending()),
+    )
+    .await
+    .expect("the run ends on its own")
+    .expect("the run succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_runs_deliver_everything_and_account_for_offline_devices() {
+    use pushbench_loadgen::gateway::{GatewayOptions, Offline, SendTo};
+    use pushbench_servers::gateway::GatewayConfig;
+    let auth = GatewayConfig {
+        auth_token: Some("tok".into()),
+        ..GatewayConfig::default()
+    };
+    let mut server =
+        TestServer::start_gateway(auth, pushbench_servers::ServerConfig::default()).await;
+    let window_events = (RATE * 2.0) as u64;
+    let options = GatewayOptions {
+        auth_token: Some("tok".into()),
+        ..GatewayOptions::default()
+    };
+    // Topic fan-out and unicast: every device gets every window event once, in order.
+    for send_to in [SendTo::Topic, SendTo::Token] {
+        let r = run_gateway(
+            server.url(),
+            GatewayOptions {
+                send_to,
+                ..options.clone()
+            },
+        )
+        .await;
+        let ctx = format!("{send_to:?}:\n{}", r.summary());
+        assert_eq!(r.clients_connected, CLIENTS as u64, "{ctx}");
+        assert_eq!(r.publish.window_published, window_events, "{ctx}");
+        assert_eq!(r.delivered, CLIENTS as u64 * window_events, "{ctx}");
+        assert_eq!((r.lost, r.duplicates, r.out_of_order), (0, 0, 0), "{ctx}");
+        let g = r.gateway.as_ref().expect("a gateway section");
+        assert_eq!(g.offline_clients, 0, "{ctx}");
+        assert!(g.server["acked"] >= r.delivered as i64, "{ctx}");
+        assert_eq!(g.server["expired"] + g.server["collapsed"], 0, "{ctx}");
+        assert_matches_schema(&r);
+    }
+    // A quarter of the devices leave for 600 ms with a 250 ms TTL: what they miss is exactly
+    // what the gateway says expired, and what was held arrives late, on return.
+    let offline = Offline {
+        fraction: 0.25,
+        at: Duration::from_millis(500),
+        duration: Duration::from_millis(600),
+    };
+    let r = run_gateway(
+        server.url(),
+        GatewayOptions {
+            offline: Some(offline),
+            ttl: Some(Duration::from_millis(250)),
+            ..options.clone()
+        },
+    )
+    .await;
+    let ctx = r.summary();
+    let g = r.gateway.as_ref().unwrap();
+    assert_eq!(g.offline_clients, CLIENTS as u64 / 4, "{ctx}");
+    assert_eq!(g.held_expected, 12 * g.offline_clients, "{ctx}");
+    assert!(
+        g.held_delivered > 0 && g.held_delivered < g.held_expected,
+        "{ctx}"
+    );
+    assert!(g.held_latency_us.max < 700_000, "{ctx}");
+    assert!(g.held_latency_us.p50 > 50_000, "{ctx}");
+    assert_eq!(r.lost as i64, g.server["expired"], "{ctx}");
+    assert_eq!(r.lost, g.held_expected - g.held_delivered, "{ctx}");
+    assert_eq!(r.duplicates + r.out_of_order, 0, "{ctx}");
+    assert_matches_schema(&r);
+    // Every run's devices unregistered at its end.
+    let stats = get(server.addr, "/stats").await.json();
+    assert_eq!(stats["gateway"]["devices"], 0, "{stats}");
+    assert_eq!(server.shutdown().await.forced, 0);
+}

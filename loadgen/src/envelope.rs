@@ -178,7 +178,9 @@ pub fn parse_gateway_frame(buf: &Bytes) -> Result<GatewayFrame, EnvelopeError> {
             let id = raw
                 .message_id
                 .and_then(|v| v.as_u64())
-                .ok_or(EnvelopeError::Shape("a message without a numeric message_id"))?;
+                .ok_or(EnvelopeError::Shape(
+                    "a message without a numeric message_id",
+                ))?;
             let payload = match raw.data.and_then(|d| d.pb) {
                 Some(Text(pb)) => payload_bytes(buf, pb),
                 None => Bytes::new(),
@@ -329,7 +331,10 @@ mod tests {
             f(r#"{"kind":"upstream_ack","message_id":"u1"}"#).unwrap(),
             GatewayFrame::UpstreamAck
         );
-        assert_eq!(f(r#"{"error":"no"}"#).unwrap(), GatewayFrame::Error("no".into()));
+        assert_eq!(
+            f(r#"{"error":"no"}"#).unwrap(),
+            GatewayFrame::Error("no".into())
+        );
         assert!(f(r#"{"kind":"data","data":{}}"#).is_err());
         assert_eq!(
             error_message(br#"{"error":{"code":404,"message":"gone","status":"NOT_FOUND"}}"#)

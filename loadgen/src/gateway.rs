@@ -41,7 +41,9 @@ impl std::str::FromStr for SendTo {
         match s {
             "topic" => Ok(SendTo::Topic),
             "token" => Ok(SendTo::Token),
-            other => Err(format!("unknown send target {other:?} (expected topic or token)")),
+            other => Err(format!(
+                "unknown send target {other:?} (expected topic or token)"
+            )),
         }
     }
 }
@@ -231,14 +233,47 @@ pub(crate) async fn subscribe_on(
     struct Results {
         results: Vec<serde_json::Map<String, serde_json::Value>>,
     }
-    let body = serde_json::json!({ "to": format!("/topics/{topic}"), "registration_tokens": tokens });
-    let answer = post_json(conn, "/iid/v1:batchAdd", auth, Bytes::from(body.to_string())).await?;
+    let body =
+        serde_json::json!({ "to": format!("/topics/{topic}"), "registration_tokens": tokens });
+    let answer = post_json(
+        conn,
+        "/iid/v1:batchAdd",
+        auth,
+        Bytes::from(body.to_string()),
+    )
+    .await?;
     let r: Results = serde_json::from_slice(&answer)
         .map_err(|e| ClientError::Protocol(format!("bad batchAdd answer: {e}")))?;
     if let Some(err) = r.results.iter().find_map(|m| m.get("error")) {
-        return Err(ClientError::Protocol(format!("batchAdd refused a token: {err}")));
+        return Err(ClientError::Protocol(format!(
+            "batchAdd refused a token: {err}"
+        )));
     }
     Ok(())
+}
+
+/// Checks, before any device connects, that the gateway accepts this run's sends (token,
+/// project, options): a `validate_only` send, which the gateway answers without sending.
+pub async fn probe(
+    target: &Target,
+    options: &GatewayOptions,
+    topic: &str,
+) -> Result<(), ClientError> {
+    let counters = Arc::new(Counters::default());
+    let mut conn = HttpConn::open(target, &counters).await?;
+    let body = options.send_body("topic", topic, "probe");
+    let mut value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ClientError::Protocol(format!("probe body: {e}")))?;
+    value["validate_only"] = true.into();
+    let body = Bytes::from(value.to_string());
+    post_json(
+        &mut conn,
+        &options.send_path(),
+        options.auth_token.as_deref(),
+        body,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Registers `count` devices of `options.project` over one connection (the load generator does
@@ -334,7 +369,9 @@ mod opt_secs {
         }
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let secs: Option<f64> = serde::Deserialize::deserialize(d)?;
         secs.map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
             .transpose()

@@ -97,7 +97,9 @@ impl Publisher {
         if let Some(options) = self.target.gateway() {
             // `path` carries the topic: `/publish?topic=T`.
             let topic = path.split_once("topic=").map_or("", |(_, t)| t);
-            return crate::gateway::send(conn, options, topic, &body).await.map(Some);
+            return crate::gateway::send(conn, options, topic, &body)
+                .await
+                .map(Some);
         }
         let req = conn
             .request(Method::POST, path)

@@ -157,11 +157,11 @@ async fn route(
     }
     let path = req.uri().path();
     if let Some(gw) = &app.gateway {
-        if gateway::owns(path) {
+        if path != PATH_STATS && path != PATH_METRICS {
             return Ok(gateway::route(app, gw, req, slot).await);
         }
     }
-    if path == PATH_PUBLISH && app.gateway.is_none() {
+    if path == PATH_PUBLISH {
         allow(&req, &Method::POST, "POST, OPTIONS")?;
         return publish(app, req).await;
     }

@@ -34,7 +34,12 @@ pub struct LoadArgs {
     #[arg(long, help_heading = "Gateway")]
     pub project: Option<String>,
     /// Gateway: the app server's bearer token.
-    #[arg(long, env = "PUSHBENCH_AUTH_TOKEN", hide_env_values = true, help_heading = "Gateway")]
+    #[arg(
+        long,
+        env = "PUSHBENCH_AUTH_TOKEN",
+        hide_env_values = true,
+        help_heading = "Gateway"
+    )]
     pub auth_token: Option<String>,
     /// Gateway: every message's TTL (`android.ttl`), e.g. 2s; default the gateway's, 4 weeks.
     #[arg(long, value_parser = duration::parse, help_heading = "Gateway")]

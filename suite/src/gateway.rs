@@ -62,7 +62,7 @@ fn fmt_count(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -86,8 +86,8 @@ fn offline_kind(r: &Run) -> String {
 pub fn figures(s: &Summary, out: &mut Vec<Figure>) {
     let pairs = pairs(s);
     if !pairs.is_empty() {
-        let line = |name: &str, c: RGBColor, dashed: bool, read: &dyn Fn(&Run) -> u64, via: bool| {
-            Series {
+        let line =
+            |name: &str, c: RGBColor, dashed: bool, read: &dyn Fn(&Run) -> u64, via: bool| Series {
                 name: name.into(),
                 color: c,
                 dashed,
@@ -98,8 +98,7 @@ pub fn figures(s: &Summary, out: &mut Vec<Figure>) {
                         Some((*n as f64, read((*r)?) as f64 / 1000.0))
                     })
                     .collect(),
-            }
-        };
+            };
         let ws = color(Transport::Ws);
         let series = vec![
             line("gateway p99", GATEWAY, false, &|r| r.latency_us.p99, true),
@@ -146,14 +145,13 @@ pub fn figures(s: &Summary, out: &mut Vec<Figure>) {
     let offline = offline_runs(s);
     if !offline.is_empty() {
         let categories: Vec<String> = offline.iter().map(|r| offline_kind(r)).collect();
-        let set = |name: &str, c: RGBColor, light: bool, read: &dyn Fn(&Run) -> Option<f64>| {
-            BarSet {
+        let set =
+            |name: &str, c: RGBColor, light: bool, read: &dyn Fn(&Run) -> Option<f64>| BarSet {
                 name: name.into(),
                 values: offline.iter().map(|r| read(r)).collect(),
                 colors: vec![c; offline.len()],
                 light,
-            }
-        };
+            };
         let g = |r: &Run| r.gateway.clone();
         let counts = vec![
             set("held for offline devices", GATEWAY, true, &|r| {
@@ -174,10 +172,18 @@ pub fn figures(s: &Summary, out: &mut Vec<Figure>) {
         ];
         let ms = |us: u64| Some(us as f64 / 1000.0);
         let latency = vec![
-            set("held p50", GATEWAY, true, &|r| ms(g(r)?.summary.held_latency_us.p50)),
-            set("held p99", GATEWAY, false, &|r| ms(g(r)?.summary.held_latency_us.p99)),
-            set("all deliveries p50", color(Transport::Ws), true, &|r| ms(r.latency_us.p50)),
-            set("all deliveries p99", color(Transport::Ws), false, &|r| ms(r.latency_us.p99)),
+            set("held p50", GATEWAY, true, &|r| {
+                ms(g(r)?.summary.held_latency_us.p50)
+            }),
+            set("held p99", GATEWAY, false, &|r| {
+                ms(g(r)?.summary.held_latency_us.p99)
+            }),
+            set("all deliveries p50", color(Transport::Ws), true, &|r| {
+                ms(r.latency_us.p50)
+            }),
+            set("all deliveries p99", color(Transport::Ws), false, &|r| {
+                ms(r.latency_us.p99)
+            }),
         ];
         let first = offline[0].gateway.as_ref().map(|g| &g.summary);
         let away = first.map_or(String::new(), |f| {
@@ -266,7 +272,10 @@ pub fn reading(s: &Summary) -> String {
                 d.server_cpu_ms_per_1k.map_or("–".into(), fmt_value)
             ));
         }
-        let fanout: Vec<&Run> = pairs.iter().filter_map(|(n, _, g)| (*n > 1).then_some(*g)?).collect();
+        let fanout: Vec<&Run> = pairs
+            .iter()
+            .filter_map(|(n, _, g)| (*n > 1).then_some(*g)?)
+            .collect();
         let lossless = fanout
             .iter()
             .all(|r| r.lost + r.duplicates + r.out_of_order == 0 && r.delivered > 0);

@@ -644,7 +644,10 @@ mod tests {
                 let n: usize = Transport::ALL.iter().map(|&t| p.steps(e, t).len()).sum();
                 let load_run = !matches!(e, Experiment::Floor | Experiment::Upstream);
                 if e == Experiment::Gateway {
-                    assert_eq!(p.steps(e, Transport::Ws).len(), 5 + 2 * p.gateway_fanout_devices.len());
+                    assert_eq!(
+                        p.steps(e, Transport::Ws).len(),
+                        5 + 2 * p.gateway_fanout_devices.len()
+                    );
                 }
                 assert_eq!(n > 0, load_run, "{scale:?} {e:?}");
             }

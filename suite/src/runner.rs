@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use pushbench_loadgen::load::env::Environment;
 use pushbench_loadgen::gateway::GatewayOptions;
+use pushbench_loadgen::load::env::Environment;
 use pushbench_loadgen::load::{self, LoadConfig};
 use pushbench_loadgen::Profile;
 use pushbench_servers::Transport;

@@ -2,9 +2,9 @@
 //! `compare` need, distilled from the per-run load reports, so `pushbench report` can redraw a
 //! run from its JSON alone.
 
+use pushbench_loadgen::gateway::SendTo;
 use pushbench_loadgen::load::env::Environment;
 use pushbench_loadgen::load::recorder::decode_b64;
-use pushbench_loadgen::gateway::SendTo;
 use pushbench_loadgen::load::report::{GatewaySummary, Percentiles};
 use pushbench_loadgen::load::LoadReport;
 use pushbench_servers::Transport;

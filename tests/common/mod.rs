@@ -52,6 +52,30 @@ impl TestServer {
         }
     }
 
+    /// The FCM-style gateway on `127.0.0.1:0`.
+    pub async fn start_gateway(
+        gateway: pushbench_servers::gateway::GatewayConfig,
+        config: ServerConfig,
+    ) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = Hub::new(HubConfig::default());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task_hub = hub.clone();
+        let task = tokio::spawn(async move {
+            pushbench_servers::gateway::serve(listener, task_hub, config, gateway, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        TestServer {
+            addr,
+            hub,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -170,7 +170,13 @@ async fn enroll(setup: &Setup, options: &GatewayOptions) -> Result<String, Clien
     let token = register_on(&mut conn, &options.project).await?;
     if options.send_to == SendTo::Topic {
         let auth = options.auth_token.as_deref();
-        subscribe_on(&mut conn, auth, &setup.config.topic, std::slice::from_ref(&token)).await?;
+        subscribe_on(
+            &mut conn,
+            auth,
+            &setup.config.topic,
+            std::slice::from_ref(&token),
+        )
+        .await?;
     }
     Ok(token)
 }

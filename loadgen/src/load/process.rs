@@ -62,11 +62,14 @@ pub struct WorkerSpec {
 impl WorkerSpec {
     /// The plan this spec describes, resolved in this process.
     pub async fn plan(&self, clock: Clock) -> Result<WorkerPlan, crate::target::TargetError> {
-        let gateway = self.gateway.clone().map(|g| crate::gateway::GatewayOptions {
-            auth_token: std::env::var(crate::gateway::AUTH_ENV).ok(),
-            tokens: std::sync::Arc::new(self.tokens.clone()),
-            ..g
-        });
+        let gateway = self
+            .gateway
+            .clone()
+            .map(|g| crate::gateway::GatewayOptions {
+                auth_token: std::env::var(crate::gateway::AUTH_ENV).ok(),
+                tokens: std::sync::Arc::new(self.tokens.clone()),
+                ..g
+            });
         let target = Target::resolve(&self.target)
             .await?
             .with_profile(self.profile)

@@ -22,7 +22,7 @@ use super::schedule::{Clock, Schedule};
 use super::worker::{self, Control, WorkerMsg, WorkerPlan};
 use crate::client::ClientConfig;
 use crate::counters::CountersSnapshot;
-use crate::gateway::{counters_delta, register_devices, SendTo};
+use crate::gateway::{counters_delta, probe, register_devices, SendTo};
 use crate::target::{Target, TargetError};
 
 /// How often the collector samples `/proc` and refreshes the progress line.
@@ -91,6 +91,9 @@ pub async fn run(
     let target = match &config.gateway {
         Some(options) => {
             let mut options = options.clone();
+            probe(&target, &options, &config.topic)
+                .await
+                .map_err(|e| LoadError::Gateway(format!("a test send was refused: {e}")))?;
             if options.send_to == SendTo::Token {
                 // The publisher must know every device's token, so the run registers them.
                 let tokens = register_devices(&target, &options, config.clients)
@@ -287,7 +290,8 @@ pub async fn run(
         (Some(_), Some(before)) => {
             let after = crate::gateway::counters(&target).await.unwrap_or_default();
             let r = &totals.recorder;
-            let (at, away) = offline.map_or((Duration::ZERO, Duration::ZERO), |o| (o.at, o.duration));
+            let (at, away) =
+                offline.map_or((Duration::ZERO, Duration::ZERO), |o| (o.at, o.duration));
             let from = offline_start(at);
             let window = schedule.warmup_events..schedule.warmup_events + schedule.window_events;
             let held_events = window

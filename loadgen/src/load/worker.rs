@@ -247,8 +247,11 @@ async fn run(
             (shared.clone(), tx.clone(), pending.clone(), stop.clone());
         let gateway = shared.plan.target.gateway();
         let mut config = shared.plan.client.clone();
-        config.device_token = gateway.and_then(|g| g.tokens.get(shared.plan.first_device + i).cloned());
-        let goes_offline = gateway.and_then(|g| g.offline).is_some_and(|o| o.includes(i));
+        config.device_token =
+            gateway.and_then(|g| g.tokens.get(shared.plan.first_device + i).cloned());
+        let goes_offline = gateway
+            .and_then(|g| g.offline)
+            .is_some_and(|o| o.includes(i));
         tasks.spawn_local(async move {
             let t0 = Instant::now();
             let client =
@@ -415,8 +418,14 @@ async fn subscriber(
                 errors_in_a_row = 0;
                 let window = (plan.warmup_events, plan.window_events);
                 let mut r = rec.borrow_mut();
-                let outcome =
-                    r.delivery(&mut track, window, &plan.clock, d.id, &d.payload, d.received);
+                let outcome = r.delivery(
+                    &mut track,
+                    window,
+                    &plan.clock,
+                    d.id,
+                    &d.payload,
+                    d.received,
+                );
                 if outcome == Outcome::First {
                     shared.delivered.set(shared.delivered.get() + 1);
                     if let Some(period) = held {

@@ -44,11 +44,6 @@ const BATCH_ADD: &str = "/iid/v1:batchAdd";
 const BATCH_REMOVE: &str = "/iid/v1:batchRemove";
 const GROUPS: &str = "/fcm/notification";
 
-/// Whether `path` is one of the gateway's.
-pub(crate) fn owns(path: &str) -> bool {
-    path.starts_with("/v1/") || path.starts_with("/iid/") || path == GROUPS
-}
-
 /// The hub topic a project's upstream messages are published to.
 pub(crate) fn upstream_topic(project: &str) -> String {
     format!("upstream.{project}")

@@ -49,7 +49,7 @@ pub use error::FcmError;
 pub use message::{parse_ttl, Kind, Send, Target, MAX_MESSAGE_BYTES, MAX_TTL};
 pub use stats::{GatewaySnapshot, GatewayStats};
 
-pub(crate) use api::{owns, route};
+pub(crate) use api::route;
 
 use queue::Queued;
 use registry::{sub, Device, Limits, Registry};

@@ -64,6 +64,9 @@ struct Groups {
     key_by_name: HashMap<String, String>,
 }
 
+/// A topic's subscribers, by token.
+type Members = HashMap<Arc<str>, Arc<Device>>;
+
 /// Limits of the registry.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -84,7 +87,7 @@ pub struct Limits {
 pub struct Registry {
     limits: Limits,
     devices: RwLock<HashMap<Arc<str>, Arc<Device>>>,
-    topics: RwLock<HashMap<TopicName, HashMap<Arc<str>, Arc<Device>>>>,
+    topics: RwLock<HashMap<TopicName, Members>>,
     groups: RwLock<Groups>,
 }
 
