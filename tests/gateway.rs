@@ -187,6 +187,13 @@ async fn curl_shaped_send_reaches_a_connected_device_and_is_acked() {
         (Some("notification"), Some("high"))
     );
     assert_eq!(m["notification"]["title"], "T");
+    // TTL zero is "now or never": a connected device gets it now.
+    let id = send_ok(
+        gw.addr,
+        json!({"token": token, "data": {"a": "now"}, "android": {"ttl": "0s"}}),
+    )
+    .await;
+    assert_eq!(receive(&mut ws).await["message_id"], id);
     // /metrics carries the gateway's counters.
     let metrics = common::get(gw.addr, "/metrics").await.text();
     assert!(
@@ -309,6 +316,32 @@ async fn topics_conditions_and_groups_target_the_right_devices() {
     assert_eq!(r.status, 404);
     let r = op(json!({"operation": "explode", "registration_ids": [&tok[0]]})).await;
     assert_eq!(r.json()["error"]["status"], "INVALID_ARGUMENT");
+    // At most 20 devices per group; a refused add changes nothing.
+    let mut many = Vec::new();
+    for _ in 0..21 {
+        many.push(register(gw.addr).await);
+    }
+    let r = op(
+        json!({"operation": "create", "notification_key_name": "big",
+                      "registration_ids": &many}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = op(
+        json!({"operation": "create", "notification_key_name": "big",
+                      "registration_ids": &many[..20]}),
+    )
+    .await;
+    let key = r.json()["notification_key"].as_str().unwrap().to_owned();
+    let r = op(json!({"operation": "add", "notification_key": key,
+                      "registration_ids": [&many[20], &tok[0]]}))
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Had the refused add taken even one device, the group would outlive its 20 members.
+    op(json!({"operation": "remove", "notification_key": key, "registration_ids": &many[..20]}))
+        .await;
+    let r = send(gw.addr, json!({"token": key, "data": {"k": "v"}})).await;
+    assert_eq!(r.status, 404, "{}", r.text());
 }
 
 #[tokio::test]

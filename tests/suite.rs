@@ -89,7 +89,7 @@ fn suite_report_and_compare_end_to_end() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["schema"], "pushbench-suite/1");
-    assert_eq!(summary["experiments"].as_array().unwrap().len(), 9);
+    assert_eq!(summary["experiments"].as_array().unwrap().len(), 10);
     assert!(summary["floor"]["rtt_ns"]["p50"].as_u64().unwrap() > 0);
     assert_eq!(summary["upstream"].as_array().unwrap().len(), 4);
     assert_eq!(summary["failures"], serde_json::json!([]), "{}", text(&out));
@@ -102,12 +102,36 @@ fn suite_report_and_compare_end_to_end() {
         "polling",
         "coherence",
         "idle",
+        "gateway",
     ] {
         assert!(runs.iter().any(|r| r["experiment"] == e), "no {e} run");
     }
     for r in runs.iter().filter(|r| r["experiment"] == "fanout") {
         assert_eq!(r["lost"], 0, "fan-out lost events: {r}");
         assert_eq!(r["duplicates"], 0);
+    }
+    // [gateway]: unicast and topic fan-out through the gateway deliver everything once; the
+    // offline runs miss only what the gateway counted as expired or collapsed.
+    let via: Vec<_> = runs.iter().filter(|r| r["server"] == "gateway").collect();
+    assert_eq!(via.len(), 5, "gateway runs: {via:?}");
+    for r in &via {
+        let g = &r["gateway"]["summary"];
+        let counted = g["server"]["expired"].as_i64().unwrap()
+            + g["server"]["collapsed"].as_i64().unwrap()
+            + g["server"]["overflowed"].as_i64().unwrap();
+        assert_eq!(r["lost"].as_i64().unwrap(), counted, "{r}");
+        assert_eq!(
+            (r["duplicates"].as_u64(), r["out_of_order"].as_u64()),
+            (Some(0), Some(0)),
+            "{r}"
+        );
+        let label = r["label"].as_str().unwrap();
+        if label.starts_with("offline") {
+            assert!(g["held_expected"].as_u64().unwrap() > 0, "{r}");
+            assert!(g["held_delivered"].as_u64().unwrap() > 0, "{r}");
+        } else {
+            assert_eq!(r["lost"], 0, "{r}");
+        }
     }
 
     // Charts: one SVG and one PNG each, with content.
@@ -138,6 +162,7 @@ fn suite_report_and_compare_end_to_end() {
         "## Summary",
         "## Caveats",
         "### [floor]",
+        "### [gateway]",
         "### [idle]",
     ] {
         assert!(report.contains(section), "REPORT.md lacks {section}");

@@ -239,7 +239,7 @@ fn preflight() -> Response<Body> {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, Last-Event-ID"),
+        HeaderValue::from_static("Content-Type, Last-Event-ID, Authorization"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

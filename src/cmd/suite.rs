@@ -22,7 +22,7 @@ pub struct SuiteArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Run only these experiments: floor, latency, fanout, capacity, throughput, polling,
-    /// coherence, upstream, idle (comma-separated).
+    /// coherence, upstream, idle, gateway (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_experiment)]
     pub only: Vec<Experiment>,
     /// Also run Nchan's subscriber types in [latency] and [fanout], when Nchan is installed.

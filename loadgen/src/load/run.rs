@@ -279,6 +279,12 @@ pub async fn run(
         }
     }
     let window_close = col.marks(Instant::now());
+    // The gateway's counters are read before the devices unregister at the stop, so what
+    // they leave behind is not counted as discarded.
+    let gateway_after = match gateway_before {
+        Some(_) => crate::gateway::counters(&target).await,
+        None => None,
+    };
     let _ = stop_tx.send(true);
     let publish_result = publisher.join().unwrap_or_else(|_| PublishResult {
         interrupted: true,
@@ -286,9 +292,8 @@ pub async fn run(
     });
     let totals = col.finish(&rx, workers, clock);
     bar.finish_and_clear();
-    let gateway = match (&config.gateway, gateway_before) {
-        (Some(_), Some(before)) => {
-            let after = crate::gateway::counters(&target).await.unwrap_or_default();
+    let gateway = match (&config.gateway, gateway_before, gateway_after) {
+        (Some(_), Some(before), Some(after)) => {
             let r = &totals.recorder;
             let (at, away) =
                 offline.map_or((Duration::ZERO, Duration::ZERO), |o| (o.at, o.duration));

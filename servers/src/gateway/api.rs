@@ -153,13 +153,20 @@ fn authorize(gw: &Gateway, req: &Request<Incoming>) -> Result<(), FcmError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if given == Some(expected.as_str()) {
-        Ok(())
-    } else {
-        Err(FcmError::Unauthenticated)
+        .and_then(|v| v.split_once(' '))
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match given {
+        Some(token) if same(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(FcmError::Unauthenticated),
     }
+}
+
+/// Compares in time independent of where the first difference is, so the token cannot be
+/// guessed a byte at a time from response times.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn check_project(project: &str) -> Result<(), FcmError> {

@@ -118,7 +118,7 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self, depth: usize) -> Result<Node, String> {
-        if depth >= MAX_DEPTH {
+        if depth > MAX_DEPTH {
             return Err(self.error("nested too deeply"));
         }
         if self.eat("!") {
@@ -214,7 +214,10 @@ mod tests {
         ] {
             assert!(Condition::parse(bad).is_err(), "{bad:?}");
         }
-        let deep = format!("{}'a' in topics{}", "(".repeat(40), ")".repeat(40));
-        assert!(Condition::parse(&deep).unwrap_err().contains("deeply"));
+        let nest = |n: usize| format!("{}'a' in topics{}", "(".repeat(n), ")".repeat(n));
+        assert!(Condition::parse(&nest(MAX_DEPTH)).is_ok());
+        assert!(Condition::parse(&nest(MAX_DEPTH + 1))
+            .unwrap_err()
+            .contains("deeply"));
     }
 }

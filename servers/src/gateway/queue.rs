@@ -38,6 +38,9 @@ struct Entry {
     sent: bool,
     /// Written before, on an earlier connection.
     resend: bool,
+    /// Queued while the device was connected: its first write happens even if its TTL has
+    /// run out meanwhile, so a TTL of zero means "now" for a connected device, not "never".
+    now: bool,
 }
 
 /// What [`Queue::push`] did.
@@ -100,6 +103,7 @@ impl Queue {
             msg,
             sent: false,
             resend: false,
+            now: online,
         });
         out.queued = true;
         out
@@ -115,7 +119,7 @@ impl Queue {
             let e = &mut self.entries[i];
             if e.sent {
                 i += 1;
-            } else if e.msg.expires <= now {
+            } else if e.msg.expires <= now && !e.now {
                 self.entries.remove(i);
                 expired += 1;
             } else {
@@ -145,6 +149,7 @@ impl Queue {
         for e in &mut self.entries {
             e.resend |= e.sent;
             e.sent = false;
+            e.now = false;
         }
     }
 
@@ -157,7 +162,8 @@ impl Queue {
     /// Removes unsent messages whose TTL passed; returns how many.
     pub fn expire(&mut self, now: Instant) -> u64 {
         let before = self.entries.len();
-        self.entries.retain(|e| e.sent || e.msg.expires > now);
+        self.entries
+            .retain(|e| e.sent || e.now || e.msg.expires > now);
         (before - self.entries.len()) as u64
     }
 
@@ -213,8 +219,18 @@ mod tests {
     fn ttl_and_overflow() {
         let now = Instant::now();
         let mut q = Queue::new(2);
-        // TTL zero: offline refuses at once, online queues for immediate sending.
+        // TTL zero: offline refuses at once, online is sent now (once).
         assert_eq!(q.push(msg(1, None, 0, now), false, now).expired, 1);
+        let mut online = Queue::new(2);
+        online.push(msg(9, None, 0, now), true, now);
+        let later = now + Duration::from_millis(1);
+        assert_eq!(online.expire(later), 0);
+        assert_eq!(take(&mut online, later), ["9"]);
+        online.disconnected();
+        assert!(
+            take(&mut online, later).is_empty(),
+            "not again after a reconnect"
+        );
         assert!(q.push(msg(2, None, 50, now), false, now).queued);
         assert!(q.push(msg(3, None, 5000, now), false, now).queued);
         let later = now + Duration::from_millis(100);

@@ -326,15 +326,17 @@ impl Registry {
                     )));
                 }
                 if op == "add" {
+                    let mut added: Vec<Arc<str>> = Vec::new();
                     for t in tokens {
-                        if !group.members.iter().any(|m| **m == **t) {
-                            group.members.push(t.as_str().into());
+                        if !group.members.iter().chain(&added).any(|m| **m == **t) {
+                            added.push(t.as_str().into());
                         }
                     }
-                    if group.members.len() > max {
-                        group.members.truncate(max);
+                    // All or nothing: a refused add changes nothing.
+                    if group.members.len() + added.len() > max {
                         return Err(bad(format!("a device group holds at most {max} devices")));
                     }
+                    group.members.extend(added);
                 } else {
                     group.members.retain(|m| !tokens.iter().any(|t| **t == **m));
                     // FCM deletes a group whose last member is removed.

@@ -235,10 +235,11 @@ async fn deliver(
 /// One text frame from the device: an ack, or an upstream message. Returns the reply to send,
 /// if any, or what was wrong with the frame.
 fn upward(app: &App, gw: &Gateway, device: &Device, text: &[u8]) -> Result<Option<String>, String> {
+    let s = &gw.stats;
     let up: Up = serde_json::from_slice(text).map_err(|e| {
+        Stats::inc(&s.upstream_refused);
         format!("expected {{\"ack\":ID}} or {{\"upstream\":{{\"message_id\":...,\"data\":{{...}}}}}}: {e}")
     })?;
-    let s = &gw.stats;
     match (up.ack, up.upstream) {
         (Some(id), None) => {
             if device.state().queue.ack(id) {
@@ -277,6 +278,9 @@ fn upward(app: &App, gw: &Gateway, device: &Device, text: &[u8]) -> Result<Optio
             let ack = serde_json::json!({ "kind": "upstream_ack", "message_id": u.message_id });
             Ok(Some(ack.to_string()))
         }
-        _ => Err("a frame carries exactly one of ack or upstream".into()),
+        _ => {
+            Stats::inc(&s.upstream_refused);
+            Err("a frame carries exactly one of ack or upstream".into())
+        }
     }
 }

@@ -42,6 +42,7 @@ crate::stats::counters! {
     discarded: "counter",
     /// Upstream messages received from devices.
     upstream: "counter",
-    /// Upstream messages refused (malformed or too large).
+    /// Frames from devices refused: not JSON, neither an ack nor an upstream message, or an
+    /// upstream message too large or without a message id.
     upstream_refused: "counter",
 }
