@@ -251,13 +251,24 @@ pub fn reading(s: &Summary) -> String {
         let _ = writeln!(o);
         let mut text = Vec::new();
         if let Some((_, Some(d), Some(g))) = pairs.iter().find(|(n, _, _)| *n == 1) {
+            let diff = g.latency_us.p50 as f64 - d.latency_us.p50 as f64;
+            let ratio = g.latency_us.p50 as f64 / d.latency_us.p50.max(1) as f64;
+            let verdict = if (ratio - 1.0).abs() < 0.25 {
+                "within a quarter of direct: at one device the hop (an HTTP send, a queue, an \
+                 acknowledgement, all on one loopback) costs little beside run-to-run noise"
+            } else if ratio > 1.0 {
+                "the hop (an HTTP send, a queue, an acknowledgement) is what the difference buys"
+            } else {
+                "faster than direct here, which is run-to-run noise, not a property of a relay"
+            };
             text.push(format!(
-                "One device: the gateway delivers at p50 {} against {} direct, {}× ({} more); \
-                 the hop adds an HTTP send, a queue and an acknowledgement.",
+                "One device: the gateway delivers at p50 {} against {} direct ({}×, {}{} ms), \
+                 {verdict}.",
                 ms(g.latency_us.p50),
                 ms(d.latency_us.p50),
-                fmt_value(g.latency_us.p50 as f64 / d.latency_us.p50.max(1) as f64),
-                ms(g.latency_us.p50.saturating_sub(d.latency_us.p50))
+                fmt_value(ratio),
+                if diff >= 0.0 { "+" } else { "−" },
+                fmt_value(diff.abs() / 1000.0)
             ));
         }
         if let Some((n, Some(d), Some(g))) = pairs.iter().rev().find(|(n, _, _)| *n > 1) {
