@@ -257,7 +257,7 @@ pub fn reading(s: &Summary) -> String {
                 "within a quarter of direct: at one device the hop (an HTTP send, a queue, an \
                  acknowledgement, all on one loopback) costs little beside run-to-run noise"
             } else if ratio > 1.0 {
-                "the hop (an HTTP send, a queue, an acknowledgement) is what the difference buys"
+                "the difference is the hop: an HTTP send, a queue and an acknowledgement"
             } else {
                 "faster than direct here, which is run-to-run noise, not a property of a relay"
             };
