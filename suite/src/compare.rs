@@ -17,8 +17,8 @@ use crate::summary::Summary;
 pub struct Row {
     /// Metric key.
     pub metric: &'static str,
-    /// Technique.
-    pub transport: Transport,
+    /// Technique (`gateway` for the gateway's ratios to direct WebSocket).
+    pub who: &'static str,
     /// Published value.
     pub published: f64,
     /// New value.
@@ -73,7 +73,7 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
             if let (Some(a), Some(b)) = ((m.read)(published, t), (m.read)(new, t)) {
                 absolute.push(Row {
                     metric: m.key,
-                    transport: t,
+                    who: t.name(),
                     published: a,
                     new: b,
                     change: if a > 0.0 { b / a } else { f64::NAN },
@@ -90,13 +90,27 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
                 let change = b / a;
                 ratios.push(Row {
                     metric: m.key,
-                    transport: t,
+                    who: t.name(),
                     published: a,
                     new: b,
                     change,
                     moved: change.ln().abs() > limit,
                 });
             }
+        }
+    }
+    // `[gateway]`: the gateway's figures divided by direct WebSocket's in the same run.
+    for (metric, read) in crate::gateway::RATIOS {
+        if let (Some(a), Some(b)) = (read(published), read(new)) {
+            let change = b / a;
+            ratios.push(Row {
+                metric,
+                who: "gateway",
+                published: a,
+                new: b,
+                change,
+                moved: change.ln().abs() > limit,
+            });
         }
     }
     Comparison {
@@ -112,7 +126,7 @@ impl fmt::Display for Comparison {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Ratios between techniques within each run (value ÷ {}'s); checked, tolerance ±{:.0}%:",
+            "Ratios between techniques within each run (value ÷ {}'s; the gateway's ÷ direct ws's); checked, tolerance ±{:.0}%:",
             REFERENCE.name(),
             self.tolerance * 100.0
         );
@@ -126,7 +140,7 @@ impl fmt::Display for Comparison {
                 out,
                 "  {:<24} {:<9} {:>10} {:>10} {:>8.2}×  {}",
                 r.metric,
-                r.transport.name(),
+                r.who,
                 format!("{}×", fmt_value(r.published)),
                 format!("{}×", fmt_value(r.new)),
                 r.change,
@@ -147,7 +161,7 @@ impl fmt::Display for Comparison {
                 out,
                 "  {:<24} {:<9} {:>10} {:>10} {:>9}",
                 r.metric,
-                r.transport.name(),
+                r.who,
                 fmt_value(r.published),
                 fmt_value(r.new),
                 if r.change.is_finite() {

@@ -410,7 +410,14 @@ fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> Res
         .iter()
         .flat_map(|s| s.values.iter().flatten())
         .fold(0.0f64, |a, &v| a.max(v));
-    let (ya, yb, yt) = Axis::Linear.layout(0.0, top * 1.12);
+    // A legend of more than two rows (upper right) gets room of its own above the bars.
+    let legend_rows = b.sets.iter().filter(|s| !s.name.is_empty()).count();
+    let headroom = if legend_rows > 2 {
+        1.12 + 0.09 * legend_rows as f64
+    } else {
+        1.12
+    };
+    let (ya, yb, yt) = Axis::Linear.layout(0.0, top * headroom);
     let x = Coord::new(-0.5, n as f64 - 0.5, (0..n).map(|i| i as f64).collect());
     let y = Coord::new(ya, yb, yt);
     let mut chart = ChartBuilder::on(area)
