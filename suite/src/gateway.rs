@@ -329,7 +329,7 @@ pub fn reading(s: &Summary) -> String {
         for r in &offline {
             let Some(g) = &r.gateway else { continue };
             let f = &g.summary;
-            let unexplained = r.lost.saturating_sub(g.dropped_by_design());
+            let unexplained = r.lost as i64 - g.dropped_by_design() as i64;
             let _ = writeln!(
                 o,
                 "| {} | {} for {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -353,7 +353,7 @@ pub fn reading(s: &Summary) -> String {
              TTL shorter than that expires the oldest messages, and a collapse key leaves only \
              the newest. Every delivery the load generator missed should be one the gateway \
              counted as expired, collapsed or overflowed: the last column is what it did not \
-             account for."
+             account for (negative: it counted more than was missed)."
         );
     }
     o
@@ -385,8 +385,9 @@ fn ratio(s: &Summary, size: fn(usize) -> bool, read: fn(&Run) -> f64) -> Option<
     (d > 0.0 && g > 0.0).then(|| g / d)
 }
 
-/// A gateway run's loss that the gateway's own counters do not explain (for Health).
-pub fn unexplained_loss(r: &Run) -> Option<u64> {
+/// A gateway run's loss minus what the gateway's own counters explain (for Health): 0 when
+/// every missed delivery was counted; negative when the gateway counted more than was missed.
+pub fn unexplained_loss(r: &Run) -> Option<i64> {
     let g = r.gateway.as_ref()?;
-    Some(r.lost.saturating_sub(g.dropped_by_design()))
+    Some(r.lost as i64 - g.dropped_by_design() as i64)
 }

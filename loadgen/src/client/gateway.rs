@@ -19,7 +19,7 @@ use super::{ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
 use crate::envelope::{parse_gateway_frame, GatewayFrame};
 use crate::error::{status_error, ClientError};
-use crate::gateway::{register_on, subscribe_on, GatewayOptions, SendTo};
+use crate::gateway::{register_on, subscribe_on, unregister_devices, GatewayOptions, SendTo};
 use crate::http::{connect_socket, HttpConn, Socket};
 use crate::target::Target;
 
@@ -37,6 +37,11 @@ pub struct GatewayClient {
     ws: Option<Box<Ws>>,
     /// Highest message id received: the order check's cursor.
     cursor: u64,
+    /// A message handed out but not yet acknowledged. The ack goes out at the start of the
+    /// next call, so a caller that drops `next` mid-way (to go offline, to stop) never loses a
+    /// message it had received: the worst case is an ack not sent, and the gateway sending
+    /// the message again, which the load generator counts as a duplicate.
+    unacked: Option<u64>,
 }
 
 impl GatewayClient {
@@ -54,14 +59,39 @@ impl GatewayClient {
             Some(token) => token,
             None => enroll(&setup, &options).await?,
         };
-        let ws = open(&setup, &token).await?;
+        let ws = match open(&setup, &token).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                // A device this client registered must not outlive it on the gateway.
+                if setup.config.device_token.is_none() {
+                    let _ = unregister_devices(&setup.target, std::slice::from_ref(&token)).await;
+                }
+                return Err(e);
+            }
+        };
         Ok(GatewayClient {
             setup,
             retry: Retry::default(),
             token,
             ws: Some(ws),
             cursor: 0,
+            unacked: None,
         })
+    }
+
+    /// Sends the pending acknowledgement, if any. On failure the connection is dropped (the
+    /// gateway sends the message again on the next one).
+    async fn ack(&mut self) -> Result<(), ClientError> {
+        let (Some(id), Some(ws)) = (self.unacked, self.ws.as_deref_mut()) else {
+            return Ok(());
+        };
+        let sent = ws.send(Message::text(format!("{{\"ack\":{id}}}"))).await;
+        self.unacked = None;
+        if let Err(e) = sent {
+            self.ws = None;
+            self.retry.ended(&self.setup, Some(e.into()))?;
+        }
+        Ok(())
     }
 
     /// The device's registration token.
@@ -69,38 +99,32 @@ impl GatewayClient {
         &self.token
     }
 
-    /// See [`Client::next`](super::Client::next). Each message is acknowledged before it is
-    /// handed out. Must not be called while offline (it would reconnect).
+    /// See [`Client::next`](super::Client::next). Each message is acknowledged at the start of
+    /// the next call (or when going offline). Must not be called while offline (it would
+    /// reconnect).
     pub async fn next(&mut self) -> Result<Item, ClientError> {
+        self.ack().await?;
         loop {
             let ws = self.ensure_connected().await?;
             let message = ws.next().await;
             let received = Instant::now();
             match message {
-                Some(Ok(Message::Text(text))) => {
-                    match parse_gateway_frame(&Bytes::from(text))? {
-                        GatewayFrame::Message { id, payload } => {
-                            let ack = Message::text(format!("{{\"ack\":{id}}}"));
-                            if let Err(e) = ws.send(ack).await {
-                                // The message arrived; the lost ack means the gateway sends it
-                                // again on the next connection (a duplicate, counted as one).
-                                self.ws = None;
-                                self.retry.ended(&self.setup, Some(e.into()))?;
-                            }
-                            self.cursor = self.cursor.max(id);
-                            return Ok(Item::Event(Delivery {
-                                id,
-                                payload,
-                                received,
-                            }));
-                        }
-                        GatewayFrame::Deleted(count) if count > 0 => {
-                            return Ok(Item::Gap { from: 1, to: count });
-                        }
-                        GatewayFrame::Deleted(_) | GatewayFrame::UpstreamAck => {}
-                        GatewayFrame::Error(message) => return Err(ClientError::Server(message)),
+                Some(Ok(Message::Text(text))) => match parse_gateway_frame(&Bytes::from(text))? {
+                    GatewayFrame::Message { id, payload } => {
+                        self.unacked = Some(id);
+                        self.cursor = self.cursor.max(id);
+                        return Ok(Item::Event(Delivery {
+                            id,
+                            payload,
+                            received,
+                        }));
                     }
-                }
+                    GatewayFrame::Deleted(count) if count > 0 => {
+                        return Ok(Item::Gap { from: 1, to: count });
+                    }
+                    GatewayFrame::Deleted(_) | GatewayFrame::UpstreamAck => {}
+                    GatewayFrame::Error(message) => return Err(ClientError::Server(message)),
+                },
                 Some(Ok(Message::Binary(_))) => {
                     return Err(ClientError::Protocol("unexpected binary frame".into()));
                 }
@@ -125,6 +149,8 @@ impl GatewayClient {
     /// Closes the connection cleanly, as a device going offline does; the gateway queues its
     /// messages until [`go_online`](Self::go_online).
     pub async fn go_offline(&mut self) {
+        // What was received is acknowledged before leaving, as an app does.
+        let _ = self.ack().await;
         if let Some(mut ws) = self.ws.take() {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, Ws::close(&mut ws, None)).await;
         }

@@ -292,6 +292,15 @@ pub async fn run(
     });
     let totals = col.finish(&rx, workers, clock);
     bar.finish_and_clear();
+    // Devices the run registered for clients that never connected are removed too (the
+    // workers removed theirs already; a second removal is a harmless 404).
+    if let Some(g) = target.gateway().filter(|g| !g.tokens.is_empty()) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::gateway::unregister_devices(&target, &g.tokens),
+        )
+        .await;
+    }
     let gateway = match (&config.gateway, gateway_before, gateway_after) {
         (Some(_), Some(before), Some(after)) => {
             let r = &totals.recorder;

@@ -29,8 +29,9 @@ const PROGRESS: Duration = Duration::from_millis(250);
 /// How often the worker checks its own timer lateness.
 const LAG_PROBE: Duration = Duration::from_millis(10);
 
-/// How long a worker's devices may take to unregister from the gateway at the end.
-const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker's devices may take to unregister from the gateway at the end: with the
+/// 2 s the tasks get to finish, well inside the collector's 10 s wait for the worker's totals.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Errors in a row after which a client stops trying (its remaining events count as lost).
 const MAX_ERRORS_IN_A_ROW: u32 = 20;

@@ -100,6 +100,8 @@ pub(crate) struct Gateway {
     stats: Arc<GatewayStats>,
     next_message: AtomicU64,
     next_session: AtomicU64,
+    /// Held while a send takes its id and fans out (see [`Gateway::send`]).
+    send_order: std::sync::Mutex<()>,
 }
 
 /// What one send did.
@@ -124,6 +126,7 @@ impl Gateway {
             stats: Arc::default(),
             next_message: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
+            send_order: std::sync::Mutex::new(()),
             config,
         }
     }
@@ -134,8 +137,16 @@ impl Gateway {
     }
 
     /// Resolves `send`'s target and queues it, encoded once, for every recipient.
+    ///
+    /// Ids are given and queued in one order: two sends on different threads never reach a
+    /// device in the opposite order of their ids (which a device would rightly see as
+    /// reordering). Fan-out is therefore one at a time; it only pushes to queues.
     fn send(&self, project: &str, send: &Send) -> Result<Fanout, FcmError> {
         let (devices, from) = self.registry.recipients(&send.target, project)?;
+        let _order = self
+            .send_order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = self.next_message.fetch_add(1, Ordering::Relaxed);
         Stats::inc(&self.stats.sends);
         if send.validate_only {
@@ -159,22 +170,25 @@ impl Gateway {
     }
 
     fn enqueue(&self, device: &Device, msg: &Arc<Queued>, now: Instant) {
+        let s = &self.stats;
         let (pushed, online) = {
             let mut st = device.state();
             if !st.registered {
                 return;
             }
             let online = st.session.is_some();
-            (st.queue.push(msg.clone(), online, now), online)
+            let pushed = st.queue.push(msg.clone(), online, now);
+            // Under the device's lock, so an ack or expiry of this very message cannot bring
+            // the gauge down before it went up.
+            if pushed.queued {
+                Stats::inc(&s.queued);
+            }
+            sub(&s.queued, pushed.collapsed + pushed.overflowed);
+            (pushed, online)
         };
-        let s = &self.stats;
         Stats::add(&s.expired, pushed.expired);
         Stats::add(&s.collapsed, pushed.collapsed);
         Stats::add(&s.overflowed, pushed.overflowed);
-        if pushed.queued {
-            Stats::inc(&s.queued);
-        }
-        sub(&s.queued, pushed.collapsed + pushed.overflowed);
         if pushed.queued && online {
             device.wake.notify_one();
         }
@@ -191,15 +205,14 @@ impl Gateway {
             }
             let now = Instant::now();
             for device in self.registry.all_devices() {
-                let expired = {
-                    let mut st = device.state();
-                    if st.session.is_some() || st.queue.len() == 0 {
-                        continue;
-                    }
-                    st.queue.expire(now)
-                };
-                Stats::add(&self.stats.expired, expired);
+                let mut st = device.state();
+                if st.session.is_some() || st.queue.len() == 0 {
+                    continue;
+                }
+                let expired = st.queue.expire(now);
                 sub(&self.stats.queued, expired);
+                drop(st);
+                Stats::add(&self.stats.expired, expired);
             }
         }
     }

@@ -38,8 +38,8 @@ struct Entry {
     sent: bool,
     /// Written before, on an earlier connection.
     resend: bool,
-    /// Queued while the device was connected: its first write happens even if its TTL has
-    /// run out meanwhile, so a TTL of zero means "now" for a connected device, not "never".
+    /// A TTL of zero, queued while the device was connected: its first write happens although
+    /// the TTL has run out, so zero means "now" for a connected device, not "never".
     now: bool,
 }
 
@@ -95,15 +95,26 @@ impl Queue {
             out.collapsed = (before - self.entries.len()) as u64;
         }
         while self.entries.len() >= self.capacity {
-            self.entries.pop_front();
+            // The oldest message not yet written goes first: one already written has most
+            // likely reached the device, and only its acknowledgement is outstanding.
+            match self.entries.iter().position(|e| !e.sent) {
+                Some(i) => {
+                    self.entries.remove(i);
+                    self.deleted_since_connect += 1;
+                }
+                None => {
+                    self.entries.pop_front();
+                }
+            }
             out.overflowed += 1;
         }
-        self.deleted_since_connect += out.overflowed;
+        // A TTL that has already run out (zero) still gets its one write to a connected device.
+        let now_or_never = online && msg.expires <= now;
         self.entries.push_back(Entry {
             msg,
             sent: false,
             resend: false,
-            now: online,
+            now: now_or_never,
         });
         out.queued = true;
         out
@@ -238,9 +249,14 @@ mod tests {
         assert_eq!(take(&mut q, later), ["3"]);
         assert_eq!(q.push(msg(4, None, 5000, now), false, now).overflowed, 0);
         assert_eq!(q.push(msg(5, None, 5000, now), false, now).overflowed, 1);
+        // 3 was written and awaits its ack: 4, unsent, made room for 5.
         assert_eq!(q.take_deleted(), 1);
         assert_eq!(q.take_deleted(), 0);
-        assert_eq!(take(&mut q, later), ["4", "5"]);
+        assert_eq!(take(&mut q, later), ["5"]);
         assert_eq!(q.clear(), 2);
+        // A connected device's backlog still expires by TTL; only TTL zero gets its one write.
+        let mut q = Queue::new(4);
+        q.push(msg(1, None, 50, now), true, now);
+        assert_eq!(q.expire(later), 1);
     }
 }

@@ -169,8 +169,8 @@ impl Registry {
             let mut st = device.state();
             st.registered = false;
             let held = st.queue.clear();
-            Stats::add(&stats.discarded, held);
             sub(&stats.queued, held);
+            Stats::add(&stats.discarded, held);
             if let Some((_, kick)) = &st.session {
                 kick.cancel();
             }
@@ -267,11 +267,13 @@ impl Registry {
         if tokens.is_empty() {
             return Err(bad("registration_ids must name at least one token".into()));
         }
+        let max = self.limits.max_group_members;
+        let mut groups = write(&self.groups);
+        // Checked under the groups lock: an unregistration takes it to remove its device from
+        // every group, so no member can be left behind that nothing would clean up.
         if let Some(t) = tokens.iter().find(|t| self.device(t).is_none()) {
             return Err(FcmError::Unregistered(t.clone()));
         }
-        let max = self.limits.max_group_members;
-        let mut groups = write(&self.groups);
         let Groups {
             by_key,
             key_by_name,

@@ -153,8 +153,11 @@ async fn run(
         if app.shutdown.is_cancelled() {
             break Some((CloseCode::Away, "server shutting down"));
         }
+        if kicked.is_cancelled() {
+            break Some(kicked_close(&device));
+        }
         if pending {
-            match deliver(gw, &device, &mut ws, &mut frames).await {
+            match deliver(gw, &device, id, &mut ws, &mut frames).await {
                 Ok(more) => pending = more,
                 Err(_) => break None,
             }
@@ -165,14 +168,7 @@ async fn run(
                 Ended::Shutdown => continue,
                 Ended::Dropped => return,
             },
-            () = kicked.cancelled() => {
-                let registered = device.state().registered;
-                break Some(if registered {
-                    (CloseCode::from(REPLACED), "replaced by a newer connection")
-                } else {
-                    (CloseCode::from(UNREGISTERED), "device unregistered")
-                });
-            }
+            () = kicked.cancelled() => break Some(kicked_close(&device)),
             () = device.wake.notified() => {
                 pending = true;
                 Ok(())
@@ -200,22 +196,39 @@ async fn run(
     }
 }
 
+/// Why a session was told to go: a newer connection, or the device unregistered.
+fn kicked_close(device: &Device) -> (CloseCode, &'static str) {
+    if device.state().registered {
+        (CloseCode::from(REPLACED), "replaced by a newer connection")
+    } else {
+        (CloseCode::from(UNREGISTERED), "device unregistered")
+    }
+}
+
 /// Writes up to [`BURST`] waiting messages with one flush. `Ok(true)`: more may wait.
+///
+/// Only the device's current session (`session`) takes messages: one that was replaced but has
+/// not noticed yet must not mark the new session's messages as written.
 async fn deliver(
     gw: &Gateway,
     device: &Device,
+    session: u64,
     ws: &mut Socket,
     frames: &mut Vec<Bytes>,
 ) -> Result<bool, tokio_tungstenite::tungstenite::Error> {
     frames.clear();
-    let (expired, resent) = device
-        .state()
-        .queue
-        .take_unsent(BURST, Instant::now(), frames);
     let s = &gw.stats;
-    Stats::add(&s.expired, expired);
-    sub(&s.queued, expired);
-    Stats::add(&s.resent, resent);
+    {
+        let mut st = device.state();
+        if st.session.as_ref().map(|(id, _)| *id) != Some(session) {
+            return Ok(false);
+        }
+        let (expired, resent) = st.queue.take_unsent(BURST, Instant::now(), frames);
+        sub(&s.queued, expired);
+        drop(st);
+        Stats::add(&s.expired, expired);
+        Stats::add(&s.resent, resent);
+    }
     if frames.is_empty() {
         return Ok(false);
     }
@@ -242,10 +255,13 @@ fn upward(app: &App, gw: &Gateway, device: &Device, text: &[u8]) -> Result<Optio
     })?;
     match (up.ack, up.upstream) {
         (Some(id), None) => {
-            if device.state().queue.ack(id) {
-                Stats::inc(&s.acked);
+            let mut st = device.state();
+            if st.queue.ack(id) {
                 sub(&s.queued, 1);
+                drop(st);
+                Stats::inc(&s.acked);
             } else {
+                drop(st);
                 Stats::inc(&s.unknown_acks);
             }
             Ok(None)
