@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::cmd;
 
 /// Measure and teach the web's server-push techniques: short polling, long polling, HTTP
-/// streaming, Server-Sent Events and WebSocket.
+/// streaming, Server-Sent Events and WebSocket, and an FCM-style push gateway beside them.
 #[derive(Debug, Parser)]
 #[command(name = "pushbench", version, propagate_version = true)]
 pub struct Cli {
@@ -17,7 +17,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run one transport's server (or `all` of them on one port) until SIGINT or SIGTERM.
+    /// Run one transport's server (or `all` of them on one port), or the FCM-style push gateway,
+    /// until SIGINT or SIGTERM.
     Serve(cmd::serve::ServeArgs),
     /// Measure one transport under load: N subscribers, an open-loop publisher, HDR latency,
     /// loss, bytes, requests, and the CPU and memory of the server and of the load generator.

@@ -96,6 +96,8 @@ fn bad_command_lines_fail_with_a_clear_message() {
     assert!(err.contains("drop or disconnect"), "{err}");
     let err = run_fail(&["serve", "gateway", "--device-queue", "0"]);
     assert!(err.contains("--device-queue"), "{err}");
+    let err = run_fail(&["serve", "sse", "--device-queue", "5"]);
+    assert!(err.contains("`serve gateway` only"), "{err}");
     let err = run_fail(&["serve", "gateway", "--auth-token", ""]);
     assert!(err.contains("--auth-token"), "{err}");
     let load = ["load", "--target", "http://127.0.0.1:9", "-q"];

@@ -110,6 +110,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         gateway.queue_capacity > 0,
         "--device-queue must be at least 1"
     );
+    if !matches!(args.transport, TransportSet::Gateway) {
+        let defaults = GatewayConfig::default();
+        anyhow::ensure!(
+            gateway.quota_per_minute == defaults.quota_per_minute
+                && gateway.queue_capacity == defaults.queue_capacity
+                && gateway.max_devices == defaults.max_devices,
+            "--quota-per-minute, --device-queue and --max-devices apply to `serve gateway` only"
+        );
+    }
     anyhow::ensure!(
         gateway.auth_token.as_deref() != Some(""),
         "--auth-token must not be empty"
