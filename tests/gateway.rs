@@ -386,6 +386,13 @@ async fn bad_requests_get_fcm_shaped_errors() {
         400,
         "INVALID_ARGUMENT",
     );
+    // Past the 64 KiB body limit: 413, still in FCM's shape.
+    let huge = json!({"message": {"topic": "a", "data": {"a": "x".repeat(70_000)}}}).to_string();
+    check(
+        &call(gw.addr, "POST", path, Some(AUTH), &huge).await,
+        413,
+        "INVALID_ARGUMENT",
+    );
     check(
         &call(
             gw.addr,
