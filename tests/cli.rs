@@ -100,40 +100,19 @@ fn bad_command_lines_fail_with_a_clear_message() {
     assert!(err.contains("`serve gateway` only"), "{err}");
     let err = run_fail(&["serve", "gateway", "--auth-token", ""]);
     assert!(err.contains("--auth-token"), "{err}");
-    let load = ["load", "--target", "http://127.0.0.1:9", "-q"];
-    let err = run_fail(&[&load[..], &["-t", "sse", "--target-profile", "gateway"]].concat());
+    // `load` against a closed port: these fail before connecting.
+    let load_fail = |args: &[&str]| {
+        let base = ["load", "--target", "http://127.0.0.1:9", "-q"];
+        run_fail(&[&base[..], args].concat())
+    };
+    let gateway = ["-t", "ws", "--target-profile", "gateway"];
+    let err = load_fail(&["-t", "sse", "--target-profile", "gateway"]);
     assert!(err.contains("--transport ws"), "{err}");
-    let err = run_fail(&[&load[..], &["-t", "ws", "--ttl", "1s"]].concat());
+    let err = load_fail(&["-t", "ws", "--ttl", "1s"]);
     assert!(err.contains("need --target-profile gateway"), "{err}");
-    let err = run_fail(
-        &[
-            &load[..],
-            &[
-                "-t",
-                "ws",
-                "--target-profile",
-                "gateway",
-                "--offline-fraction",
-                "2",
-            ],
-        ]
-        .concat(),
-    );
+    let err = load_fail(&[&gateway[..], &["--offline-fraction", "2"]].concat());
     assert!(err.contains("--offline-fraction"), "{err}");
-    let err = run_fail(
-        &[
-            &load[..],
-            &[
-                "-t",
-                "ws",
-                "--target-profile",
-                "gateway",
-                "--send-to",
-                "all",
-            ],
-        ]
-        .concat(),
-    );
+    let err = load_fail(&[&gateway[..], &["--send-to", "all"]].concat());
     assert!(err.contains("topic or token"), "{err}");
 
     // A port already taken: one line naming the address, exit 1.

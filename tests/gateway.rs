@@ -7,12 +7,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{parse_reply, Reply, TestServer, STEP};
+use common::{Reply, TestServer, STEP};
 use futures_util::{SinkExt, StreamExt};
 use pushbench_servers::gateway::GatewayConfig;
 use pushbench_servers::ServerConfig;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -40,14 +40,7 @@ async fn call(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, bo
         "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(STEP, s.read_to_end(&mut buf))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    parse_reply(&buf)
+    common::raw(addr, req.as_bytes()).await
 }
 
 async fn send(addr: SocketAddr, message: Value) -> Reply {
@@ -122,6 +115,20 @@ async fn receive(ws: &mut Ws) -> Value {
         .await
         .unwrap();
     m
+}
+
+/// Reads until the gateway closes `ws`, and checks the close code.
+async fn expect_close(ws: &mut Ws, code: CloseCode) {
+    loop {
+        match tokio::time::timeout(STEP, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(f.code, code);
+                return;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 /// Nothing arrives on `ws` for a while.
@@ -591,30 +598,12 @@ async fn unacknowledged_messages_are_sent_again_and_a_new_connection_replaces_th
     assert_eq!(s["resent"], 1);
     // A second connection for the same device closes the first with 4001.
     let mut newer = connect(gw.addr, &token).await;
-    loop {
-        match tokio::time::timeout(STEP, ws.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(f.code, CloseCode::from(4001));
-                break;
-            }
-            Some(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    }
+    expect_close(&mut ws, CloseCode::from(4001)).await;
     let id = send_ok(gw.addr, json!({"token": token, "data": {"a": "2"}})).await;
     assert_eq!(receive(&mut newer).await["message_id"], id);
     // Unregistering closes the connection with 4004.
     call(gw.addr, "DELETE", &format!("/v1/devices/{token}"), None, "").await;
-    loop {
-        match tokio::time::timeout(STEP, newer.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(f.code, CloseCode::from(4004));
-                break;
-            }
-            Some(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    }
+    expect_close(&mut newer, CloseCode::from(4004)).await;
     let s = stats_until(gw.addr, |s| s["devices"] == 0).await;
     assert_eq!(s["unregistrations"], 1);
 }
@@ -729,14 +718,5 @@ async fn without_a_token_any_app_server_may_send_and_shutdown_closes_devices() {
     quiet(&mut ws).await;
     let report = gw.shutdown().await;
     assert_eq!(report.forced, 0);
-    loop {
-        match tokio::time::timeout(STEP, ws.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(f.code, CloseCode::Away);
-                break;
-            }
-            Some(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    }
+    expect_close(&mut ws, CloseCode::Away).await;
 }

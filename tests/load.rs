@@ -16,7 +16,12 @@ const RATE: f64 = 20.0;
 const PAYLOAD: usize = 64;
 
 async fn run_load(transport: Transport, target: String) -> LoadReport {
-    let config = LoadConfig {
+    run(small(transport, target)).await
+}
+
+/// The small run every test here makes: 20 subscribers, 20 events/s, a 2 s window.
+fn small(transport: Transport, target: String) -> LoadConfig {
+    LoadConfig {
         clients: CLIENTS,
         rate: RATE,
         duration: Duration::from_secs(2),
@@ -26,7 +31,11 @@ async fn run_load(transport: Transport, target: String) -> LoadReport {
         payload: PAYLOAD,
         threads: 1,
         ..LoadConfig::new(transport, target)
-    };
+    }
+}
+
+/// Runs `config` to completion, bounded in time.
+async fn run(config: LoadConfig) -> LoadReport {
     tokio::time::timeout(
         Duration::from_secs(30),
         load::run(config, &ProgressBar::hidden(), std::future::pending()),
@@ -194,25 +203,12 @@ async fn run_gateway(
     target: String,
     gateway: pushbench_loadgen::gateway::GatewayOptions,
 ) -> LoadReport {
-    let config = LoadConfig {
-        clients: CLIENTS,
-        rate: RATE,
-        duration: Duration::from_secs(2),
-        warmup: Duration::from_millis(500),
-        drain: Duration::from_secs(1),
-        payload: PAYLOAD,
-        threads: 1,
+    run(LoadConfig {
         target_profile: pushbench_loadgen::Profile::Gateway,
         gateway: Some(gateway),
-        ..LoadConfig::new(Transport::Ws, target)
-    };
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        load::run(config, &ProgressBar::hidden(), std::future::pending()),
-    )
+        ..small(Transport::Ws, target)
+    })
     .await
-    .expect("the run ends on its own")
-    .expect("the run succeeds")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

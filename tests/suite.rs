@@ -214,27 +214,38 @@ fn suite_report_and_compare_end_to_end() {
             r["latency_us"]["p99"] = (p99 * 3).into();
         }
     }
-    std::fs::write(
-        again.join("summary.json"),
-        serde_json::to_string(&planted).unwrap(),
-    )
-    .unwrap();
-    let out = pushbench(&["compare", dir.to_str().unwrap(), again.to_str().unwrap()]);
+    // Compares the run with a planted copy of its summary.
+    let compare_planted = |planted: &serde_json::Value| {
+        std::fs::write(
+            again.join("summary.json"),
+            serde_json::to_string(planted).unwrap(),
+        )
+        .unwrap();
+        pushbench(&["compare", dir.to_str().unwrap(), again.to_str().unwrap()])
+    };
+    let out = compare_planted(&planted);
     assert!(!out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("fanout_p99_ms") && l.contains("sse") && l.contains('×'))
-        .unwrap_or_default();
-    assert!(line.ends_with("MOVED"), "{}", text(&out));
+    // The ratio row of `metric` for `who` in compare's output.
+    let row = |out: &std::process::Output, metric: &str, who: &str| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains(metric) && l.contains(who) && l.contains('×'))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row(&out, "fanout_p99_ms", "sse").ends_with("MOVED"),
+        "{}",
+        text(&out)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("moved past"));
     // The gateway's ratio to direct WebSocket is checked too: in the same planted summary its
     // fan-out was not touched, so that row passes.
-    let gateway_line = stdout
-        .lines()
-        .find(|l| l.contains("gateway_fanout_p99") && l.contains('×'))
-        .unwrap_or_default();
-    assert!(gateway_line.ends_with("ok"), "{}", text(&out));
+    assert!(
+        row(&out, "gateway_fanout_p99", "gateway").ends_with("ok"),
+        "{}",
+        text(&out)
+    );
     // ... and a gateway fan-out made 3× worse moves it.
     for r in planted["runs"].as_array_mut().unwrap() {
         if r["server"] == "gateway" && r["label"].as_str().unwrap().starts_with("topic-") {
@@ -242,18 +253,12 @@ fn suite_report_and_compare_end_to_end() {
             r["latency_us"]["p99"] = (p99 * 3).into();
         }
     }
-    std::fs::write(
-        again.join("summary.json"),
-        serde_json::to_string(&planted).unwrap(),
-    )
-    .unwrap();
-    let out = pushbench(&["compare", dir.to_str().unwrap(), again.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let gateway_line = stdout
-        .lines()
-        .find(|l| l.contains("gateway_fanout_p99") && l.contains('×'))
-        .unwrap_or_default();
-    assert!(gateway_line.ends_with("MOVED"), "{}", text(&out));
+    let out = compare_planted(&planted);
+    assert!(
+        row(&out, "gateway_fanout_p99", "gateway").ends_with("MOVED"),
+        "{}",
+        text(&out)
+    );
 
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&again).unwrap();

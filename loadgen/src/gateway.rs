@@ -54,10 +54,10 @@ pub struct Offline {
     /// Share of the devices that go offline, from 0 to 1.
     pub fraction: f64,
     /// When they go, after the window opens, in seconds.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::load::config::secs")]
     pub at: Duration,
     /// How long they stay away, in seconds.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::load::config::secs")]
     pub duration: Duration,
 }
 
@@ -81,7 +81,7 @@ pub struct GatewayOptions {
     /// Topic fan-out, or one send per device.
     pub send_to: SendTo,
     /// `android.ttl` of every message (`None`: the gateway's default, four weeks).
-    #[serde(with = "opt_secs", default)]
+    #[serde(with = "crate::load::config::opt_secs", default)]
     pub ttl: Option<Duration>,
     /// `android.collapse_key` of every message.
     #[serde(default)]
@@ -252,6 +252,28 @@ pub(crate) async fn subscribe_on(
     Ok(())
 }
 
+/// Readies a run's sending before any device connects: checks that the gateway accepts its
+/// sends ([`probe`]) and, when it sends to tokens, registers the devices so the publisher knows
+/// them. Returns the options to run with, or why the gateway refused.
+pub async fn prepare(
+    target: &Target,
+    options: &GatewayOptions,
+    topic: &str,
+    devices: usize,
+) -> Result<GatewayOptions, String> {
+    let mut options = options.clone();
+    probe(target, &options, topic)
+        .await
+        .map_err(|e| format!("a test send was refused: {e}"))?;
+    if options.send_to == SendTo::Token {
+        let tokens = register_devices(target, &options, devices)
+            .await
+            .map_err(|e| format!("registering devices: {e}"))?;
+        options.tokens = Arc::new(tokens);
+    }
+    Ok(options)
+}
+
 /// Checks, before any device connects, that the gateway accepts this run's sends (token,
 /// project, options): a `validate_only` send, which the gateway answers without sending.
 pub async fn probe(
@@ -342,40 +364,6 @@ pub fn counters_delta(
             Some((k.clone(), a - b))
         })
         .collect()
-}
-
-/// Durations as fractional seconds in JSON.
-mod secs {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs: f64 = serde::Deserialize::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Optional durations as fractional seconds (or null) in JSON.
-mod opt_secs {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let secs: Option<f64> = serde::Deserialize::deserialize(d)?;
-        secs.map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 #[cfg(test)]

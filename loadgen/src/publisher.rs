@@ -51,7 +51,6 @@ impl Publisher {
     /// twice.
     pub async fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<u64, ClientError> {
         check_topic(topic)?;
-        let path = format!("{}?topic={topic}", self.target.profile().publish_path());
         let body = Bytes::copy_from_slice(payload);
         let mut retried = false;
         loop {
@@ -59,7 +58,7 @@ impl Publisher {
                 .conn
                 .as_ref()
                 .is_some_and(|c| !c.is_closed() && c.served());
-            match self.try_publish(&path, body.clone()).await {
+            match self.try_publish(topic, body.clone()).await {
                 Ok(id) => {
                     self.accepted += 1;
                     return Ok(id.unwrap_or(self.accepted));
@@ -84,7 +83,7 @@ impl Publisher {
     }
 
     /// One publish; `Ok(None)` when accepted without an id (Nchan).
-    async fn try_publish(&mut self, path: &str, body: Bytes) -> Result<Option<u64>, ClientError> {
+    async fn try_publish(&mut self, topic: &str, body: Bytes) -> Result<Option<u64>, ClientError> {
         let conn = match &mut self.conn {
             Some(conn) if !conn.is_closed() => conn,
             slot => {
@@ -95,14 +94,13 @@ impl Publisher {
             }
         };
         if let Some(options) = self.target.gateway() {
-            // `path` carries the topic: `/publish?topic=T`.
-            let topic = path.split_once("topic=").map_or("", |(_, t)| t);
             return crate::gateway::send(conn, options, topic, &body)
                 .await
                 .map(Some);
         }
+        let path = format!("{}?topic={topic}", self.target.profile().publish_path());
         let req = conn
-            .request(Method::POST, path)
+            .request(Method::POST, &path)
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(Full::new(body))
             .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;

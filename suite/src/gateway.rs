@@ -38,10 +38,11 @@ fn pairs(s: &Summary) -> Vec<(usize, Option<&Run>, Option<&Run>)> {
         .collect()
 }
 
+/// A run that sent some devices offline.
 fn is_offline(r: &Run) -> bool {
     r.gateway
         .as_ref()
-        .is_some_and(|g| g.summary.offline_clients > 0 || r.label.starts_with("offline"))
+        .is_some_and(|g| g.summary.offline_for_s > 0.0)
 }
 
 fn offline_runs(s: &Summary) -> Vec<&Run> {

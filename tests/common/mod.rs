@@ -32,24 +32,11 @@ impl TestServer {
         hub_config: HubConfig,
         config: ServerConfig,
     ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hub = Hub::new(hub_config);
-        let (tx, rx) = oneshot::channel::<()>();
         let transports = transports.to_vec();
-        let task_hub = hub.clone();
-        let task = tokio::spawn(async move {
-            serve(listener, task_hub, config, &transports, async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        TestServer {
-            addr,
-            hub,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        Self::spawn(hub_config, move |listener, hub, stop| async move {
+            serve(listener, hub, config, &transports, stop).await
+        })
+        .await
     }
 
     /// The FCM-style gateway on `127.0.0.1:0`.
@@ -57,17 +44,30 @@ impl TestServer {
         gateway: pushbench_servers::gateway::GatewayConfig,
         config: ServerConfig,
     ) -> TestServer {
+        Self::spawn(HubConfig::default(), move |listener, hub, stop| {
+            pushbench_servers::gateway::serve(listener, hub, config, gateway, stop)
+        })
+        .await
+    }
+
+    /// Binds `127.0.0.1:0` and runs `server(listener, hub, shutdown)` on a task.
+    async fn spawn<F, Fut>(hub_config: HubConfig, server: F) -> TestServer
+    where
+        F: FnOnce(
+            TcpListener,
+            Hub,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ) -> Fut,
+        Fut: std::future::Future<Output = ShutdownReport> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let hub = Hub::new(HubConfig::default());
+        let hub = Hub::new(hub_config);
         let (tx, rx) = oneshot::channel::<()>();
-        let task_hub = hub.clone();
-        let task = tokio::spawn(async move {
-            pushbench_servers::gateway::serve(listener, task_hub, config, gateway, async {
-                let _ = rx.await;
-            })
-            .await
+        let stop = Box::pin(async {
+            let _ = rx.await;
         });
+        let task = tokio::spawn(server(listener, hub.clone(), stop));
         TestServer {
             addr,
             hub,

@@ -7,26 +7,21 @@
 //! generator then measures is store-and-forward.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pushbench_servers::protocol::Transport;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
+use super::ws::{connection_ended, upgrade, Ws, CLOSE_REPLY_TIMEOUT};
 use super::{ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
 use crate::envelope::{parse_gateway_frame, GatewayFrame};
-use crate::error::{status_error, ClientError};
+use crate::error::ClientError;
 use crate::gateway::{register_on, subscribe_on, unregister_devices, GatewayOptions, SendTo};
-use crate::http::{connect_socket, HttpConn, Socket};
+use crate::http::HttpConn;
 use crate::target::Target;
-
-type Ws = WebSocketStream<Socket>;
-
-/// How long a close may take to go out before the connection is dropped anyway.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One simulated device.
 #[derive(Debug)]
@@ -129,18 +124,8 @@ impl GatewayClient {
                     return Err(ClientError::Protocol("unexpected binary frame".into()));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) => {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
-                    self.ws = None;
-                    self.retry.ended(&self.setup, None)?;
-                }
-                Some(Err(e)) => {
-                    self.ws = None;
-                    self.retry.ended(&self.setup, Some(e.into()))?;
-                }
-                None => {
-                    self.ws = None;
-                    self.retry.ended(&self.setup, None)?;
+                ending => {
+                    connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending).await?
                 }
             }
         }
@@ -152,7 +137,7 @@ impl GatewayClient {
         // What was received is acknowledged before leaving, as an app does.
         let _ = self.ack().await;
         if let Some(mut ws) = self.ws.take() {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, Ws::close(&mut ws, None)).await;
+            let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, Ws::close(&mut ws, None)).await;
         }
     }
 
@@ -207,17 +192,7 @@ async fn enroll(setup: &Setup, options: &GatewayOptions) -> Result<String, Clien
     Ok(token)
 }
 
-/// Connects and upgrades, returning once the gateway answered 101.
+/// Connects the device's WebSocket, returning once the gateway answered 101.
 async fn open(setup: &Setup, token: &str) -> Result<Box<Ws>, ClientError> {
-    let socket = connect_socket(&setup.target, &setup.counters).await?;
-    let url = format!("ws://{}/v1/devices/{token}/connect", setup.target.host());
-    setup.counters.add_request();
-    match tokio_tungstenite::client_async(url, socket).await {
-        Ok((ws, _response)) => Ok(Box::new(ws)),
-        Err(tungstenite::Error::Http(response)) => {
-            let body = response.body().as_deref().unwrap_or_default();
-            Err(status_error(response.status(), body))
-        }
-        Err(e) => Err(e.into()),
-    }
+    upgrade(setup, &format!("/v1/devices/{token}/connect")).await
 }

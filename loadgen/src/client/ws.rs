@@ -20,10 +20,11 @@ use crate::error::{status_error, ClientError};
 use crate::http::{connect_socket, Socket};
 use crate::target::Target;
 
-type Ws = WebSocketStream<Socket>;
+/// A client's WebSocket (the gateway's device client uses it too).
+pub(super) type Ws = WebSocketStream<Socket>;
 
 /// How long a close reply may take to go out before the connection is dropped anyway.
-const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A WebSocket subscriber that can also publish upstream.
 #[derive(Debug)]
@@ -75,21 +76,8 @@ impl WsClient {
                 }
                 // Pings are answered by tungstenite.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) => {
-                    // Send the queued close reply, then let go at once instead of waiting for
-                    // the server to close TCP: nothing can follow a Close, and a server slow
-                    // to hang up must not delay the reconnect.
-                    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, ws.close(None)).await;
-                    self.ws = None;
-                    self.retry.ended(&self.setup, None)?;
-                }
-                Some(Err(e)) => {
-                    self.ws = None;
-                    self.retry.ended(&self.setup, Some(e.into()))?;
-                }
-                None => {
-                    self.ws = None;
-                    self.retry.ended(&self.setup, None)?;
+                ending => {
+                    connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending).await?
                 }
             }
         }
@@ -144,10 +132,39 @@ impl WsClient {
     }
 }
 
+/// What ends a connection: a Close frame, an error, or the end of the stream (`ending`). A
+/// Close is answered, and then the socket is let go at once instead of waiting for the server to
+/// close TCP: nothing can follow a Close, and a server slow to hang up must not delay the
+/// reconnect. `Ok` when the retry policy says to reconnect.
+pub(super) async fn connection_ended(
+    ws: &mut Option<Box<Ws>>,
+    retry: &mut Retry,
+    setup: &Setup,
+    ending: Option<Result<Message, tungstenite::Error>>,
+) -> Result<(), ClientError> {
+    let error = match ending {
+        Some(Ok(Message::Close(_))) => {
+            if let Some(ws) = ws.as_deref_mut() {
+                let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, ws.close(None)).await;
+            }
+            None
+        }
+        Some(Err(e)) => Some(e.into()),
+        _ => None,
+    };
+    *ws = None;
+    retry.ended(setup, error)
+}
+
 /// Connects and upgrades, returning once the server answered 101.
 async fn open(setup: &Setup, after: Option<u64>) -> Result<Box<Ws>, ClientError> {
+    upgrade(setup, &setup.stream_path(after)?).await
+}
+
+/// Connects to `path` and upgrades it, returning once the server answered 101; an error
+/// status is returned with the server's reason.
+pub(super) async fn upgrade(setup: &Setup, path: &str) -> Result<Box<Ws>, ClientError> {
     let socket = connect_socket(&setup.target, &setup.counters).await?;
-    let path = setup.stream_path(after)?;
     let url = format!("ws://{}{}", setup.target.host(), path);
     setup.counters.add_request();
     match tokio_tungstenite::client_async(url, socket).await {

@@ -22,7 +22,7 @@ use super::schedule::{Clock, Schedule};
 use super::worker::{self, Control, WorkerMsg, WorkerPlan};
 use crate::client::ClientConfig;
 use crate::counters::CountersSnapshot;
-use crate::gateway::{counters_delta, probe, register_devices, SendTo};
+use crate::gateway::{counters_delta, prepare};
 use crate::target::{Target, TargetError};
 
 /// How often the collector samples `/proc` and refreshes the progress line.
@@ -90,17 +90,9 @@ pub async fn run(
     check_sockets(&config)?;
     let target = match &config.gateway {
         Some(options) => {
-            let mut options = options.clone();
-            probe(&target, &options, &config.topic)
+            let options = prepare(&target, options, &config.topic, config.clients)
                 .await
-                .map_err(|e| LoadError::Gateway(format!("a test send was refused: {e}")))?;
-            if options.send_to == SendTo::Token {
-                // The publisher must know every device's token, so the run registers them.
-                let tokens = register_devices(&target, &options, config.clients)
-                    .await
-                    .map_err(|e| LoadError::Gateway(format!("registering devices: {e}")))?;
-                options.tokens = Arc::new(tokens);
-            }
+                .map_err(LoadError::Gateway)?;
             target.with_gateway(Some(options))
         }
         None => target,
@@ -292,8 +284,8 @@ pub async fn run(
     });
     let totals = col.finish(&rx, workers, clock);
     bar.finish_and_clear();
-    // Devices the run registered for clients that never connected are removed too (the
-    // workers removed theirs already; a second removal is a harmless 404).
+    // The devices the run registered (sending to tokens) it removes itself; clients removed
+    // the ones they registered.
     if let Some(g) = target.gateway().filter(|g| !g.tokens.is_empty()) {
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
@@ -301,25 +293,18 @@ pub async fn run(
         )
         .await;
     }
-    let gateway = match (&config.gateway, gateway_before, gateway_after) {
-        (Some(_), Some(before), Some(after)) => {
-            let r = &totals.recorder;
+    let gateway = match (gateway_before, gateway_after) {
+        (Some(before), Some(after)) => {
             let (at, away) =
                 offline.map_or((Duration::ZERO, Duration::ZERO), |o| (o.at, o.duration));
-            let from = offline_start(at);
-            let window = schedule.warmup_events..schedule.warmup_events + schedule.window_events;
-            let held_events = window
-                .filter(|&k| (from..from + away).contains(&schedule.due(k)))
-                .count() as u64;
-            Some(GatewaySummary {
-                offline_clients: r.offline_clients,
-                offline_at_s: at.as_secs_f64(),
-                offline_for_s: away.as_secs_f64(),
-                held_expected: held_events * r.offline_clients,
-                held_delivered: r.held_delivered,
-                held_latency_us: Percentiles::of(&r.held_latency),
-                server: counters_delta(&before, &after),
-            })
+            let period = (at, offline_start(at), away);
+            Some(gateway_summary(
+                &totals.recorder,
+                &schedule,
+                period,
+                &before,
+                &after,
+            ))
         }
         _ => None,
     };
@@ -341,6 +326,30 @@ pub async fn run(
             gateway,
         },
     ))
+}
+
+/// A gateway run's own section: the devices sent offline for `period` (`at` as asked, `from`
+/// as scheduled, `away`), what was held for them, and the gateway's counters over the run.
+fn gateway_summary(
+    r: &super::recorder::Recorder,
+    schedule: &Schedule,
+    (at, from, away): (Duration, Instant, Duration),
+    before: &serde_json::Map<String, serde_json::Value>,
+    after: &serde_json::Map<String, serde_json::Value>,
+) -> GatewaySummary {
+    let window = schedule.warmup_events..schedule.warmup_events + schedule.window_events;
+    let held_events = window
+        .filter(|&k| (from..from + away).contains(&schedule.due(k)))
+        .count() as u64;
+    GatewaySummary {
+        offline_clients: r.offline_clients,
+        offline_at_s: at.as_secs_f64(),
+        offline_for_s: away.as_secs_f64(),
+        held_expected: held_events * r.offline_clients,
+        held_delivered: r.held_delivered,
+        held_latency_us: Percentiles::of(&r.held_latency),
+        server: counters_delta(before, after),
+    }
 }
 
 /// Refuses a run that would exceed the open-files limit mid-way, after raising it.

@@ -146,7 +146,8 @@ struct Shared {
     window_open: Cell<Option<Instant>>,
     /// When the devices chosen to go offline are away, once the collector has said.
     away: watch::Sender<Option<(Instant, Instant)>>,
-    /// Against the gateway: the devices' tokens, to unregister them at the end.
+    /// Against the gateway: the tokens of the devices this worker's clients registered, to
+    /// unregister them at the end (devices the run registered, the run removes).
     devices: RefCell<Vec<String>>,
 }
 
@@ -250,6 +251,7 @@ async fn run(
         let mut config = shared.plan.client.clone();
         config.device_token =
             gateway.and_then(|g| g.tokens.get(shared.plan.first_device + i).cloned());
+        let registered_here = gateway.is_some() && config.device_token.is_none();
         let goes_offline = gateway
             .and_then(|g| g.offline)
             .is_some_and(|o| o.includes(i));
@@ -278,7 +280,7 @@ async fn run(
                 let _ = tx.send(WorkerMsg::Subscribed { worker, connected });
             }
             if let Ok(client) = client {
-                if let Some(token) = client.device_token() {
+                if let Some(token) = client.device_token().filter(|_| registered_here) {
                     shared.devices.borrow_mut().push(token.to_owned());
                 }
                 subscriber(client, &shared, stop, goes_offline).await;

@@ -208,10 +208,10 @@ async fn send(
             retry_after_s,
         });
     }
-    let fanout = gw.send(project, &send)?;
+    let id = gw.send(project, &send)?;
     Ok(json(
         StatusCode::OK,
-        serde_json::json!({ "name": format!("projects/{project}/messages/{}", fanout.id) }),
+        serde_json::json!({ "name": format!("projects/{project}/messages/{id}") }),
     ))
 }
 

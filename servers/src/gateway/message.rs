@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::condition::Condition;
 use super::error::FcmError;
@@ -249,7 +249,7 @@ impl Send {
 
     /// The frame every recipient gets, encoded once: `{"message_id":N,"kind":...,"from":...,
     /// "data":{...}}` (see docs/GATEWAY.md).
-    pub fn frame(&self, id: u64, from: &str, sent_unix_ms: u64) -> Bytes {
+    pub fn frame(&self, id: u64, from: &str, sent_unix_ms: u64) -> Utf8Bytes {
         #[derive(Serialize)]
         struct Frame<'a> {
             message_id: u64,
@@ -276,7 +276,7 @@ impl Send {
             data: &self.data,
         };
         // Serialising plain strings and numbers cannot fail.
-        Bytes::from(serde_json::to_vec(&frame).unwrap_or_default())
+        Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
     }
 }
 
@@ -351,7 +351,7 @@ mod tests {
         .unwrap();
         assert!(s.validate_only);
         let frame = s.frame(7, "/topics/a", 1);
-        let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(v["message_id"], 7);
         assert_eq!(v["kind"], "data");
         assert_eq!(v["data"]["k"], "v");

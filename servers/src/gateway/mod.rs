@@ -104,13 +104,6 @@ pub(crate) struct Gateway {
     send_order: std::sync::Mutex<()>,
 }
 
-/// What one send did.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fanout {
-    /// The message id.
-    pub id: u64,
-}
-
 impl Gateway {
     fn new(config: GatewayConfig) -> Gateway {
         let limits = Limits {
@@ -136,12 +129,12 @@ impl Gateway {
         &self.stats
     }
 
-    /// Resolves `send`'s target and queues it, encoded once, for every recipient.
+    /// Resolves `send`'s target, queues it, encoded once, for every recipient, and returns its id.
     ///
     /// Ids are given and queued in one order: two sends on different threads never reach a
     /// device in the opposite order of their ids (which a device would rightly see as
     /// reordering). Fan-out is therefore one at a time; it only pushes to queues.
-    fn send(&self, project: &str, send: &Send) -> Result<Fanout, FcmError> {
+    fn send(&self, project: &str, send: &Send) -> Result<u64, FcmError> {
         let (devices, from) = self.registry.recipients(&send.target, project)?;
         let _order = self
             .send_order
@@ -150,7 +143,7 @@ impl Gateway {
         let id = self.next_message.fetch_add(1, Ordering::Relaxed);
         Stats::inc(&self.stats.sends);
         if send.validate_only {
-            return Ok(Fanout { id });
+            return Ok(id);
         }
         let now = Instant::now();
         let sent_ms = SystemTime::now()
@@ -166,7 +159,7 @@ impl Gateway {
         for device in devices {
             self.enqueue(&device, &msg, now);
         }
-        Ok(Fanout { id })
+        Ok(id)
     }
 
     fn enqueue(&self, device: &Device, msg: &Arc<Queued>, now: Instant) {

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One message as every recipient's queue holds it: shared, encoded once.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub struct Queued {
     /// The gateway's message id.
     pub id: u64,
     /// The frame the device receives.
-    pub frame: Bytes,
+    pub frame: Utf8Bytes,
     /// Replaces an older unsent message with the same key.
     pub collapse_key: Option<Arc<str>>,
     /// After this it is not sent any more.
@@ -123,7 +123,12 @@ impl Queue {
     /// Moves up to `max` unsent messages into `out` in order, marking them sent; expired ones
     /// on the way are removed. Returns how many expired, and how many of those moved had been
     /// sent before (on an earlier connection).
-    pub fn take_unsent(&mut self, max: usize, now: Instant, out: &mut Vec<Bytes>) -> (u64, u64) {
+    pub fn take_unsent(
+        &mut self,
+        max: usize,
+        now: Instant,
+        out: &mut Vec<Utf8Bytes>,
+    ) -> (u64, u64) {
         let (mut expired, mut resent) = (0, 0);
         let mut i = 0;
         while i < self.entries.len() && out.len() < max {
@@ -194,7 +199,7 @@ mod tests {
     fn msg(id: u64, key: Option<&str>, ttl_ms: u64, now: Instant) -> Arc<Queued> {
         Arc::new(Queued {
             id,
-            frame: Bytes::from(id.to_string()),
+            frame: Utf8Bytes::from(id.to_string()),
             collapse_key: key.map(Arc::from),
             expires: now + Duration::from_millis(ttl_ms),
         })
@@ -203,9 +208,7 @@ mod tests {
     fn take(q: &mut Queue, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
         q.take_unsent(100, now, &mut out);
-        out.iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
-            .collect()
+        out.iter().map(|b| b.as_str().to_owned()).collect()
     }
 
     #[test]

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use super::api::upstream_topic;
@@ -214,7 +214,7 @@ async fn deliver(
     device: &Device,
     session: u64,
     ws: &mut Socket,
-    frames: &mut Vec<Bytes>,
+    frames: &mut Vec<Utf8Bytes>,
 ) -> Result<bool, tokio_tungstenite::tungstenite::Error> {
     frames.clear();
     let s = &gw.stats;
@@ -232,12 +232,7 @@ async fn deliver(
     if frames.is_empty() {
         return Ok(false);
     }
-    for f in frames.drain(..) {
-        // Bytes → Utf8Bytes without copying; frames are JSON text the gateway encoded.
-        let text = match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(f) {
-            Ok(t) => t,
-            Err(_) => continue,
-        };
+    for text in frames.drain(..) {
         ws.feed(Message::Text(text)).await?;
         Stats::inc(&s.delivered);
     }
