@@ -38,6 +38,7 @@ impl Fixture {
                     Stamp {
                         seq,
                         due_unix_ns: due,
+                        sent_after_due_ns: 0,
                     },
                     PAYLOAD,
                     &mut text,

@@ -68,7 +68,7 @@ pub struct LoadArgs {
     /// Length of the measurement window, e.g. 30s or 2m.
     #[arg(long, short = 'd', default_value = "10s", value_parser = duration::parse)]
     pub duration: Duration,
-    /// Payload bytes per event (at least the 47-byte stamp is sent).
+    /// Payload bytes per event (at least the stamp, about 40 bytes, is sent).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// Topic to publish and subscribe to.

@@ -1,32 +1,32 @@
-//! A chunked HTTP/1.1 response read straight off the socket, so chunk boundaries survive.
+//! A chunked HTTP/1.1 response read straight off the socket: the body of every long-lived
+//! HTTP subscription (NDJSON streams, event streams, Nchan's chunk-framed messages).
 //!
-//! Nchan's http-chunked subscriber sends each message as exactly one chunk, with nothing added
-//! (no newline; empty messages are not sent), so the chunk is the only framing. hyper hands a
-//! body over in pieces that need not be whole chunks (a chunk cut by a read boundary comes in
-//! two), so this reads the wire itself: one request, the response head, then chunk by chunk.
+//! Two reasons to read the wire here rather than through hyper's client:
+//! - Nchan's http-chunked subscriber sends each message as exactly one chunk, with nothing
+//!   added (no newline; empty messages are not sent), so the chunk is the only framing, and
+//!   hyper hands a body over in pieces that need not be whole chunks.
+//! - Cost, for the load generator must be much cheaper than the servers it measures. A
+//!   subscription needs one request and then only reads: here that is one small buffer and a
+//!   socket (about 100 bytes of state), where a hyper client connection keeps a dispatcher,
+//!   a body channel and an 8 KiB-and-up read buffer for the life of the stream.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::raw::{find, RawConn};
 use crate::counters::Counters;
-use crate::error::{status_error, ClientError};
-use crate::http::{connect_socket, Socket};
+use crate::error::ClientError;
 use crate::target::Target;
-
-/// Longest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
 
 /// An open chunked response.
 #[derive(Debug)]
 pub(crate) struct ChunkedResponse {
-    socket: Socket,
-    buf: BytesMut,
-    /// When the bytes at the end of `buf` were read.
-    read_at: Instant,
+    conn: RawConn,
+    /// The response's `Content-Type`, lower-cased (empty: none).
+    content_type: String,
 }
 
 impl ChunkedResponse {
@@ -38,55 +38,24 @@ impl ChunkedResponse {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Self, ClientError> {
-        let mut socket = connect_socket(target, counters).await?;
-        let mut head = format!(
-            "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\n",
-            target.host()
-        );
-        for (name, value) in headers {
-            head.push_str(name);
-            head.push_str(": ");
-            head.push_str(value);
-            head.push_str("\r\n");
+        let (conn, head) = RawConn::get(target, counters, path_and_query, headers).await?;
+        if head.status != StatusCode::OK {
+            return Err(conn.refusal(&head).await);
         }
-        head.push_str("\r\n");
-        counters.add_request();
-        socket.write_all(head.as_bytes()).await?;
-        let mut response = ChunkedResponse {
-            socket,
-            buf: BytesMut::with_capacity(8 * 1024),
-            read_at: Instant::now(),
-        };
-        let head_len = loop {
-            if let Some(pos) = find(&response.buf, b"\r\n\r\n") {
-                break pos + 4;
-            }
-            if response.buf.len() > MAX_HEAD {
-                return Err(ClientError::Protocol("response head too long".into()));
-            }
-            response.fill().await?;
-        };
-        let head = response.buf.split_to(head_len);
-        let head = std::str::from_utf8(&head)
-            .map_err(|_| ClientError::Protocol("response head is not UTF-8".into()))?;
-        let (status, chunked, length) = parse_head(head)?;
-        if status != StatusCode::OK {
-            // Error answers are short; read what a Content-Length announces, within reason.
-            let want = length.unwrap_or(0).min(MAX_HEAD);
-            while response.buf.len() < want {
-                if response.fill().await.is_err() {
-                    break;
-                }
-            }
-            let body = &response.buf[..want.min(response.buf.len())];
-            return Err(status_error(status, body));
-        }
-        if !chunked {
+        if !head.chunked {
             return Err(ClientError::Protocol(
                 "streaming response is not chunked".into(),
             ));
         }
-        Ok(response)
+        Ok(ChunkedResponse {
+            conn,
+            content_type: head.content_type,
+        })
+    }
+
+    /// The response's `Content-Type`, lower-cased (empty when it sent none).
+    pub(crate) fn content_type(&self) -> &str {
+        &self.content_type
     }
 
     /// The next chunk's data and when its last byte was read; `None` after the terminating
@@ -97,8 +66,8 @@ impl ChunkedResponse {
         max: usize,
     ) -> Result<Option<(Bytes, Instant)>, ClientError> {
         loop {
-            if let Some(line_end) = find(&self.buf, b"\r\n") {
-                let size = parse_size(&self.buf[..line_end])?;
+            if let Some(line_end) = find(&self.conn.buf, b"\r\n") {
+                let size = parse_size(&self.conn.buf[..line_end])?;
                 if size > max {
                     return Err(ClientError::Protocol(format!(
                         "chunk of {size} bytes, longer than {max}"
@@ -106,71 +75,24 @@ impl ChunkedResponse {
                 }
                 if size == 0 {
                     // Trailers, if any, carry nothing used here; the response is over.
-                    self.buf.clear();
+                    self.conn.buf.clear();
                     return Ok(None);
                 }
                 let start = line_end + 2;
                 let end = start + size;
-                if self.buf.len() >= end + 2 {
-                    if &self.buf[end..end + 2] != b"\r\n" {
+                if self.conn.buf.len() >= end + 2 {
+                    if &self.conn.buf[end..end + 2] != b"\r\n" {
                         return Err(ClientError::Protocol("chunk not followed by CRLF".into()));
                     }
-                    let chunk = self.buf.split_to(end + 2).freeze().slice(start..end);
-                    return Ok(Some((chunk, self.read_at)));
+                    let chunk = self.conn.buf.split_to(end + 2).freeze().slice(start..end);
+                    return Ok(Some((chunk, self.conn.read_at)));
                 }
-            } else if self.buf.len() > 64 {
+            } else if self.conn.buf.len() > 64 {
                 return Err(ClientError::Protocol("chunk size line too long".into()));
             }
-            self.fill().await?;
+            self.conn.fill().await?;
         }
     }
-
-    /// Reads more bytes; the end of the stream here is always premature.
-    async fn fill(&mut self) -> Result<(), ClientError> {
-        self.buf.reserve(8 * 1024);
-        let n = self.socket.read_buf(&mut self.buf).await?;
-        self.read_at = Instant::now();
-        if n == 0 {
-            return Err(ClientError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed mid-response",
-            )));
-        }
-        Ok(())
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The status, whether the body is chunked, and its Content-Length.
-fn parse_head(head: &str) -> Result<(StatusCode, bool, Option<usize>), ClientError> {
-    let bad = || ClientError::Protocol(format!("malformed response head {head:?}"));
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or_else(bad)?;
-    let mut parts = status_line.splitn(3, ' ');
-    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
-        return Err(bad());
-    }
-    let status = parts
-        .next()
-        .and_then(|s| StatusCode::from_bytes(s.as_bytes()).ok())
-        .ok_or_else(bad)?;
-    let (mut chunked, mut length) = (false, None);
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':').ok_or_else(bad)?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value
-                .rsplit(',')
-                .next()
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().ok();
-        }
-    }
-    Ok((status, chunked, length))
 }
 
 /// A chunk-size line: hex digits, then optional `;extensions`.
@@ -195,6 +117,7 @@ fn parse_size(line: &[u8]) -> Result<usize, ClientError> {
 mod tests {
     use super::*;
     use crate::http::test_server::spawn;
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn chunks_come_whole_however_the_bytes_are_cut() {

@@ -7,14 +7,12 @@
 //! generator then measures is store-and-forward.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+
 use pushbench_servers::protocol::Transport;
-use tokio_tungstenite::tungstenite::Message;
 
-use super::ws::{connection_ended, upgrade, Ws, CLOSE_REPLY_TIMEOUT};
+use super::ws::{connection_ended, CLOSE_REPLY_TIMEOUT};
+use super::wsconn::{WsConn, WsMessage};
 use super::{ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
 use crate::envelope::{parse_gateway_frame, GatewayFrame};
@@ -29,7 +27,7 @@ pub struct GatewayClient {
     setup: Setup,
     retry: Retry,
     token: String,
-    ws: Option<Box<Ws>>,
+    ws: Option<WsConn>,
     /// Highest message id received: the order check's cursor.
     cursor: u64,
     /// A message handed out but not yet acknowledged. The ack goes out at the start of the
@@ -77,14 +75,14 @@ impl GatewayClient {
     /// Sends the pending acknowledgement, if any. On failure the connection is dropped (the
     /// gateway sends the message again on the next one).
     async fn ack(&mut self) -> Result<(), ClientError> {
-        let (Some(id), Some(ws)) = (self.unacked, self.ws.as_deref_mut()) else {
+        let (Some(id), Some(ws)) = (self.unacked, self.ws.as_mut()) else {
             return Ok(());
         };
-        let sent = ws.send(Message::text(format!("{{\"ack\":{id}}}"))).await;
+        let sent = ws.send_text(format!("{{\"ack\":{id}}}").as_bytes()).await;
         self.unacked = None;
         if let Err(e) = sent {
             self.ws = None;
-            self.retry.ended(&self.setup, Some(e.into()))?;
+            self.retry.ended(&self.setup, Some(e))?;
         }
         Ok(())
     }
@@ -101,10 +99,8 @@ impl GatewayClient {
         self.ack().await?;
         loop {
             let ws = self.ensure_connected().await?;
-            let message = ws.next().await;
-            let received = Instant::now();
-            match message {
-                Some(Ok(Message::Text(text))) => match parse_gateway_frame(&Bytes::from(text))? {
+            match ws.next().await {
+                Ok(Some((WsMessage::Text(text), received))) => match parse_gateway_frame(&text)? {
                     GatewayFrame::Message { id, payload } => {
                         self.unacked = Some(id);
                         self.cursor = self.cursor.max(id);
@@ -120,13 +116,10 @@ impl GatewayClient {
                     GatewayFrame::Deleted(_) | GatewayFrame::UpstreamAck => {}
                     GatewayFrame::Error(message) => return Err(ClientError::Server(message)),
                 },
-                Some(Ok(Message::Binary(_))) => {
+                Ok(Some((WsMessage::Binary(_), _))) => {
                     return Err(ClientError::Protocol("unexpected binary frame".into()));
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                ending => {
-                    connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending).await?
-                }
+                ending => connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending)?,
             }
         }
     }
@@ -137,7 +130,7 @@ impl GatewayClient {
         // What was received is acknowledged before leaving, as an app does.
         let _ = self.ack().await;
         if let Some(mut ws) = self.ws.take() {
-            let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, Ws::close(&mut ws, None)).await;
+            let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, ws.close()).await;
         }
     }
 
@@ -158,17 +151,16 @@ impl GatewayClient {
         self.cursor
     }
 
-    async fn ensure_connected(&mut self) -> Result<&mut Ws, ClientError> {
+    async fn ensure_connected(&mut self) -> Result<&mut WsConn, ClientError> {
         if self.ws.is_none() {
             let (setup, token) = (&self.setup, &self.token);
             let delay = setup.config.reconnect_delay;
-            let fresh = self
-                .retry
-                .reconnect(setup, delay, || open(setup, token))
-                .await?;
+            // Boxed, as for every client: reconnects are rare and their futures large.
+            let fresh =
+                Box::pin(self.retry.reconnect(setup, delay, || open(setup, token))).await?;
             self.ws = Some(fresh);
         }
-        match self.ws.as_deref_mut() {
+        match self.ws.as_mut() {
             Some(ws) => Ok(ws),
             None => Err(ClientError::Closed),
         }
@@ -193,6 +185,7 @@ async fn enroll(setup: &Setup, options: &GatewayOptions) -> Result<String, Clien
 }
 
 /// Connects the device's WebSocket, returning once the gateway answered 101.
-async fn open(setup: &Setup, token: &str) -> Result<Box<Ws>, ClientError> {
-    upgrade(setup, &format!("/v1/devices/{token}/connect")).await
+async fn open(setup: &Setup, token: &str) -> Result<WsConn, ClientError> {
+    let path = format!("/v1/devices/{token}/connect");
+    WsConn::open(&setup.target, &setup.counters, &path).await
 }

@@ -14,9 +14,12 @@ mod gateway;
 mod longpoll;
 mod nchan;
 mod poll;
+mod raw;
 mod sse;
 mod stream;
+mod subscription;
 mod ws;
+mod wsconn;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -36,6 +39,7 @@ pub use longpoll::LongPollClient;
 pub use poll::PollClient;
 pub use sse::SseClient;
 pub use stream::StreamClient;
+pub use subscription::Subscription;
 pub use ws::WsClient;
 
 /// How a client subscribes and recovers.

@@ -11,16 +11,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method};
-use hyper::body::Incoming;
 use pushbench_servers::protocol::{Transport, SSE_GAP_EVENT};
 
+use super::chunked::ChunkedResponse;
 use super::stream::MAX_LINE;
 use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
 use crate::envelope::parse_gap;
-use crate::error::{status_error, ClientError};
-use crate::http::{empty, HttpConn};
+use crate::error::ClientError;
 use crate::sse_parser::{SseEvent, SseParser};
 use crate::target::Target;
 
@@ -29,7 +27,8 @@ use crate::target::Target;
 pub struct SseClient {
     setup: Setup,
     retry: Retry,
-    conn: Option<(HttpConn, Incoming)>,
+    /// The event stream, read off the socket.
+    conn: Option<ChunkedResponse>,
     parser: SseParser,
     /// When the last chunk arrived: every event completed by it was received then.
     read_at: Instant,
@@ -74,16 +73,16 @@ impl SseClient {
                 let setup = &self.setup;
                 let delay = self.parser.retry().unwrap_or(setup.config.reconnect_delay);
                 let last_id = self.parser.last_event_id();
-                let fresh = self
-                    .retry
-                    .reconnect(setup, delay, || open(setup, last_id))
+                // Boxed: a reconnect is rare, and inline its future would grow every
+                // subscriber's task by the size of a connect.
+                let fresh = Box::pin(self.retry.reconnect(setup, delay, || open(setup, last_id)))
                     .await?;
                 self.conn = Some(fresh);
             }
-            let (conn, body) = self.conn.as_mut().expect("connected above");
-            match conn.next_chunk(body).await {
-                Ok(Some(chunk)) => {
-                    self.read_at = Instant::now();
+            let response = self.conn.as_mut().expect("connected above");
+            match response.next_chunk(MAX_LINE).await {
+                Ok(Some((chunk, read_at))) => {
+                    self.read_at = read_at;
                     self.parser.feed(&chunk);
                     if self.parser.buffered_len() > MAX_LINE {
                         self.drop_connection();
@@ -96,9 +95,14 @@ impl SseClient {
                     self.drop_connection();
                     self.retry.ended(&self.setup, None)?;
                 }
-                Err(e) => {
+                Err(e) if e.is_connection_error() => {
                     self.drop_connection();
                     self.retry.ended(&self.setup, Some(e))?;
+                }
+                Err(e) => {
+                    // Framing is lost: this connection cannot go on.
+                    self.drop_connection();
+                    return Err(e);
                 }
             }
         }
@@ -164,46 +168,25 @@ impl SseClient {
 
 /// Opens a connection and subscribes, returning once the server answered 200 with an event
 /// stream (anything else fails the connection, as in a browser).
-async fn open(setup: &Setup, last_event_id: &Bytes) -> Result<(HttpConn, Incoming), ClientError> {
-    let mut conn = HttpConn::open(&setup.target, &setup.counters).await?;
+async fn open(setup: &Setup, last_event_id: &Bytes) -> Result<ChunkedResponse, ClientError> {
     let path = subscribe_path(Transport::Sse, &setup.config.topic, None, None);
-    let mut req = conn
-        .request(Method::GET, &path)
-        .header(header::ACCEPT, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache");
-    if !last_event_id.is_empty() {
-        let value = HeaderValue::from_maybe_shared(last_event_id.clone()).map_err(|_| {
-            ClientError::Protocol("last event id is not a valid header value".into())
-        })?;
-        req = req.header("last-event-id", value);
+    // A header value may not hold control characters; an id with one cannot be sent back.
+    let id = std::str::from_utf8(last_event_id)
+        .ok()
+        .filter(|id| !id.bytes().any(|b| b.is_ascii_control()))
+        .ok_or_else(|| ClientError::Protocol("last event id is not a valid header value".into()))?;
+    let mut headers = vec![("Accept", "text/event-stream"), ("Cache-Control", "no-cache")];
+    if !id.is_empty() {
+        headers.push(("Last-Event-ID", id));
     }
-    let req = req
-        .body(empty())
-        .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
-    let response = conn.send(req).await?;
-    let status = response.status();
-    if status != http::StatusCode::OK {
-        let body = conn
-            .read_body(response.into_body())
-            .await
-            .unwrap_or_default();
-        return Err(status_error(status, &body));
-    }
-    let is_event_stream = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
-    if !is_event_stream {
+    let response =
+        ChunkedResponse::open(&setup.target, &setup.counters, &path, &headers).await?;
+    if !response.content_type().starts_with("text/event-stream") {
         return Err(ClientError::Protocol(
             "SSE response is not text/event-stream".into(),
         ));
     }
-    Ok((conn, response.into_body()))
+    Ok(response)
 }
 
 #[cfg(test)]

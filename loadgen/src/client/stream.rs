@@ -8,14 +8,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::{header, Method};
-use hyper::body::Incoming;
 
 use super::chunked::ChunkedResponse;
 use super::{ClientConfig, Item, Position, Retry, Setup};
 use crate::counters::Counters;
-use crate::error::{status_error, ClientError};
-use crate::http::{empty, HttpConn};
+use crate::error::ClientError;
 use crate::target::Target;
 
 /// Longest line accepted; a longer one means the server broke framing, not a big payload
@@ -56,25 +53,14 @@ impl Lines {
     }
 }
 
-/// One streaming response, in the target's framing.
-///
-/// The large variant is the pushbench one, which was stored inline before Nchan was added;
-/// boxing it would cost every pushbench connection an allocation to save memory on Nchan's.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-enum Conn {
-    /// pushbench: NDJSON lines, read through hyper.
-    Lines(HttpConn, Incoming),
-    /// Nchan: one message per chunk.
-    Chunks(ChunkedResponse),
-}
-
 /// An HTTP streaming subscriber.
 #[derive(Debug)]
 pub struct StreamClient {
     setup: Setup,
     retry: Retry,
-    conn: Option<Conn>,
+    /// The response, read off the socket: NDJSON lines in its chunks (pushbench), or one
+    /// message per chunk (Nchan).
+    conn: Option<ChunkedResponse>,
     lines: Lines,
     /// When the last chunk arrived: every line completed by it was received then.
     read_at: Instant,
@@ -110,30 +96,20 @@ impl StreamClient {
             if self.conn.is_none() {
                 let (setup, resume) = (&self.setup, self.pos.resume);
                 let delay = setup.config.reconnect_delay;
-                let fresh = self
-                    .retry
-                    .reconnect(setup, delay, || open(setup, resume))
+                // Boxed: a reconnect is rare, and inline its future would grow every
+                // subscriber's task by the size of a connect.
+                let fresh = Box::pin(self.retry.reconnect(setup, delay, || open(setup, resume)))
                     .await?;
                 self.conn = Some(fresh);
             }
-            let chunk = match self.conn.as_mut().expect("connected above") {
-                Conn::Lines(conn, body) => conn.next_chunk(body).await,
-                Conn::Chunks(response) => match response.next_chunk(MAX_LINE).await {
-                    Ok(Some((message, read_at))) => {
-                        return Ok(self.pos.numbered(message, read_at));
-                    }
-                    Ok(None) => Ok(None),
-                    Err(e) if e.is_connection_error() => Err(e),
-                    Err(e) => {
-                        // Framing is lost: this connection cannot go on.
-                        self.drop_connection();
-                        return Err(e);
-                    }
-                },
-            };
-            match chunk {
-                Ok(Some(chunk)) => {
-                    self.read_at = Instant::now();
+            let nchan = self.setup.nchan();
+            let response = self.conn.as_mut().expect("connected above");
+            match response.next_chunk(MAX_LINE).await {
+                Ok(Some((message, read_at))) if nchan => {
+                    return Ok(self.pos.numbered(message, read_at));
+                }
+                Ok(Some((chunk, read_at))) => {
+                    self.read_at = read_at;
                     self.lines.extend(&chunk);
                     if self.lines.buf.len() > MAX_LINE {
                         self.drop_connection();
@@ -146,9 +122,14 @@ impl StreamClient {
                     self.drop_connection();
                     self.retry.ended(&self.setup, None)?;
                 }
-                Err(e) => {
+                Err(e) if e.is_connection_error() => {
                     self.drop_connection();
                     self.retry.ended(&self.setup, Some(e))?;
+                }
+                Err(e) => {
+                    // Framing is lost: this connection cannot go on.
+                    self.drop_connection();
+                    return Err(e);
                 }
             }
         }
@@ -174,31 +155,15 @@ impl StreamClient {
 }
 
 /// Opens a connection and subscribes, returning once the server answered 200.
-async fn open(setup: &Setup, after: Option<u64>) -> Result<Conn, ClientError> {
+async fn open(setup: &Setup, after: Option<u64>) -> Result<ChunkedResponse, ClientError> {
     let path = setup.stream_path(after)?;
-    if setup.nchan() {
-        // Nchan picks its http-chunked subscriber by the TE header (and refuses without it).
-        let headers = [("TE", "chunked"), ("Connection", "TE")];
-        let response =
-            ChunkedResponse::open(&setup.target, &setup.counters, &path, &headers).await?;
-        return Ok(Conn::Chunks(response));
-    }
-    let mut conn = HttpConn::open(&setup.target, &setup.counters).await?;
-    let req = conn
-        .request(Method::GET, &path)
-        .header(header::ACCEPT, "application/x-ndjson")
-        .body(empty())
-        .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
-    let response = conn.send(req).await?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = conn
-            .read_body(response.into_body())
-            .await
-            .unwrap_or_default();
-        return Err(status_error(status, &body));
-    }
-    Ok(Conn::Lines(conn, response.into_body()))
+    // Nchan picks its http-chunked subscriber by the TE header (and refuses without it).
+    let headers: &[(&str, &str)] = if setup.nchan() {
+        &[("TE", "chunked"), ("Connection", "TE")]
+    } else {
+        &[("Accept", "application/x-ndjson")]
+    };
+    ChunkedResponse::open(&setup.target, &setup.counters, &path, headers).await
 }
 
 #[cfg(test)]

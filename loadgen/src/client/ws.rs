@@ -9,21 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use pushbench_servers::protocol::Transport;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
 
+use super::wsconn::{WsConn, WsMessage};
 use super::{ClientConfig, Item, Position, Retry, Setup};
 use crate::counters::Counters;
-use crate::error::{status_error, ClientError};
-use crate::http::{connect_socket, Socket};
+use crate::error::ClientError;
 use crate::target::Target;
 
-/// A client's WebSocket (the gateway's device client uses it too).
-pub(super) type Ws = WebSocketStream<Socket>;
-
-/// How long a close reply may take to go out before the connection is dropped anyway.
+/// How long a close may take to go out before the connection is dropped anyway.
 pub(super) const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A WebSocket subscriber that can also publish upstream.
@@ -31,8 +25,7 @@ pub(super) const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct WsClient {
     setup: Setup,
     retry: Retry,
-    /// Boxed: the stream's state is large next to the other clients' in [`super::Client`].
-    ws: Option<Box<Ws>>,
+    ws: Option<WsConn>,
     pos: Position,
 }
 
@@ -54,31 +47,24 @@ impl WsClient {
 
     /// See [`Client::next`](super::Client::next).
     ///
-    /// Reading is also what answers the server's pings: tungstenite queues the pong and
-    /// flushes it on the next read, so keep calling this.
+    /// Reading is also what answers the server's pings, so keep calling this.
     pub async fn next(&mut self) -> Result<Item, ClientError> {
         let nchan = self.setup.nchan();
         loop {
             let ws = self.ensure_connected().await?;
-            let message = ws.next().await;
-            let received = Instant::now();
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(item) = self.handle_text(Bytes::from(text), received)? {
+            match ws.next().await {
+                Ok(Some((WsMessage::Text(text), received))) => {
+                    if let Some(item) = self.handle_text(text, received)? {
                         return Ok(item);
                     }
                 }
-                Some(Ok(Message::Binary(data))) if nchan => {
+                Ok(Some((WsMessage::Binary(data), received))) if nchan => {
                     return Ok(self.pos.numbered(data, received));
                 }
-                Some(Ok(Message::Binary(_))) => {
+                Ok(Some((WsMessage::Binary(_), _))) => {
                     return Err(ClientError::Protocol("unexpected binary frame".into()));
                 }
-                // Pings are answered by tungstenite.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                ending => {
-                    connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending).await?
-                }
+                ending => connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending)?,
             }
         }
     }
@@ -94,10 +80,10 @@ impl WsClient {
             return Err(ClientError::Unsupported(Transport::Ws));
         }
         let ws = self.ensure_connected().await?;
-        if let Err(e) = ws.send(Message::text(payload)).await {
+        if let Err(e) = ws.send_text(payload.as_bytes()).await {
             self.ws = None;
             self.setup.counters.add_error();
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -107,17 +93,17 @@ impl WsClient {
         self.pos.cursor
     }
 
-    async fn ensure_connected(&mut self) -> Result<&mut Ws, ClientError> {
+    async fn ensure_connected(&mut self) -> Result<&mut WsConn, ClientError> {
         if self.ws.is_none() {
             let (setup, resume) = (&self.setup, self.pos.resume);
             let delay = setup.config.reconnect_delay;
-            let fresh = self
-                .retry
-                .reconnect(setup, delay, || open(setup, resume))
-                .await?;
+            // Boxed: a reconnect is rare, and inline its future would grow every subscriber's
+            // task by the size of a connect and upgrade.
+            let fresh =
+                Box::pin(self.retry.reconnect(setup, delay, || open(setup, resume))).await?;
             self.ws = Some(fresh);
         }
-        Ok(self.ws.as_deref_mut().expect("connected above"))
+        Ok(self.ws.as_mut().expect("connected above"))
     }
 
     fn handle_text(
@@ -132,55 +118,40 @@ impl WsClient {
     }
 }
 
-/// What ends a connection: a Close frame, an error, or the end of the stream (`ending`). A
-/// Close is answered, and then the socket is let go at once instead of waiting for the server to
-/// close TCP: nothing can follow a Close, and a server slow to hang up must not delay the
-/// reconnect. `Ok` when the retry policy says to reconnect.
-pub(super) async fn connection_ended(
-    ws: &mut Option<Box<Ws>>,
+/// What ends a connection: a Close (already answered by [`WsConn`]), an error, or the end of
+/// the stream (`ending`, anything [`WsConn::next`] returned that is not a data message). The
+/// socket is let go at once instead of waiting for the server to close TCP: nothing can
+/// follow a Close, and a server slow to hang up must not delay the reconnect. `Ok` when the
+/// retry policy says to reconnect.
+pub(super) fn connection_ended(
+    ws: &mut Option<WsConn>,
     retry: &mut Retry,
     setup: &Setup,
-    ending: Option<Result<Message, tungstenite::Error>>,
+    ending: Result<Option<(WsMessage, Instant)>, ClientError>,
 ) -> Result<(), ClientError> {
-    let error = match ending {
-        Some(Ok(Message::Close(_))) => {
-            if let Some(ws) = ws.as_deref_mut() {
-                let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, ws.close(None)).await;
-            }
-            None
-        }
-        Some(Err(e)) => Some(e.into()),
-        _ => None,
-    };
     *ws = None;
-    retry.ended(setup, error)
+    match ending {
+        // Framing is lost: the connection is gone, and the caller hears why.
+        Err(e) if !e.is_connection_error() => {
+            setup.counters.add_error();
+            Err(e)
+        }
+        Err(e) => retry.ended(setup, Some(e)),
+        Ok(_) => retry.ended(setup, None),
+    }
 }
 
 /// Connects and upgrades, returning once the server answered 101.
-async fn open(setup: &Setup, after: Option<u64>) -> Result<Box<Ws>, ClientError> {
-    upgrade(setup, &setup.stream_path(after)?).await
-}
-
-/// Connects to `path` and upgrades it, returning once the server answered 101; an error
-/// status is returned with the server's reason.
-pub(super) async fn upgrade(setup: &Setup, path: &str) -> Result<Box<Ws>, ClientError> {
-    let socket = connect_socket(&setup.target, &setup.counters).await?;
-    let url = format!("ws://{}{}", setup.target.host(), path);
-    setup.counters.add_request();
-    match tokio_tungstenite::client_async(url, socket).await {
-        Ok((ws, _response)) => Ok(Box::new(ws)),
-        Err(tungstenite::Error::Http(response)) => {
-            let body = response.body().as_deref().unwrap_or_default();
-            Err(status_error(response.status(), body))
-        }
-        Err(e) => Err(e.into()),
-    }
+async fn open(setup: &Setup, after: Option<u64>) -> Result<WsConn, ClientError> {
+    WsConn::open(&setup.target, &setup.counters, &setup.stream_path(after)?).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::{SinkExt, StreamExt};
     use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::{self, Message};
     use tokio::net::TcpListener;
 
     use super::super::event_of as event;

@@ -17,6 +17,9 @@ pub mod sampler;
 pub mod schedule;
 pub mod worker;
 
+mod assemble;
+mod collector;
+mod handles;
 mod run;
 
 pub use config::LoadConfig;

@@ -2,14 +2,20 @@
 //!
 //! The scheduler only decides *when*; it hands event `k` to an idle publish connection at its due
 //! time and never waits for an answer, so a slow publish delays nothing after it. Each publish
-//! records how late it started against its due time: that is the publisher's own health.
+//! records how late it started against its due time: that is the publisher's own health, and
+//! the payload carries it so subscribers can also time `sent → received`.
+//!
+//! Both run on one thread. The scheduler sleeps on the runtime's timer until shortly before a
+//! due time, then on a precise thread sleep, then spins the last few hundred µs: on this kind
+//! of VM a thread woken from an idle core starts hundreds of µs late, and that lateness would
+//! otherwise be read as the server's.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
@@ -63,6 +69,9 @@ pub struct PublishResult {
     pub counters: CountersSnapshot,
     /// Whether the run was stopped before the schedule ended.
     pub interrupted: bool,
+    /// Time the schedule spent spinning before window events to hit their due times: CPU of
+    /// the load generator that buys precision and limits nothing (the spin yields the core).
+    pub spin: Duration,
 }
 
 impl Default for PublishResult {
@@ -78,6 +87,7 @@ impl Default for PublishResult {
             window_span: None,
             counters: CountersSnapshot::default(),
             interrupted: false,
+            spin: Duration::ZERO,
         }
     }
 }
@@ -140,44 +150,16 @@ async fn run(
         )));
     }
 
-    // When to send runs on its own OS thread: `std::thread::sleep` wakes within tens of
-    // microseconds of a due time, where this runtime's timer wheel rounds up to the next
-    // millisecond, and that rounding would be counted as the server's latency.
-    let stop_flag = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let scheduler = {
-        let (schedule, stop_flag) = (plan.schedule, stop_flag.clone());
-        std::thread::Builder::new()
-            .name("pushbench-schedule".into())
-            .spawn(move || {
-                let tally = schedule_loop(&schedule, queues, &stop_flag);
-                let _ = done_tx.send(tally);
-            })
-    };
-    let tally = match scheduler {
-        Ok(_) => {
-            tokio::pin!(done_rx);
-            tokio::select! {
-                tally = &mut done_rx => tally.unwrap_or_default(),
-                _ = stop.wait_for(|s| *s) => {
-                    stop_flag.store(true, Ordering::Relaxed);
-                    done_rx.await.unwrap_or_default()
-                }
-            }
-        }
-        Err(err) => {
-            tracing::error!(%err, "could not start the schedule thread");
-            Tally {
-                interrupted: true,
-                ..Tally::default()
-            }
-        }
-    };
+    // When to send runs on this thread too, so the hand-off to a publish connection is a local
+    // wake, not a cross-thread one (on this VM a parked thread takes hundreds of µs to wake).
+    let tally = schedule_loop(&plan.schedule, &queues, &mut stop).await;
+    drop(queues);
     {
         let mut r = shared.borrow_mut();
         r.scheduled = tally.scheduled;
         r.skipped = tally.skipped;
         r.interrupted |= tally.interrupted;
+        r.spin = tally.spin;
     }
     for t in tasks {
         // A publish still waiting for its answer at a stop is abandoned, not awaited forever.
@@ -188,39 +170,76 @@ async fn run(
     result
 }
 
-/// What the schedule thread did.
+/// What the schedule loop did.
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
     scheduled: u64,
     skipped: u64,
     interrupted: bool,
+    spin: Duration,
 }
 
 /// Hands event `k` to an idle publish connection at its due time, never waiting for one.
-fn schedule_loop(schedule: &Schedule, queues: Vec<mpsc::Sender<u64>>, stop: &AtomicBool) -> Tally {
+async fn schedule_loop(
+    schedule: &Schedule,
+    queues: &[mpsc::Sender<u64>],
+    stop: &mut watch::Receiver<bool>,
+) -> Tally {
     let mut tally = Tally::default();
     let n = queues.len();
+    let stopped = stop.wait_for(|s| *s);
+    tokio::pin!(stopped);
     for k in 0..schedule.total_events() {
         let due = schedule.due(k);
-        loop {
-            if stop.load(Ordering::Relaxed) {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => {
                 tally.interrupted = true;
                 return tally;
             }
-            let now = Instant::now();
-            if now >= due {
-                break;
+            spun = wait_until(due) => {
+                if schedule.in_window(k) {
+                    tally.spin += spun;
+                }
             }
-            // Sleep in slices, so a stop is seen within 50 ms.
-            std::thread::sleep((due - now).min(std::time::Duration::from_millis(50)));
         }
         tally.scheduled += 1;
         let sent = (0..n).any(|i| queues[(k as usize + i) % n].try_send(k).is_ok());
         if !sent {
             tally.skipped += 1;
         }
+        // Let the connection just handed the event run now, before anything else due.
+        tokio::task::yield_now().await;
     }
     tally
+}
+
+/// How far ahead of a due time the runtime's timer hands over to a precise wait: its wheel
+/// has millisecond slots and fires in the slot after the deadline.
+const COARSE: Duration = Duration::from_millis(2);
+
+/// How far ahead of a due time the thread stops sleeping and spins: a vCPU that went idle
+/// during a sleep takes a few hundred µs to wake, which a spin does not pay.
+const SPIN: Duration = Duration::from_micros(400);
+
+/// Waits for `due` precisely: the runtime's timer while far off (publish answers are read
+/// meanwhile), a thread sleep to just before it, then a spin that yields the core to any
+/// other runnable thread (the subscribers' worker shares it). Returns the time spent
+/// spinning, which is the publisher's precision, not work, and is reported apart.
+async fn wait_until(due: Instant) -> Duration {
+    if let Some(far) = due.checked_sub(COARSE).filter(|&t| t > Instant::now()) {
+        tokio::time::sleep_until(far.into()).await;
+    }
+    // Blocking this thread for under COARSE delays only publish answers, which are not timed.
+    let now = Instant::now();
+    if due > now + SPIN {
+        std::thread::sleep(due - now - SPIN);
+    }
+    let spin_from = Instant::now();
+    while Instant::now() < due {
+        std::thread::yield_now();
+    }
+    spin_from.elapsed()
 }
 
 async fn publish_loop(
@@ -234,13 +253,15 @@ async fn publish_loop(
     let mut body = String::with_capacity(plan.payload.max(payload::MIN_PAYLOAD));
     while let Some(k) = rx.recv().await {
         let due = plan.schedule.due(k);
+        let started = Instant::now();
+        let late = started.saturating_duration_since(due);
         let stamp = Stamp {
             seq: k,
             due_unix_ns: plan.clock.unix_ns(due),
+            sent_after_due_ns: late.as_nanos() as u64,
         };
         payload::encode(stamp, plan.payload, &mut body);
-        let started = Instant::now();
-        let late_us = started.saturating_duration_since(due).as_micros() as u64;
+        let late_us = late.as_micros() as u64;
         shared
             .borrow_mut()
             .lateness

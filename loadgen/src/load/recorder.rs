@@ -68,7 +68,11 @@ pub struct Recorder {
     /// Due → received, of each first delivery of a window event to a client.
     #[serde(with = "hist_serde")]
     pub latency: Histogram<u64>,
-    /// The same, since the last interval was taken.
+    /// Sent → received of the same deliveries: the server and the network alone, without the
+    /// publisher's own lateness.
+    #[serde(with = "hist_serde", default = "latency_histogram")]
+    pub latency_from_sent: Histogram<u64>,
+    /// Due → received, since the last interval was taken.
     #[serde(with = "hist_serde")]
     pub interval: Histogram<u64>,
     /// Time from starting a subscription to its first response (TCP connect included).
@@ -90,7 +94,7 @@ pub struct Recorder {
     pub gap_events: u64,
     /// Events whose payload is not ours (another publisher on the topic).
     pub foreign: u64,
-    /// Deliveries timed before their due time: a clock problem, recorded as 1 µs.
+    /// Deliveries timed before they were sent: a clock problem, recorded as 1 µs.
     pub clock_anomalies: u64,
     /// Clients that subscribed.
     pub clients_connected: u64,
@@ -116,6 +120,7 @@ impl Default for Recorder {
     fn default() -> Self {
         Recorder {
             latency: latency_histogram(),
+            latency_from_sent: latency_histogram(),
             interval: latency_histogram(),
             connect: latency_histogram(),
             loop_lag: latency_histogram(),
@@ -176,10 +181,13 @@ impl Recorder {
                     self.out_of_order += 1;
                 }
                 let received = clock.unix_ns(received);
-                if received < stamp.due_unix_ns {
+                if received < stamp.sent_unix_ns() {
                     self.clock_anomalies += 1;
                 }
                 self.record_latency(received.saturating_sub(stamp.due_unix_ns) / 1000);
+                let from_sent = received.saturating_sub(stamp.sent_unix_ns()) / 1000;
+                self.latency_from_sent
+                    .saturating_record(from_sent.clamp(1, LATENCY_MAX_US));
                 self.delivered += 1;
                 Outcome::First
             }
@@ -218,6 +226,7 @@ impl Recorder {
     pub fn merge(&mut self, other: &Recorder) {
         // Same bounds everywhere, so `add` cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.latency_from_sent.add(&other.latency_from_sent);
         let _ = self.connect.add(&other.connect);
         let _ = self.loop_lag.add(&other.loop_lag);
         self.delivered += other.delivered;
@@ -344,6 +353,7 @@ mod tests {
         let stamp = |seq| payload::Stamp {
             seq,
             due_unix_ns: clock.unix_ns(due),
+            sent_after_due_ns: 1_000_000,
         };
         let later = due + std::time::Duration::from_millis(3);
         payload::encode(stamp(5), 64, &mut p);
@@ -377,6 +387,9 @@ mod tests {
         );
         let p50 = rec.latency.value_at_quantile(0.5);
         assert!((2_900..=3_100).contains(&p50), "{p50}");
+        // Sent 1 ms after its due time: 2 ms from send to receipt.
+        let p50 = rec.latency_from_sent.value_at_quantile(0.5);
+        assert!((1_900..=2_100).contains(&p50), "{p50}");
     }
 
     #[test]

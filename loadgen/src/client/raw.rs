@@ -1,0 +1,183 @@
+//! One HTTP/1.1 request written, and its response head read, straight off a counted socket:
+//! the start of every long-lived subscription (chunked streams and WebSocket upgrades).
+//!
+//! The subscription's body is then read from the same small buffer by `chunked.rs` or
+//! `wsconn.rs`. Keeping this off hyper's client is what lets a subscriber cost the load
+//! generator a socket and a couple of kilobytes rather than a whole client connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::counters::Counters;
+use crate::error::{status_error, ClientError};
+use crate::http::{connect_socket, Socket};
+use crate::target::Target;
+
+/// Longest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Room made in the buffer before each read. Small, because thousands of mostly idle
+/// subscriptions each hold one; a burst of events still comes in a few reads (a 64-byte
+/// payload is under 120 bytes framed), and a longer message grows the buffer as it needs.
+const READ_SIZE: usize = 2048;
+
+/// A socket and what was read from it but not yet consumed.
+#[derive(Debug)]
+pub(super) struct RawConn {
+    pub(super) socket: Socket,
+    pub(super) buf: BytesMut,
+    /// When the bytes at the end of `buf` were read.
+    pub(super) read_at: Instant,
+}
+
+/// What a response head says that matters here (header values lower-cased where case does
+/// not matter).
+#[derive(Debug, Default)]
+pub(super) struct Head {
+    pub(super) status: StatusCode,
+    /// Whether the body is chunked.
+    pub(super) chunked: bool,
+    /// Its `Content-Length`.
+    pub(super) length: Option<usize>,
+    /// Its `Content-Type`, lower-cased.
+    pub(super) content_type: String,
+    /// Its `Sec-WebSocket-Accept`, as sent.
+    pub(super) ws_accept: String,
+}
+
+impl RawConn {
+    /// Connects, sends `GET path_and_query` with `headers`, and reads the response head.
+    pub(super) async fn get(
+        target: &Target,
+        counters: &Arc<Counters>,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(RawConn, Head), ClientError> {
+        let mut socket = connect_socket(target, counters).await?;
+        let mut head = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\n",
+            target.host()
+        );
+        for (name, value) in headers {
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        counters.add_request();
+        socket.write_all(head.as_bytes()).await?;
+        let mut conn = RawConn {
+            socket,
+            buf: BytesMut::with_capacity(READ_SIZE),
+            read_at: Instant::now(),
+        };
+        let head_len = loop {
+            if let Some(pos) = find(&conn.buf, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if conn.buf.len() > MAX_HEAD {
+                return Err(ClientError::Protocol("response head too long".into()));
+            }
+            conn.fill().await?;
+        };
+        let head = conn.buf.split_to(head_len);
+        let head = std::str::from_utf8(&head)
+            .map_err(|_| ClientError::Protocol("response head is not UTF-8".into()))?;
+        let head = parse_head(head)?;
+        Ok((conn, head))
+    }
+
+    /// The error an unexpected status makes, with the body a `Content-Length` announces
+    /// (error answers are short; read within reason).
+    pub(super) async fn refusal(mut self, head: &Head) -> ClientError {
+        let want = head.length.unwrap_or(0).min(MAX_HEAD);
+        while self.buf.len() < want {
+            if self.fill().await.is_err() {
+                break;
+            }
+        }
+        status_error(head.status, &self.buf[..want.min(self.buf.len())])
+    }
+
+    /// Reads more bytes; the end of the stream is an error here, for a subscription ends
+    /// with its framing (a last chunk, a Close frame), never with a bare EOF.
+    pub(super) async fn fill(&mut self) -> Result<(), ClientError> {
+        self.buf.reserve(READ_SIZE);
+        let n = self.socket.read_buf(&mut self.buf).await?;
+        self.read_at = Instant::now();
+        if n == 0 {
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed mid-response",
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(head: &str) -> Result<Head, ClientError> {
+    let bad = || ClientError::Protocol(format!("malformed response head {head:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(bad)?;
+    let mut parts = status_line.splitn(3, ' ');
+    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+        return Err(bad());
+    }
+    let status = parts
+        .next()
+        .and_then(|s| StatusCode::from_bytes(s.as_bytes()).ok())
+        .ok_or_else(bad)?;
+    let mut parsed = Head {
+        status,
+        ..Head::default()
+    };
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').ok_or_else(bad)?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            parsed.chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            parsed.length = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("content-type") {
+            parsed.content_type = value.to_ascii_lowercase();
+        } else if name.eq_ignore_ascii_case("sec-websocket-accept") {
+            parsed.ws_accept = value.to_owned();
+        }
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads() {
+        let h = parse_head(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: abc=\r\nContent-Type: Text/Event-Stream\r\n\
+             Transfer-Encoding: gzip, chunked\r\nContent-Length: 12\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.status.as_u16(), 101);
+        assert_eq!(h.ws_accept, "abc=");
+        assert_eq!(h.content_type, "text/event-stream");
+        assert!(h.chunked);
+        assert_eq!(h.length, Some(12));
+        assert!(parse_head("SPDY/3 200 OK\r\n\r\n").is_err());
+        assert!(parse_head("HTTP/1.1 abc OK\r\n\r\n").is_err());
+        assert!(parse_head("HTTP/1.1 200 OK\r\nno colon\r\n\r\n").is_err());
+    }
+}
