@@ -193,7 +193,8 @@ pub async fn run(
         match job {
             Job::Floor => {
                 progress.experiment.set_message("[floor] TCP ping-pong");
-                match floor::measure(params.floor_round_trips, &pinning) {
+                let pace = floor::Pace::of(&params);
+                match floor::measure(params.floor_round_trips, pace, &pinning) {
                     Ok(f) => summary.floor = Some(f),
                     Err(e) => summary.warnings.push(e.to_string()),
                 }
