@@ -119,13 +119,18 @@ impl Experiment {
                 "One subscriber, 100 events/s: the latency each technique adds when nothing \
                  competes for the server. Streaming techniques deliver within a few floors; short \
                  polling waits on average half its interval, so its spectrum is the interval's \
-                 shape, not the server's."
+                 shape, not the server's. A second, independent client (blocking sockets, \
+                 hand-written HTTP/1.1, no async runtime) times SSE and HTTP streaming the same \
+                 way, against a fresh server: where its median and the load generator's differ \
+                 by more than 15%, the run is flagged."
             }
             Experiment::Fanout => {
                 "One event per second broadcast to more and more subscribers (100 to 10,000 in \
                  the full suite). p99 grows with the number of sockets one event must be written \
                  to, and the server's CPU per delivery and memory per connection show what each \
-                 subscriber costs."
+                 subscriber costs. Beside them, the physical limit: a plain blocking loop of \
+                 write(2), one frame to each of N loopback sockets, with no server at all. Every \
+                 server's p99 and CPU per delivery are read as multiples of it."
             }
             Experiment::Capacity => {
                 "Subscribers are stepped up, one event per second, until p99 passes 250 ms (for \

@@ -246,6 +246,10 @@ fn reading(s: &Summary, e: Experiment) -> String {
                     ms(r.latency_us.p99 as f64)
                 );
             }
+            let crosscheck = crate::crosscheck::reading(s);
+            if !crosscheck.is_empty() {
+                let _ = write!(text, "\n\n{crosscheck}");
+            }
             text.trim().to_owned()
         }
         Experiment::Fanout => {
@@ -289,7 +293,11 @@ fn reading(s: &Summary, e: Experiment) -> String {
                     hi.0.name()
                 );
             }
-            text
+            let limit = crate::fanout_floor_report::reading(s);
+            if !limit.is_empty() {
+                text = format!("{text}\n\n{limit}");
+            }
+            text.trim().to_owned()
         }
         Experiment::Capacity | Experiment::Throughput => {
             let what = if e == Experiment::Capacity {
@@ -480,7 +488,18 @@ fn health(o: &mut String, s: &Summary) {
         let by_design = r.poll_latest || crate::gateway::unexplained_loss(r) == Some(0);
         let stepped_fail = r.passed == Some(false);
         let bad = r.lost + r.duplicates + r.out_of_order > 0 && !by_design && !stepped_fail;
-        if bad || r.loadgen_saturated || r.clients_connected < r.clients as u64 {
+        let disagrees = crate::crosscheck::flag(s, r);
+        if bad
+            || r.loadgen_saturated
+            || r.clients_connected < r.clients as u64
+            || disagrees.is_some()
+        {
+            let warnings: Vec<&str> = r
+                .warnings
+                .iter()
+                .map(String::as_str)
+                .chain(disagrees.as_deref())
+                .collect();
             rows.push(format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.experiment.name(),
@@ -490,7 +509,7 @@ fn health(o: &mut String, s: &Summary) {
                 r.duplicates,
                 r.out_of_order,
                 if r.loadgen_saturated { "yes" } else { "no" },
-                r.warnings.join(" ")
+                warnings.join(" ")
             ));
         }
     }
@@ -530,10 +549,20 @@ fn health(o: &mut String, s: &Summary) {
             f.error
         );
     }
+    let missing: Vec<_> = s.fanout_floor.iter().filter(|f| f.missing > 0).collect();
+    for f in &missing {
+        let _ = writeln!(
+            o,
+            "- **Physical limit at {} sockets:** {} of {} frames were not read in time.",
+            f.sockets,
+            f.missing,
+            f.deliveries + f.missing
+        );
+    }
     for w in &s.warnings {
         let _ = writeln!(o, "- {w}");
     }
-    if !s.failures.is_empty() || !s.warnings.is_empty() {
+    if !s.failures.is_empty() || !s.warnings.is_empty() || !missing.is_empty() {
         let _ = writeln!(o);
     }
 }
