@@ -32,8 +32,10 @@ pub struct ReaderSpec {
     pub addr: SocketAddr,
     /// Connections to open.
     pub sockets: usize,
-    /// Frames to read on each.
+    /// Frames to read on each, after the warm-up.
     pub events: usize,
+    /// Frames read first on each without being timed.
+    pub warmup: usize,
     /// How long the reading may take once every connection is open, ms: a frame not read by
     /// then counts as missing.
     pub read_for_ms: u64,
@@ -100,7 +102,7 @@ pub fn read(spec: &ReaderSpec, ready: impl FnOnce()) -> Result<ReaderResult, Sui
         let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.read_for_ms);
         let tasks: Vec<_> = socks
             .into_iter()
-            .map(|s| tokio::spawn(read_frames(s, spec.events, clock, deadline)))
+            .map(|s| tokio::spawn(read_frames(s, spec.warmup, spec.events, clock, deadline)))
             .collect();
         ready();
         let mut hist =
@@ -121,17 +123,19 @@ pub fn read(spec: &ReaderSpec, ready: impl FnOnce()) -> Result<ReaderResult, Sui
     })
 }
 
-/// Reads up to `events` frames from `sock` until `deadline`: each frame's due → read time, ns.
-/// Stops at the first frame out of sequence (the rest count as missing).
+/// Reads up to `warmup + events` frames from `sock` until `deadline`: each frame's due → read
+/// time, ns, past the warm-up. Stops at the first frame out of sequence (the rest count as
+/// missing).
 async fn read_frames(
     mut sock: TcpStream,
+    warmup: usize,
     events: usize,
     clock: Clock,
     deadline: tokio::time::Instant,
 ) -> Vec<u64> {
     let mut out = Vec::with_capacity(events);
     let mut buf = [0u8; FRAME_BYTES];
-    for k in 0..events as u64 {
+    for k in 0..(warmup + events) as u64 {
         let read = tokio::time::timeout_at(deadline, sock.read_exact(&mut buf)).await;
         if !matches!(read, Ok(Ok(_))) {
             break;
@@ -141,7 +145,9 @@ async fn read_frames(
         if seq != k {
             break;
         }
-        out.push(received.saturating_sub(due));
+        if k >= warmup as u64 {
+            out.push(received.saturating_sub(due));
+        }
     }
     out
 }
@@ -194,13 +200,15 @@ mod tests {
         let spec = ReaderSpec {
             addr: listener.local_addr().unwrap(),
             sockets: 3,
-            events: 4,
+            events: 3,
+            warmup: 1,
             read_for_ms: 300,
         };
         let writer = std::thread::spawn(move || {
             let mut socks: Vec<_> = (0..3).map(|_| listener.accept().unwrap().0).collect();
             let clock = Clock::now();
-            // Two of four events, and on the last socket a frame out of sequence.
+            // The warm-up and one of three events, then on the last socket a frame out of
+            // sequence.
             for k in 0..2 {
                 for s in &mut socks {
                     std::io::Write::write_all(s, &frame(k, clock.unix_ns(Instant::now()))).unwrap();
@@ -212,7 +220,7 @@ mod tests {
         let t0 = Instant::now();
         let r = read(&spec, || {}).unwrap();
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-        assert_eq!((r.delivered, r.missing), (6, 6));
+        assert_eq!((r.delivered, r.missing), (3, 6));
         assert!(r.latency_ns.p50 > 0);
         writer.join().unwrap();
     }

@@ -295,7 +295,9 @@ pub struct Params {
     #[serde(default)]
     pub fanout_floor_events: usize,
     /// `[fanout]`'s physical limit: time between its events, long enough for the cores to go
-    /// idle as between `[fanout]`'s own, short enough to keep the measurement brief.
+    /// idle as between `[fanout]`'s own and for the largest size's writes and reads to end
+    /// before the next event (about 80 ms and 150 ms at 10,000 on a 2-core VM), short enough
+    /// to keep the measurement brief.
     #[serde(default)]
     pub fanout_floor_gap: Duration,
     /// `[capacity]` steps.
@@ -395,7 +397,7 @@ impl Params {
                 broadcast_rate: 1.0,
                 fanout_window: s(10),
                 fanout_floor_events: 10,
-                fanout_floor_gap: ms(100),
+                fanout_floor_gap: ms(300),
                 capacity_clients: vec![2_500, 5_000, 10_000, 15_000, 18_500],
                 capacity_window: s(5),
                 throughput_clients: 100,
