@@ -56,9 +56,11 @@ pub fn reading(s: &Summary) -> String {
          {}-byte frame to each of N loopback sockets (Nagle off), read on the load generator's \
          core; {} events {} apart, so the cores go idle between them as between `[fanout]`'s. \
          Latency runs from the start of each event's write loop to the read of each frame; CPU \
-         is the writer thread's own. No server can fan an event out faster or for less CPU. \
-         Each cell is a server's p99 ÷ the limit's p99, then its CPU per 1,000 deliveries ÷ the \
-         limit's CPU per 1,000 writes:\n\n",
+         is the writer thread's own. No server writes to N sockets for less CPU. The latency \
+         includes the reading: one core reading N sockets, as the load generator's core must, \
+         so a server near 1× is as fast as its subscribers can read, and below 1× is noise or \
+         a reader that batches better. Each cell is a server's p99 ÷ the limit's p99, then its \
+         CPU per 1,000 deliveries ÷ the limit's CPU per 1,000 writes:\n\n",
         first.frame_bytes,
         first.events,
         fmt_interval(first.gap_ms / 1000.0)

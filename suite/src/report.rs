@@ -207,98 +207,8 @@ fn reading(s: &Summary, e: Experiment) -> String {
     match e {
         Experiment::Floor => s.floor.as_ref().map(|f| f.reading()).unwrap_or_default(),
         Experiment::Gateway => crate::gateway::reading(s),
-        Experiment::Latency => {
-            let push: Vec<_> = [
-                Transport::LongPoll,
-                Transport::Stream,
-                Transport::Sse,
-                Transport::Ws,
-            ]
-            .iter()
-            .filter_map(|&t| Some((t, s.latency_run(p, t)?)))
-            .map(|(t, r)| format!("{} {}", t.name(), ms(r.latency_us.p50 as f64)))
-            .collect();
-            let mut text = String::new();
-            if !push.is_empty() {
-                let _ = write!(
-                    text,
-                    "Median latency with one subscriber: {}.",
-                    push.join(", ")
-                );
-                if let (Some(f), Some(best)) = (
-                    &s.floor,
-                    extremes(s, |t| {
-                        (t != Transport::Poll)
-                            .then(|| s.latency_run(p, t).map(|r| r.latency_us.p50 as f64))
-                            .flatten()
-                    }),
-                ) {
-                    text.push_str(&floor_multiple(f, best.0 .0, best.0 .1));
-                }
-            }
-            for r in s.runs_of(Experiment::Latency, p, Transport::Poll) {
-                let _ = write!(
-                    text,
-                    " Short polling every {} has median {} and p99 {}: its interval sets them, \
-                     not the server.",
-                    fmt_interval(r.poll_interval_s),
-                    ms(r.latency_us.p50 as f64),
-                    ms(r.latency_us.p99 as f64)
-                );
-            }
-            let crosscheck = crate::crosscheck::reading(s);
-            if !crosscheck.is_empty() {
-                let _ = write!(text, "\n\n{crosscheck}");
-            }
-            text.trim().to_owned()
-        }
-        Experiment::Fanout => {
-            let n = s.params.fanout_clients.iter().max().copied().unwrap_or(0);
-            let mut text = String::new();
-            if let Some((lo, hi)) = extremes(s, |t| Some(s.fanout_top(p, t)?.latency_us.p99 as f64))
-            {
-                let _ = write!(
-                    text,
-                    "At {n} subscribers p99 ranges from {} ({}) to {} ({}).",
-                    ms(lo.1),
-                    lo.0.name(),
-                    ms(hi.1),
-                    hi.0.name()
-                );
-            }
-            if let Some((lo, hi)) = extremes(s, |t| {
-                s.fanout_top(p, t)?
-                    .server_cpu_ms_per_1k
-                    .filter(|&v| v > 0.0)
-            }) {
-                let _ = write!(
-                    text,
-                    " Server CPU per 1,000 deliveries is lowest for {} ({} ms) and highest for {} \
-                     ({} ms).",
-                    lo.0.name(),
-                    fmt_value(lo.1),
-                    hi.0.name(),
-                    fmt_value(hi.1)
-                );
-            }
-            if let Some((lo, hi)) = extremes(s, |t| Some(s.fanout_top(p, t)?.bytes_down_per_event))
-            {
-                let _ = write!(
-                    text,
-                    " A delivery costs {} bytes on the wire with {} and {} with {}: a request's \
-                     headers weigh more than a small event.",
-                    fmt_value(lo.1),
-                    lo.0.name(),
-                    fmt_value(hi.1),
-                    hi.0.name()
-                );
-            }
-            let limit = crate::fanout_floor_report::reading(s);
-            if !limit.is_empty() {
-                text = format!("{text}\n\n{limit}");
-            }
-            text.trim().to_owned()
-        }
+        Experiment::Latency => latency_reading(s),
+        Experiment::Fanout => fanout_reading(s),
         Experiment::Capacity | Experiment::Throughput => {
             let what = if e == Experiment::Capacity {
                 "subscribers"
@@ -450,6 +360,103 @@ fn reading(s: &Summary, e: Experiment) -> String {
     }
 }
 
+/// `[latency]`'s reading: the push techniques' medians against the floors, short polling's
+/// intervals, and the cross-check.
+fn latency_reading(s: &Summary) -> String {
+    let p = Server::Pushbench;
+    let push: Vec<_> = [
+        Transport::LongPoll,
+        Transport::Stream,
+        Transport::Sse,
+        Transport::Ws,
+    ]
+    .iter()
+    .filter_map(|&t| Some((t, s.latency_run(p, t)?)))
+    .map(|(t, r)| format!("{} {}", t.name(), ms(r.latency_us.p50 as f64)))
+    .collect();
+    let mut text = String::new();
+    if !push.is_empty() {
+        let _ = write!(
+            text,
+            "Median latency with one subscriber: {}.",
+            push.join(", ")
+        );
+        if let (Some(f), Some(best)) = (
+            &s.floor,
+            extremes(s, |t| {
+                (t != Transport::Poll)
+                    .then(|| s.latency_run(p, t).map(|r| r.latency_us.p50 as f64))
+                    .flatten()
+            }),
+        ) {
+            text.push_str(&floor_multiple(f, best.0 .0, best.0 .1));
+        }
+    }
+    for r in s.runs_of(Experiment::Latency, p, Transport::Poll) {
+        let _ = write!(
+            text,
+            " Short polling every {} has median {} and p99 {}: its interval sets them, \
+             not the server.",
+            fmt_interval(r.poll_interval_s),
+            ms(r.latency_us.p50 as f64),
+            ms(r.latency_us.p99 as f64)
+        );
+    }
+    let crosscheck = crate::crosscheck::reading(s);
+    if !crosscheck.is_empty() {
+        let _ = write!(text, "\n\n{crosscheck}");
+    }
+    text.trim().to_owned()
+}
+
+/// `[fanout]`'s reading: p99, CPU and bytes at the largest size, then the physical limit.
+fn fanout_reading(s: &Summary) -> String {
+    let p = Server::Pushbench;
+    let n = s.params.fanout_clients.iter().max().copied().unwrap_or(0);
+    let mut text = String::new();
+    if let Some((lo, hi)) = extremes(s, |t| Some(s.fanout_top(p, t)?.latency_us.p99 as f64)) {
+        let _ = write!(
+            text,
+            "At {n} subscribers p99 ranges from {} ({}) to {} ({}).",
+            ms(lo.1),
+            lo.0.name(),
+            ms(hi.1),
+            hi.0.name()
+        );
+    }
+    if let Some((lo, hi)) = extremes(s, |t| {
+        s.fanout_top(p, t)?
+            .server_cpu_ms_per_1k
+            .filter(|&v| v > 0.0)
+    }) {
+        let _ = write!(
+            text,
+            " Server CPU per 1,000 deliveries is lowest for {} ({} ms) and highest for {} \
+             ({} ms).",
+            lo.0.name(),
+            fmt_value(lo.1),
+            hi.0.name(),
+            fmt_value(hi.1)
+        );
+    }
+    if let Some((lo, hi)) = extremes(s, |t| Some(s.fanout_top(p, t)?.bytes_down_per_event)) {
+        let _ = write!(
+            text,
+            " A delivery costs {} bytes on the wire with {} and {} with {}: a request's \
+             headers weigh more than a small event.",
+            fmt_value(lo.1),
+            lo.0.name(),
+            fmt_value(hi.1),
+            hi.0.name()
+        );
+    }
+    let limit = crate::fanout_floor_report::reading(s);
+    if !limit.is_empty() {
+        text = format!("{text}\n\n{limit}");
+    }
+    text.trim().to_owned()
+}
+
 /// The fastest one-subscriber median (`best_us` of `t`) as multiples of the floors: the paced
 /// one first, which meets idle cores as an event every 10 ms does.
 fn floor_multiple(f: &Floor, t: Transport, best_us: f64) -> String {
@@ -460,8 +467,9 @@ fn floor_multiple(f: &Floor, t: Transport, best_us: f64) -> String {
             " The fastest, {}, is {}× the paced TCP floor ({} µs: a raw round trip every \
              {every}, the events' own pace, so it too wakes both idle cores) and {}× the \
              back-to-back floor ({} µs). What lies above the paced floor is the push path \
-             itself: the publish request's HTTP, the hub, the event's framing, and two async \
-             runtimes scheduling them.",
+             and its measurement: the publish request's HTTP, the hub, the event's framing, two \
+             async runtimes scheduling them, and how late the load generator's publisher started \
+             after each due time (`publish.lateness_us` in each load report).",
             t.name(),
             times(paced),
             fmt_value(paced),
