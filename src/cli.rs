@@ -37,6 +37,14 @@ pub enum Command {
     /// A worker process of `load --workers K` (internal).
     #[command(hide = true)]
     LoadWorker(cmd::load::WorkerArgs),
+    /// The reader half of the suite's fan-out physical limit, in a process of its own so each
+    /// half has its own open-files limit (internal).
+    #[command(hide = true)]
+    FanoutFloorReader {
+        /// What to read, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
 }
 
 /// Runs a parsed command line.
@@ -46,6 +54,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::LoadWorker(args) => cmd::load::run_worker(args),
+        Command::FanoutFloorReader { spec } => {
+            Ok(pushbench_suite::fanout_reader::run_child(&spec)?)
+        }
         Command::Suite(args) => cmd::suite::run(args),
         Command::Report(args) => cmd::suite::report(args),
         Command::Compare(args) => cmd::suite::compare(args),

@@ -91,6 +91,41 @@ fn suite_report_and_compare_end_to_end() {
     assert_eq!(summary["schema"], "pushbench-suite/1");
     assert_eq!(summary["experiments"].as_array().unwrap().len(), 10);
     assert!(summary["floor"]["rtt_ns"]["p50"].as_u64().unwrap() > 0);
+    // The floor paced at [latency]'s rate: one ping per event, 10 ms apart.
+    let paced = &summary["floor"]["paced_rtt_ns"];
+    assert!(paced["p50"].as_u64().unwrap() > 0, "{}", summary["floor"]);
+    assert!(paced["count"].as_u64().unwrap() >= 10);
+    assert_eq!(summary["floor"]["paced_interval_us"], 10_000);
+    // [fanout]'s physical limit: one entry per size, every frame read once.
+    let params = &summary["params"];
+    let sizes: Vec<u64> = params["fanout_clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    let limit = summary["fanout_floor"].as_array().unwrap();
+    assert_eq!(limit.len(), sizes.len(), "{limit:?}");
+    let events = params["fanout_floor_events"].as_u64().unwrap();
+    for (f, n) in limit.iter().zip(&sizes) {
+        assert_eq!(f["sockets"].as_u64(), Some(*n), "{f}");
+        assert_eq!(f["deliveries"].as_u64(), Some(n * events), "{f}");
+        assert_eq!(f["latency_ns"]["count"].as_u64(), Some(n * events), "{f}");
+        assert_eq!(f["missing"], 0, "{f}");
+        assert!(f["latency_ns"]["p50"].as_u64().unwrap() > 0, "{f}");
+        assert!(f["cpu_ms_per_1k"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    // [latency]'s independent client, for SSE and the stream.
+    let crosscheck = summary["crosscheck"].as_array().unwrap();
+    let modes: Vec<_> = crosscheck.iter().map(|c| c["transport"].clone()).collect();
+    assert_eq!(
+        modes,
+        [serde_json::json!("sse"), serde_json::json!("stream")]
+    );
+    for c in crosscheck {
+        assert_eq!(c["events"], params["crosscheck_events"], "{c}");
+        assert!(c["latency_us"]["p50"].as_u64().unwrap() > 0, "{c}");
+    }
     assert_eq!(summary["upstream"].as_array().unwrap().len(), 4);
     assert_eq!(summary["failures"], serde_json::json!([]), "{}", text(&out));
     let runs = summary["runs"].as_array().unwrap();
@@ -156,6 +191,15 @@ fn suite_report_and_compare_end_to_end() {
         );
     }
     let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
+    for reading in [
+        "the paced TCP floor",
+        "**Physical limit.**",
+        "An independent client",
+    ] {
+        assert!(report.contains(reading), "REPORT.md lacks {reading:?}");
+    }
+    let fanout_chart = std::fs::read_to_string(dir.join("fanout-p99.svg")).unwrap();
+    assert!(fanout_chart.contains("physical limit (raw write(2))"));
     for section in [
         "## Environment",
         "## Method",

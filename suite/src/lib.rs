@@ -9,7 +9,12 @@
 //!   load generator; progress; partial results on Ctrl-C.
 //! - [`server`]: the server child processes (pushbench, or Nchan for `--peers`).
 //! - [`pin`]: core pinning with `taskset`.
-//! - [`floor`]: `[floor]`, the raw TCP round trip.
+//! - [`floor`]: `[floor]`, the raw TCP round trip, back to back and paced like `[latency]`.
+//! - [`fanout_floor`]: `[fanout]`'s physical limit, a raw `write(2)` loop to N sockets; its
+//!   reader half, [`fanout_reader`], runs in a child process (`pushbench fanout-floor-reader`);
+//!   [`fanout_floor_report`] draws and reads it.
+//! - [`crosscheck`]: `[latency]`'s independent client, built on [`rawhttp`], a blocking
+//!   hand-written HTTP/1.1 client that shares no code with the load generator's.
 //! - [`upstream`]: `[upstream]`, client → server → client round trips.
 //! - [`gateway`]: `[gateway]`'s charts and reading (the relay hop, store and forward).
 //! - [`summary`]: `summary.json` (schema `pushbench-suite/1`), distilled from the load reports.
@@ -20,12 +25,17 @@
 
 pub mod charts;
 pub mod compare;
+pub mod crosscheck;
+pub mod fanout_floor;
+pub mod fanout_floor_report;
+pub mod fanout_reader;
 pub mod floor;
 pub mod gateway;
 pub mod headline;
 pub mod pin;
 pub mod plan;
 pub mod plot;
+pub mod rawhttp;
 pub mod report;
 pub mod runner;
 pub mod server;
@@ -47,6 +57,12 @@ pub enum SuiteError {
     /// The floor measurement failed.
     #[error("floor: {0}")]
     Floor(String),
+    /// `[fanout]`'s physical limit could not be measured.
+    #[error("fan-out floor: {0}")]
+    FanoutFloor(String),
+    /// The independent cross-check client of `[latency]` failed.
+    #[error("cross-check: {0}")]
+    Crosscheck(String),
     /// An upstream measurement failed.
     #[error("upstream: {0}")]
     Upstream(String),

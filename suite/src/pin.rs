@@ -61,6 +61,11 @@ impl Pinning {
         }
     }
 
+    /// The server's core, when pinning is in effect.
+    pub fn pinned_server_core(&self) -> Option<usize> {
+        self.server_core.filter(|_| self.pinned)
+    }
+
     /// A command that runs `program` on the server core (or unpinned).
     pub fn server_command(&self, program: &Path) -> Command {
         match self.server_core {
@@ -88,6 +93,22 @@ impl Pinning {
                 self.note.as_deref().unwrap_or("unknown reason")
             ),
         }
+    }
+}
+
+/// Moves the calling thread (only) to `core`, via its thread id and `taskset -p`: for the
+/// suite's own measurements whose server half is a thread, not a process.
+pub fn pin_this_thread(core: usize) {
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else {
+        return;
+    };
+    // `/proc/thread-self` points at `PID/task/TID`.
+    if let Some(tid) = link.file_name().and_then(|t| t.to_str()) {
+        let _ = Command::new("taskset")
+            .args(["-p", "-c", &core.to_string(), tid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -106,21 +106,31 @@ impl Experiment {
     pub fn what_it_shows(self) -> &'static str {
         match self {
             Experiment::Floor => {
-                "A raw TCP ping-pong between two sockets on loopback, with no HTTP at all. Its \
-                 round-trip time is the physical floor of this run: no transport can deliver \
-                 faster, and every latency below is best read as a multiple of it."
+                "A raw TCP ping-pong between two sockets on loopback, with no HTTP at all, \
+                 measured twice. Back to back, each ping leaving as soon as the last pong \
+                 arrived, both cores stay awake: that round trip is the physical floor of this \
+                 machine. Paced at [latency]'s event rate (one ping every 10 ms at 100 events/s), \
+                 both cores go idle between pings, and every round trip pays for waking them; on \
+                 a virtual machine that can cost ten times the back-to-back round trip. An event \
+                 published every 10 ms meets the paced floor, so the one-subscriber latencies \
+                 below are read as multiples of it."
             }
             Experiment::Latency => {
                 "One subscriber, 100 events/s: the latency each technique adds when nothing \
                  competes for the server. Streaming techniques deliver within a few floors; short \
                  polling waits on average half its interval, so its spectrum is the interval's \
-                 shape, not the server's."
+                 shape, not the server's. A second, independent client (blocking sockets, \
+                 hand-written HTTP/1.1, no async runtime) times SSE and HTTP streaming the same \
+                 way, against a fresh server: where its median and the load generator's differ \
+                 by more than 15%, the run is flagged."
             }
             Experiment::Fanout => {
                 "One event per second broadcast to more and more subscribers (100 to 10,000 in \
                  the full suite). p99 grows with the number of sockets one event must be written \
                  to, and the server's CPU per delivery and memory per connection show what each \
-                 subscriber costs."
+                 subscriber costs. Beside them, the physical limit: a plain blocking loop of \
+                 write(2), one frame to each of N loopback sockets, with no server at all. Every \
+                 server's p99 and CPU per delivery are read as multiples of it."
             }
             Experiment::Capacity => {
                 "Subscribers are stepped up, one event per second, until p99 passes 250 ms (for \
@@ -253,8 +263,12 @@ impl Step {
 pub struct Params {
     /// The scale.
     pub scale: Scale,
-    /// `[floor]` round trips.
+    /// `[floor]` back-to-back round trips (the paced ones: as many, within
+    /// `floor_paced_budget`).
     pub floor_round_trips: usize,
+    /// Longest `[floor]` spends on its round trips paced at `latency_rate`.
+    #[serde(default)]
+    pub floor_paced_budget: Duration,
     /// Warm-up of every load run.
     pub warmup: Duration,
     /// Longest wait for deliveries after the last due time (a run ends sooner once everything
@@ -262,6 +276,13 @@ pub struct Params {
     pub drain: Duration,
     /// `[latency]` window.
     pub latency_window: Duration,
+    /// `[latency]` events per second, also the pace of `[floor]`'s paced round trips and of
+    /// the cross-check client.
+    #[serde(default = "latency_rate")]
+    pub latency_rate: f64,
+    /// `[latency]` cross-check: events the independent client times per technique.
+    #[serde(default)]
+    pub crosscheck_events: usize,
     /// `[latency]` poll intervals (short polling runs once per interval).
     pub latency_poll_intervals: Vec<Duration>,
     /// `[fanout]` subscriber counts.
@@ -270,6 +291,15 @@ pub struct Params {
     pub broadcast_rate: f64,
     /// `[fanout]` window.
     pub fanout_window: Duration,
+    /// `[fanout]`'s physical limit (raw `write(2)` to every socket): events per size.
+    #[serde(default)]
+    pub fanout_floor_events: usize,
+    /// `[fanout]`'s physical limit: time between its events, long enough for the cores to go
+    /// idle as between `[fanout]`'s own and for the largest size's writes and reads to end
+    /// before the next event (about 80 ms and 150 ms at 10,000 on a 2-core VM), short enough
+    /// to keep the measurement brief.
+    #[serde(default)]
+    pub fanout_floor_gap: Duration,
     /// `[capacity]` steps.
     pub capacity_clients: Vec<usize>,
     /// `[capacity]` window.
@@ -336,6 +366,11 @@ fn no_offline() -> Offline {
     }
 }
 
+/// `[latency]`'s rate in summaries made before it was a parameter.
+fn latency_rate() -> f64 {
+    100.0
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -351,13 +386,18 @@ impl Params {
             Scale::Full => Params {
                 scale,
                 floor_round_trips: 20_000,
+                floor_paced_budget: s(5),
                 warmup: s(1),
                 drain: s(2),
                 latency_window: s(15),
+                latency_rate: 100.0,
+                crosscheck_events: 1_000,
                 latency_poll_intervals: vec![ms(100), s(1)],
                 fanout_clients: vec![100, 1_000, 5_000, 10_000],
                 broadcast_rate: 1.0,
                 fanout_window: s(10),
+                fanout_floor_events: 10,
+                fanout_floor_gap: ms(300),
                 capacity_clients: vec![2_500, 5_000, 10_000, 15_000, 18_500],
                 capacity_window: s(5),
                 throughput_clients: 100,
@@ -390,13 +430,18 @@ impl Params {
             Scale::Quick => Params {
                 scale,
                 floor_round_trips: 5_000,
+                floor_paced_budget: s(2),
                 warmup: ms(500),
                 drain: s(1),
                 latency_window: s(2),
+                latency_rate: 100.0,
+                crosscheck_events: 300,
                 latency_poll_intervals: vec![ms(100), s(1)],
                 fanout_clients: vec![100, 1_000],
                 broadcast_rate: 1.0,
                 fanout_window: s(3),
+                fanout_floor_events: 10,
+                fanout_floor_gap: ms(100),
                 capacity_clients: vec![1_000, 4_000],
                 capacity_window: s(2),
                 throughput_clients: 100,
@@ -429,13 +474,18 @@ impl Params {
             Scale::Tiny => Params {
                 scale,
                 floor_round_trips: 200,
+                floor_paced_budget: ms(300),
                 warmup: ms(100),
                 drain: ms(500),
                 latency_window: ms(500),
+                latency_rate: 100.0,
+                crosscheck_events: 30,
                 latency_poll_intervals: vec![ms(50), ms(200)],
                 fanout_clients: vec![10],
                 broadcast_rate: 10.0,
                 fanout_window: ms(500),
+                fanout_floor_events: 5,
+                fanout_floor_gap: ms(50),
                 capacity_clients: vec![5, 20],
                 capacity_window: ms(500),
                 throughput_clients: 5,
@@ -487,7 +537,7 @@ impl Params {
         match experiment {
             Experiment::Floor | Experiment::Upstream => Vec::new(),
             Experiment::Latency => {
-                let one = |label: String| step(1, 100.0, self.latency_window, label);
+                let one = |label: String| step(1, self.latency_rate, self.latency_window, label);
                 if transport == Transport::Poll {
                     self.latency_poll_intervals
                         .iter()

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use pushbench_servers::Transport;
 
 use crate::charts::fmt_interval;
+use crate::floor::Floor;
 use crate::headline::{fmt_value, METRICS};
 use crate::plan::Experiment;
 use crate::plot::Figure;
@@ -82,20 +83,13 @@ pub fn render(s: &Summary, figures: &[Figure]) -> String {
          read one monotonic clock on one machine. Every subscriber keeps one bit per event, so \
          loss, duplicates and reordering are counted exactly. Each run is flagged when the load \
          generator itself was the bottleneck (its CPU over 80%, or its timers over 5 ms late at \
-         p99). The **floor** is a raw TCP ping-pong between the two cores: no technique can beat \
-         it. Every figure here comes from the JSON files beside this report; \
+         p99). The **floor** is a raw TCP ping-pong between the two cores, back to back and \
+         paced like [latency]'s events: no technique can beat it. Every figure here comes from the JSON files beside this report; \
          `pushbench report DIR` redraws it from them, and `results/README.md` says how to \
          reproduce and compare a run.\n"
     );
     if let Some(f) = &s.floor {
-        let _ = writeln!(
-            o,
-            "**Floor:** {}-byte TCP round trip p50 {:.1} µs, p99 {:.1} µs ({} round trips).\n",
-            f.bytes,
-            f.rtt_ns.p50 as f64 / 1000.0,
-            f.rtt_ns.p99 as f64 / 1000.0,
-            f.round_trips
-        );
+        let _ = writeln!(o, "**Floor:** {}\n", f.describe());
     }
     summary_table(&mut o, s);
     let _ = writeln!(o, "## Experiments\n");
@@ -210,100 +204,11 @@ fn extremes(
 
 fn reading(s: &Summary, e: Experiment) -> String {
     let p = Server::Pushbench;
-    let floor_us = s.floor.as_ref().map(|f| f.rtt_ns.p50 as f64 / 1000.0);
     match e {
-        Experiment::Floor => String::new(),
+        Experiment::Floor => s.floor.as_ref().map(|f| f.reading()).unwrap_or_default(),
         Experiment::Gateway => crate::gateway::reading(s),
-        Experiment::Latency => {
-            let push: Vec<_> = [
-                Transport::LongPoll,
-                Transport::Stream,
-                Transport::Sse,
-                Transport::Ws,
-            ]
-            .iter()
-            .filter_map(|&t| Some((t, s.latency_run(p, t)?)))
-            .map(|(t, r)| format!("{} {}", t.name(), ms(r.latency_us.p50 as f64)))
-            .collect();
-            let mut text = String::new();
-            if !push.is_empty() {
-                let _ = write!(
-                    text,
-                    "Median latency with one subscriber: {}.",
-                    push.join(", ")
-                );
-                if let (Some(f), Some(best)) = (
-                    floor_us,
-                    extremes(s, |t| {
-                        (t != Transport::Poll)
-                            .then(|| s.latency_run(p, t).map(|r| r.latency_us.p50 as f64))
-                            .flatten()
-                    }),
-                ) {
-                    let _ = write!(
-                        text,
-                        " The fastest, {}, is {:.0}× the TCP floor: the rest is HTTP parsing, \
-                         framing and two runtimes waking up.",
-                        best.0 .0.name(),
-                        best.0 .1 / f.max(1e-9)
-                    );
-                }
-            }
-            for r in s.runs_of(Experiment::Latency, p, Transport::Poll) {
-                let _ = write!(
-                    text,
-                    " Short polling every {} has median {} and p99 {}: its interval sets them, \
-                     not the server.",
-                    fmt_interval(r.poll_interval_s),
-                    ms(r.latency_us.p50 as f64),
-                    ms(r.latency_us.p99 as f64)
-                );
-            }
-            text.trim().to_owned()
-        }
-        Experiment::Fanout => {
-            let n = s.params.fanout_clients.iter().max().copied().unwrap_or(0);
-            let mut text = String::new();
-            if let Some((lo, hi)) = extremes(s, |t| Some(s.fanout_top(p, t)?.latency_us.p99 as f64))
-            {
-                let _ = write!(
-                    text,
-                    "At {n} subscribers p99 ranges from {} ({}) to {} ({}).",
-                    ms(lo.1),
-                    lo.0.name(),
-                    ms(hi.1),
-                    hi.0.name()
-                );
-            }
-            if let Some((lo, hi)) = extremes(s, |t| {
-                s.fanout_top(p, t)?
-                    .server_cpu_ms_per_1k
-                    .filter(|&v| v > 0.0)
-            }) {
-                let _ = write!(
-                    text,
-                    " Server CPU per 1,000 deliveries is lowest for {} ({} ms) and highest for {} \
-                     ({} ms).",
-                    lo.0.name(),
-                    fmt_value(lo.1),
-                    hi.0.name(),
-                    fmt_value(hi.1)
-                );
-            }
-            if let Some((lo, hi)) = extremes(s, |t| Some(s.fanout_top(p, t)?.bytes_down_per_event))
-            {
-                let _ = write!(
-                    text,
-                    " A delivery costs {} bytes on the wire with {} and {} with {}: a request's \
-                     headers weigh more than a small event.",
-                    fmt_value(lo.1),
-                    lo.0.name(),
-                    fmt_value(hi.1),
-                    hi.0.name()
-                );
-            }
-            text
-        }
+        Experiment::Latency => latency_reading(s),
+        Experiment::Fanout => fanout_reading(s),
         Experiment::Capacity | Experiment::Throughput => {
             let what = if e == Experiment::Capacity {
                 "subscribers"
@@ -339,7 +244,13 @@ fn reading(s: &Summary, e: Experiment) -> String {
             let (Some(a), Some(z)) = (runs.first(), runs.last()) else {
                 return String::new();
             };
-            let rtt = floor_us.unwrap_or(0.0) / 1000.0;
+            // The model's RTT is the paced floor, as in the chart: each client polls once per
+            // interval, so its requests meet idle cores like paced pings do.
+            let rtt = s
+                .floor
+                .as_ref()
+                .map_or(0.0, |f| f.paced_or_back_to_back_p50_us())
+                / 1000.0;
             let worst = runs
                 .iter()
                 .map(|r| {
@@ -449,6 +360,133 @@ fn reading(s: &Summary, e: Experiment) -> String {
     }
 }
 
+/// `[latency]`'s reading: the push techniques' medians against the floors, short polling's
+/// intervals, and the cross-check.
+fn latency_reading(s: &Summary) -> String {
+    let p = Server::Pushbench;
+    let push: Vec<_> = [
+        Transport::LongPoll,
+        Transport::Stream,
+        Transport::Sse,
+        Transport::Ws,
+    ]
+    .iter()
+    .filter_map(|&t| Some((t, s.latency_run(p, t)?)))
+    .map(|(t, r)| format!("{} {}", t.name(), ms(r.latency_us.p50 as f64)))
+    .collect();
+    let mut text = String::new();
+    if !push.is_empty() {
+        let _ = write!(
+            text,
+            "Median latency with one subscriber: {}.",
+            push.join(", ")
+        );
+        if let (Some(f), Some(best)) = (
+            &s.floor,
+            extremes(s, |t| {
+                (t != Transport::Poll)
+                    .then(|| s.latency_run(p, t).map(|r| r.latency_us.p50 as f64))
+                    .flatten()
+            }),
+        ) {
+            text.push_str(&floor_multiple(f, best.0 .0, best.0 .1));
+        }
+    }
+    for r in s.runs_of(Experiment::Latency, p, Transport::Poll) {
+        let _ = write!(
+            text,
+            " Short polling every {} has median {} and p99 {}: its interval sets them, \
+             not the server.",
+            fmt_interval(r.poll_interval_s),
+            ms(r.latency_us.p50 as f64),
+            ms(r.latency_us.p99 as f64)
+        );
+    }
+    let crosscheck = crate::crosscheck::reading(s);
+    if !crosscheck.is_empty() {
+        let _ = write!(text, "\n\n{crosscheck}");
+    }
+    text.trim().to_owned()
+}
+
+/// `[fanout]`'s reading: p99, CPU and bytes at the largest size, then the physical limit.
+fn fanout_reading(s: &Summary) -> String {
+    let p = Server::Pushbench;
+    let n = s.params.fanout_clients.iter().max().copied().unwrap_or(0);
+    let mut text = String::new();
+    if let Some((lo, hi)) = extremes(s, |t| Some(s.fanout_top(p, t)?.latency_us.p99 as f64)) {
+        let _ = write!(
+            text,
+            "At {n} subscribers p99 ranges from {} ({}) to {} ({}).",
+            ms(lo.1),
+            lo.0.name(),
+            ms(hi.1),
+            hi.0.name()
+        );
+    }
+    if let Some((lo, hi)) = extremes(s, |t| {
+        s.fanout_top(p, t)?
+            .server_cpu_ms_per_1k
+            .filter(|&v| v > 0.0)
+    }) {
+        let _ = write!(
+            text,
+            " Server CPU per 1,000 deliveries is lowest for {} ({} ms) and highest for {} \
+             ({} ms).",
+            lo.0.name(),
+            fmt_value(lo.1),
+            hi.0.name(),
+            fmt_value(hi.1)
+        );
+    }
+    if let Some((lo, hi)) = extremes(s, |t| Some(s.fanout_top(p, t)?.bytes_down_per_event)) {
+        let _ = write!(
+            text,
+            " A delivery costs {} bytes on the wire with {} and {} with {}: a request's \
+             headers weigh more than a small event.",
+            fmt_value(lo.1),
+            lo.0.name(),
+            fmt_value(hi.1),
+            hi.0.name()
+        );
+    }
+    let limit = crate::fanout_floor_report::reading(s);
+    if !limit.is_empty() {
+        text = format!("{text}\n\n{limit}");
+    }
+    text.trim().to_owned()
+}
+
+/// The fastest one-subscriber median (`best_us` of `t`) as multiples of the floors: the paced
+/// one first, which meets idle cores as an event every 10 ms does.
+fn floor_multiple(f: &Floor, t: Transport, best_us: f64) -> String {
+    let b2b = f.back_to_back_p50_us();
+    let times = |floor: f64| fmt_value(best_us / floor.max(1e-9));
+    match (f.paced_p50_us(), f.pace()) {
+        (Some(paced), Some(every)) => format!(
+            " The fastest, {}, is {}× the paced TCP floor ({} µs: a raw round trip every \
+             {every}, the events' own pace, so it too wakes both idle cores) and {}× the \
+             back-to-back floor ({} µs). What lies above the paced floor is the push path \
+             and its measurement: the publish request's HTTP, the hub, the event's framing, two \
+             async runtimes scheduling them, and how late the load generator's publisher started \
+             after each due time (`publish.lateness_us` in each load report).",
+            t.name(),
+            times(paced),
+            fmt_value(paced),
+            times(b2b),
+            fmt_value(b2b)
+        ),
+        _ => format!(
+            " The fastest, {}, is {}× the back-to-back TCP floor ({} µs). This run did not \
+             measure the floor at the events' pace; on a virtual machine, waking idle cores \
+             can account for much of the gap.",
+            t.name(),
+            times(b2b),
+            fmt_value(b2b)
+        ),
+    }
+}
+
 fn health(o: &mut String, s: &Summary) {
     let _ = writeln!(o, "## Health of every run\n");
     let mut rows = Vec::new();
@@ -458,7 +496,18 @@ fn health(o: &mut String, s: &Summary) {
         let by_design = r.poll_latest || crate::gateway::unexplained_loss(r) == Some(0);
         let stepped_fail = r.passed == Some(false);
         let bad = r.lost + r.duplicates + r.out_of_order > 0 && !by_design && !stepped_fail;
-        if bad || r.loadgen_saturated || r.clients_connected < r.clients as u64 {
+        let disagrees = crate::crosscheck::flag(s, r);
+        if bad
+            || r.loadgen_saturated
+            || r.clients_connected < r.clients as u64
+            || disagrees.is_some()
+        {
+            let warnings: Vec<&str> = r
+                .warnings
+                .iter()
+                .map(String::as_str)
+                .chain(disagrees.as_deref())
+                .collect();
             rows.push(format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.experiment.name(),
@@ -468,7 +517,7 @@ fn health(o: &mut String, s: &Summary) {
                 r.duplicates,
                 r.out_of_order,
                 if r.loadgen_saturated { "yes" } else { "no" },
-                r.warnings.join(" ")
+                warnings.join(" ")
             ));
         }
     }
@@ -508,10 +557,20 @@ fn health(o: &mut String, s: &Summary) {
             f.error
         );
     }
+    let missing: Vec<_> = s.fanout_floor.iter().filter(|f| f.missing > 0).collect();
+    for f in &missing {
+        let _ = writeln!(
+            o,
+            "- **Physical limit at {} sockets:** {} of {} frames were not read in time.",
+            f.sockets,
+            f.missing,
+            f.deliveries + f.missing
+        );
+    }
     for w in &s.warnings {
         let _ = writeln!(o, "- {w}");
     }
-    if !s.failures.is_empty() || !s.warnings.is_empty() {
+    if !s.failures.is_empty() || !s.warnings.is_empty() || !missing.is_empty() {
         let _ = writeln!(o);
     }
 }

@@ -16,7 +16,7 @@ use crate::pin::Pinning;
 use crate::plan::{Experiment, Params, Scale, Step};
 use crate::server::{nchan_available, ServerProcess};
 use crate::summary::{Failure, Run, Server, Summary, SCHEMA};
-use crate::{floor, io_err, upstream, SuiteError};
+use crate::{crosscheck, fanout_floor, floor, io_err, upstream, SuiteError};
 
 /// Most subscribers one load-generator process is given; more are split over worker
 /// processes, each with its own open-files limit and source address.
@@ -99,7 +99,11 @@ fn style(template: &str) -> ProgressStyle {
 #[derive(Debug, Clone)]
 enum Job {
     Floor,
+    /// `[fanout]`'s physical limit at this many subscribers.
+    FanoutFloor(usize),
     Load(Step, Server),
+    /// `[latency]`'s independent cross-check client for this technique.
+    Crosscheck(Transport),
     Upstream(Transport),
 }
 
@@ -107,8 +111,21 @@ impl Job {
     fn experiment(&self) -> Experiment {
         match self {
             Job::Floor => Experiment::Floor,
+            Job::FanoutFloor(_) => Experiment::Fanout,
             Job::Load(s, _) => s.experiment,
+            Job::Crosscheck(_) => Experiment::Latency,
             Job::Upstream(_) => Experiment::Upstream,
+        }
+    }
+
+    /// The progress line of a job that is not a load run.
+    fn describe(&self) -> String {
+        match self {
+            Job::Floor => "[floor] TCP ping-pong".into(),
+            Job::FanoutFloor(n) => format!("[fanout] physical limit, {n} sockets"),
+            Job::Load(s, _) => format!("[{}] {}", s.experiment.name(), s.transport.name()),
+            Job::Crosscheck(t) => format!("[latency] cross-check {}", t.name()),
+            Job::Upstream(t) => format!("[upstream] {}", t.name()),
         }
     }
 }
@@ -146,6 +163,8 @@ pub async fn run(
         environment: Environment::detect(),
         pinning: pinning.clone(),
         floor: None,
+        fanout_floor: Vec::new(),
+        crosscheck: Vec::new(),
         runs: Vec::new(),
         upstream: Vec::new(),
         failures: Vec::new(),
@@ -191,22 +210,6 @@ pub async fn run(
         progress.suite.inc(1);
         progress.experiment.inc(1);
         match job {
-            Job::Floor => {
-                progress.experiment.set_message("[floor] TCP ping-pong");
-                match floor::measure(params.floor_round_trips, &pinning) {
-                    Ok(f) => summary.floor = Some(f),
-                    Err(e) => summary.warnings.push(e.to_string()),
-                }
-            }
-            Job::Upstream(t) => {
-                progress
-                    .experiment
-                    .set_message(format!("[upstream] {}", t.name()));
-                match upstream_one(&config.exe, *t, &pinning, params.upstream_round_trips).await {
-                    Ok(u) => summary.upstream.push(u),
-                    Err(e) => summary.warnings.push(e.to_string()),
-                }
-            }
             Job::Load(step, server) => {
                 if skip == Some((step.experiment, *server, step.transport)) {
                     continue;
@@ -265,6 +268,12 @@ pub async fn run(
                     break;
                 }
             }
+            other => {
+                progress.experiment.set_message(other.describe());
+                if let Err(e) = measure(other, &config, &params, &pinning, &mut summary).await {
+                    summary.warnings.push(e.to_string());
+                }
+            }
         }
     }
     progress.experiment.finish_and_clear();
@@ -281,6 +290,45 @@ pub async fn run(
     Ok(summary)
 }
 
+/// One of the suite's own measurements (not a load run), its result put into `summary`.
+async fn measure(
+    job: &Job,
+    config: &SuiteConfig,
+    params: &Params,
+    pinning: &Pinning,
+    summary: &mut Summary,
+) -> Result<(), SuiteError> {
+    match job {
+        Job::Floor => {
+            let pace = floor::Pace::of(params);
+            summary.floor = Some(floor::measure(params.floor_round_trips, pace, pinning)?);
+        }
+        Job::FanoutFloor(n) => {
+            let reader = fanout_floor::ReaderAt::Process(&config.exe);
+            let (events, gap) = (params.fanout_floor_events, params.fanout_floor_gap);
+            let f = fanout_floor::measure(reader, *n, events, gap, pinning)?;
+            summary.fanout_floor.push(f);
+        }
+        Job::Crosscheck(t) => {
+            let server = ServerProcess::pushbench(&config.exe, *t, pinning)?;
+            let result = crosscheck::measure(
+                &server.url,
+                *t,
+                params.crosscheck_events,
+                params.latency_rate,
+            );
+            server.stop();
+            summary.crosscheck.push(result?);
+        }
+        Job::Upstream(t) => {
+            let u = upstream_one(&config.exe, *t, pinning, params.upstream_round_trips).await?;
+            summary.upstream.push(u);
+        }
+        Job::Load(..) => {}
+    }
+    Ok(())
+}
+
 fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Job> {
     let mut jobs = Vec::new();
     for &e in experiments {
@@ -288,6 +336,10 @@ fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Jo
             Experiment::Floor => jobs.push(Job::Floor),
             Experiment::Upstream => jobs.extend(upstream::MODES.map(Job::Upstream)),
             _ => {
+                // The physical limit comes first, on a machine no server has touched yet.
+                if e == Experiment::Fanout {
+                    jobs.extend(params.fanout_clients.iter().map(|&n| Job::FanoutFloor(n)));
+                }
                 for t in Transport::ALL {
                     for s in params.steps(e, t) {
                         let server = if s.gateway.is_some() {
@@ -304,6 +356,9 @@ fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Jo
                             jobs.push(Job::Load(s, Server::Nchan));
                         }
                     }
+                }
+                if e == Experiment::Latency && params.crosscheck_events > 0 {
+                    jobs.extend(crosscheck::MODES.map(Job::Crosscheck));
                 }
             }
         }

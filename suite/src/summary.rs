@@ -10,6 +10,8 @@ use pushbench_loadgen::load::LoadReport;
 use pushbench_servers::Transport;
 use serde::{Deserialize, Serialize};
 
+use crate::crosscheck::Crosscheck;
+use crate::fanout_floor::FanoutFloor;
 use crate::floor::Floor;
 use crate::pin::Pinning;
 use crate::plan::{Experiment, Params, Scale, Step};
@@ -82,6 +84,12 @@ pub struct Summary {
     pub pinning: Pinning,
     /// `[floor]`.
     pub floor: Option<Floor>,
+    /// `[fanout]`'s physical limit (raw `write(2)`), one per size.
+    #[serde(default)]
+    pub fanout_floor: Vec<FanoutFloor>,
+    /// `[latency]`'s independent cross-check client, one per technique it speaks.
+    #[serde(default)]
+    pub crosscheck: Vec<Crosscheck>,
     /// Every load run.
     pub runs: Vec<Run>,
     /// `[upstream]`.

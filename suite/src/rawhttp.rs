@@ -1,0 +1,307 @@
+//! A minimal blocking HTTP/1.1 client for the cross-check ([`crate::crosscheck`]): std sockets,
+//! requests written by hand, response heads and chunked bodies parsed by hand, SSE and NDJSON
+//! events split by hand. It is kept apart from the load generator's clients on purpose: a bug
+//! there cannot hide here, and nothing here waits on a runtime's scheduling.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Longest response head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// One blocking connection and the bytes read but not yet used.
+#[derive(Debug)]
+pub struct Conn {
+    sock: TcpStream,
+    buf: Vec<u8>,
+    /// When the last `read` returned.
+    last_read: Instant,
+}
+
+/// A response head.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn chunked(&self) -> bool {
+        self.header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    }
+}
+
+fn bad(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl Conn {
+    /// Connects to `addr` (`HOST:PORT`), Nagle off; every read gives up after `timeout`.
+    pub fn connect(addr: &str, timeout: Duration) -> io::Result<Conn> {
+        let sock = TcpStream::connect(addr)?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.set_write_timeout(Some(timeout))?;
+        Ok(Conn {
+            sock,
+            buf: Vec::new(),
+            last_read: Instant::now(),
+        })
+    }
+
+    /// Writes `bytes` in full.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.sock.write_all(bytes)
+    }
+
+    /// One `read` appended to the buffer (a timeout or the peer closing is an error).
+    fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.sock.read(&mut chunk)?;
+        self.last_read = Instant::now();
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// Reads a response head; what follows it stays buffered.
+    pub fn read_head(&mut self) -> io::Result<Head> {
+        let end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(bad("response head too long".into()));
+            }
+            self.fill()?;
+        };
+        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 4);
+        let mut lines = text.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.strip_prefix("HTTP/1.1 "))
+            .and_then(|l| l.get(..3))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad(format!("not an HTTP/1.1 response: {text:?}")))?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Ok(Head { status, headers })
+    }
+
+    /// Reads a body of `Content-Length` bytes.
+    pub fn read_sized_body(&mut self, head: &Head) -> io::Result<Vec<u8>> {
+        let len: usize = head
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("a response without Content-Length".into()))?;
+        while self.buf.len() < len {
+            self.fill()?;
+        }
+        Ok(self.buf.drain(..len).collect())
+    }
+}
+
+/// An event stream's wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/event-stream`: `id: N\ndata: PAYLOAD\n\n` per event.
+    Sse,
+    /// `application/x-ndjson`: `{"id":N,"data":"PAYLOAD"}\n` per event.
+    Ndjson,
+}
+
+/// The endless body of a subscription, read event by event.
+#[derive(Debug)]
+pub struct EventStream {
+    conn: Conn,
+    format: Format,
+    chunks: Option<Dechunk>,
+    body: Vec<u8>,
+}
+
+impl EventStream {
+    /// The body following `head` on `conn`.
+    pub fn new(conn: Conn, head: &Head, format: Format) -> EventStream {
+        EventStream {
+            conn,
+            format,
+            chunks: head.chunked().then(Dechunk::default),
+            body: Vec::new(),
+        }
+    }
+
+    /// The next event's payload, and when the `read` that completed it returned. Keep-alives,
+    /// the SSE retry hint and gap signals are skipped.
+    pub fn next_event(&mut self) -> io::Result<(String, Instant)> {
+        loop {
+            // Decode what is buffered first: an event completed by an earlier read was
+            // completed when that read returned, and no read has happened since.
+            match &mut self.chunks {
+                Some(d) => d.feed(&mut self.conn.buf, &mut self.body)?,
+                None => self.body.append(&mut self.conn.buf),
+            }
+            while let Some(event) = take_event(self.format, &mut self.body)? {
+                if let Some(payload) = event {
+                    return Ok((payload, self.conn.last_read));
+                }
+            }
+            self.conn.fill()?;
+        }
+    }
+}
+
+/// Takes one complete event off the front of `body`: `None` when none is complete yet,
+/// `Some(None)` for one without a payload (keep-alive, retry hint, gap).
+fn take_event(format: Format, body: &mut Vec<u8>) -> io::Result<Option<Option<String>>> {
+    let sep: &[u8] = match format {
+        Format::Sse => b"\n\n",
+        Format::Ndjson => b"\n",
+    };
+    let Some(end) = find(body, sep) else {
+        return Ok(None);
+    };
+    let block: Vec<u8> = body.drain(..end + sep.len()).take(end).collect();
+    let text = String::from_utf8(block).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(match format {
+        Format::Sse => text
+            .lines()
+            .find_map(|l| l.strip_prefix("data:"))
+            .filter(|_| !text.lines().any(|l| l.starts_with("event:")))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d).to_owned()),
+        Format::Ndjson if text.trim().is_empty() => None,
+        Format::Ndjson => {
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(format!("{e}: {text:?}")))?;
+            v.get("data").and_then(|d| d.as_str()).map(str::to_owned)
+        }
+    }))
+}
+
+/// Decodes `Transfer-Encoding: chunked`.
+#[derive(Debug, Default)]
+struct Dechunk {
+    /// Bytes left in the current chunk's data, or `None` while reading a size line.
+    left: Option<usize>,
+    /// The CRLF after a chunk's data is still to come.
+    crlf: bool,
+}
+
+impl Dechunk {
+    /// Moves every complete piece of `raw` into `out`, leaving a partial size line in `raw`.
+    fn feed(&mut self, raw: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
+        let mut at = 0;
+        loop {
+            if self.crlf {
+                if raw.len() - at < 2 {
+                    break;
+                }
+                if &raw[at..at + 2] != b"\r\n" {
+                    return Err(bad("chunk data not followed by CRLF".into()));
+                }
+                at += 2;
+                self.crlf = false;
+            }
+            match self.left {
+                Some(left) => {
+                    let n = left.min(raw.len() - at);
+                    out.extend_from_slice(&raw[at..at + n]);
+                    at += n;
+                    self.left = (left > n).then_some(left - n);
+                    if left > n {
+                        break;
+                    }
+                    self.crlf = true;
+                }
+                None => {
+                    let Some(end) = find(&raw[at..], b"\r\n") else {
+                        break;
+                    };
+                    let line = String::from_utf8_lossy(&raw[at..at + end]).into_owned();
+                    let hex = line.split(';').next().unwrap_or("").trim();
+                    let size = usize::from_str_radix(hex, 16)
+                        .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+                    if size == 0 {
+                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                    }
+                    at += end + 2;
+                    self.left = Some(size);
+                }
+            }
+        }
+        raw.drain(..at);
+        Ok(())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_decode_whatever_the_split() {
+        let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n";
+        for split in 0..wire.len() {
+            let mut d = Dechunk::default();
+            let (mut raw, mut out) = (wire[..split].to_vec(), Vec::new());
+            d.feed(&mut raw, &mut out).unwrap();
+            raw.extend_from_slice(&wire[split..]);
+            d.feed(&mut raw, &mut out).unwrap();
+            assert_eq!(out, b"hello, world", "split at {split}");
+            assert!(raw.is_empty());
+        }
+        let mut raw = b"0\r\n\r\n".to_vec();
+        let end = Dechunk::default().feed(&mut raw, &mut Vec::new());
+        assert_eq!(end.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let mut raw = b"3\r\nabcX\r\n".to_vec();
+        assert!(Dechunk::default().feed(&mut raw, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn sse_events_skip_hints_keepalives_and_gaps() {
+        let mut body =
+            b"retry: 1000\n\n: keep-alive\n\nevent: gap\ndata: {\"from\":1,\"to\":2}\n\n\
+            id: 3\ndata: hello\n\nid: 4\ndata: par"
+                .to_vec();
+        let mut got = Vec::new();
+        while let Some(e) = take_event(Format::Sse, &mut body).unwrap() {
+            got.push(e);
+        }
+        assert_eq!(got, vec![None, None, None, Some("hello".into())]);
+        assert_eq!(body, b"id: 4\ndata: par");
+    }
+
+    #[test]
+    fn ndjson_events_skip_keepalives_and_gaps() {
+        let mut body =
+            b"\n{\"gap\":{\"from\":1,\"to\":2}}\n{\"id\":3,\"data\":\"a\\\"b\"}\n{\"id\"".to_vec();
+        let mut got = Vec::new();
+        while let Some(e) = take_event(Format::Ndjson, &mut body).unwrap() {
+            got.push(e);
+        }
+        assert_eq!(got, vec![None, None, Some("a\"b".into())]);
+        assert_eq!(body, b"{\"id\"");
+        let mut junk = b"not json\n".to_vec();
+        assert!(take_event(Format::Ndjson, &mut junk).is_err());
+    }
+}
