@@ -415,7 +415,9 @@ mod tests {
                     assert_eq!(Some(e.id), raw.id, "{case:?}");
                     assert_eq!(&e.payload[..], raw.data.unwrap().0.as_bytes(), "{case:?}");
                     // A view of the buffer: no copy.
-                    assert!(buf.as_ptr_range().contains(&e.payload.as_ptr()) || e.payload.is_empty());
+                    assert!(
+                        buf.as_ptr_range().contains(&e.payload.as_ptr()) || e.payload.is_empty()
+                    );
                 }
                 // Whatever the fast path declines, parse_envelope still answers as serde does.
                 None => assert_eq!(
@@ -426,7 +428,10 @@ mod tests {
             }
         }
         assert!(plain_event(&Bytes::from_static(b"{\"id\":7,\"data\":\"x\"}\n")).is_some());
-        assert!(plain_event(&Bytes::from_static(b"{\"id\":18446744073709551615,\"data\":\"x\"}")).is_none());
+        assert!(plain_event(&Bytes::from_static(
+            b"{\"id\":18446744073709551615,\"data\":\"x\"}"
+        ))
+        .is_none());
     }
 
     #[test]

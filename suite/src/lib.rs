@@ -21,6 +21,7 @@
 //! - [`headline`]: the headline metrics of the summary table and of `compare`.
 //! - [`charts`]: what each chart shows; [`plot`]: how charts are drawn (plotters).
 //! - [`report`]: writes `REPORT.md`.
+//! - [`instrument`]: REPORT.md's section on the load generator's own cost.
 //! - [`compare`]: ratios between runs.
 
 pub mod charts;
@@ -32,6 +33,7 @@ pub mod fanout_reader;
 pub mod floor;
 pub mod gateway;
 pub mod headline;
+pub mod instrument;
 pub mod pin;
 pub mod plan;
 pub mod plot;

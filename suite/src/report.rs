@@ -104,6 +104,7 @@ pub fn render(s: &Summary, figures: &[Figure]) -> String {
         }
     }
     health(&mut o, s);
+    crate::instrument::section(&mut o, s);
     let _ = writeln!(o, "## Caveats\n");
     let _ = writeln!(
         o,
@@ -227,9 +228,7 @@ fn reading(s: &Summary, e: Experiment) -> String {
                     if let Some(r) = &l.reason {
                         let _ = write!(x, " (next step: {r})");
                     }
-                    if l.loadgen_limited {
-                        x.push_str(" [load generator saturated: a floor, not the server's limit]");
-                    }
+                    let _ = write!(x, " [{}]", l.side.describe());
                     parts.push(x);
                 }
             }

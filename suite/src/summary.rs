@@ -182,6 +182,22 @@ pub struct Run {
     pub rss_peak_bytes: Option<u64>,
     /// Load generator CPU share of its cores.
     pub loadgen_cpu: f64,
+    /// Load generator CPU per delivery, µs (its publisher included).
+    #[serde(default)]
+    pub loadgen_cpu_us_per_delivery: Option<f64>,
+    /// Load generator CPU over the server's, in the window: below 1, the instrument was the
+    /// cheaper side.
+    #[serde(default)]
+    pub loadgen_cpu_vs_server: Option<f64>,
+    /// Load generator RSS per subscriber, bytes.
+    #[serde(default)]
+    pub loadgen_rss_per_client_bytes: Option<f64>,
+    /// Sent → received, µs: latency without the publisher's own lateness.
+    #[serde(default)]
+    pub latency_from_sent_us: Option<Percentiles>,
+    /// How late the publisher sent, µs.
+    #[serde(default)]
+    pub publish_lateness_us: Option<Percentiles>,
     /// The load generator may have limited this run.
     pub loadgen_saturated: bool,
     /// The load report's warnings.
@@ -274,6 +290,11 @@ impl Run {
             rss_per_conn_bytes: report.server.rss_per_conn_bytes,
             rss_peak_bytes: report.server.rss_peak_bytes,
             loadgen_cpu: report.loadgen.cpu_utilization,
+            loadgen_cpu_us_per_delivery: report.loadgen.cpu_us_per_delivery,
+            loadgen_cpu_vs_server: report.loadgen.cpu_vs_server,
+            loadgen_rss_per_client_bytes: report.loadgen.rss_per_client_bytes,
+            latency_from_sent_us: Some(report.latency_from_sent_us),
+            publish_lateness_us: Some(report.publish.lateness_us),
             loadgen_saturated: report.loadgen.saturated,
             warnings: report.loadgen.warnings.clone(),
             passed,
@@ -327,6 +348,41 @@ pub struct Limit {
     pub loadgen_limited: bool,
     /// Why the first failing step failed.
     pub reason: Option<String>,
+    /// Which side reached its limit first.
+    pub side: LimitSide,
+}
+
+/// Which side of a stepped experiment reached its limit first, read off the deciding step:
+/// the first failing one, or the last one when every step passed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LimitSide {
+    /// Every step passed and neither side was saturated: the limit lies beyond the steps.
+    Neither,
+    /// The load generator was saturated: the value is a floor under the server's limit.
+    LoadGenerator,
+    /// The server failed the step with its core this busy (cores) while the load generator
+    /// was not saturated.
+    Server {
+        /// The server's CPU, in cores, on that step.
+        cpu_cores: Option<f64>,
+    },
+}
+
+impl LimitSide {
+    /// Words for the report.
+    pub fn describe(&self) -> String {
+        match self {
+            LimitSide::Neither => "neither side reached its limit within the steps".into(),
+            LimitSide::LoadGenerator => {
+                "the load generator reached its limit first: a floor, not the server's limit".into()
+            }
+            LimitSide::Server { cpu_cores: Some(c) } => format!(
+                "the server reached its limit first (its core {:.0}% busy)",
+                c * 100.0
+            ),
+            LimitSide::Server { cpu_cores: None } => "the server reached its limit first".into(),
+        }
+    }
 }
 
 impl Summary {
@@ -367,6 +423,7 @@ impl Summary {
             open_ended: false,
             loadgen_limited: false,
             reason: None,
+            side: LimitSide::Neither,
         };
         for r in &runs {
             if r.passed == Some(true) {
@@ -377,10 +434,20 @@ impl Summary {
                 let budget = experiment.p99_budget(transport, interval);
                 limit.reason = Some(r.failed_because(budget.as_secs_f64() * 1000.0));
                 limit.loadgen_limited |= r.loadgen_saturated;
+                limit.side = if limit.loadgen_limited {
+                    LimitSide::LoadGenerator
+                } else {
+                    LimitSide::Server {
+                        cpu_cores: r.server_cpu_cores,
+                    }
+                };
                 return Some(limit);
             }
         }
         limit.open_ended = true;
+        if limit.loadgen_limited {
+            limit.side = LimitSide::LoadGenerator;
+        }
         Some(limit)
     }
 

@@ -21,17 +21,21 @@ use crate::counters::Counters;
 use crate::error::ClientError;
 use crate::target::Target;
 
-/// An open chunked response.
+/// An open streaming response: chunked, or (without a length or chunking, as Nchan sends its
+/// event streams) delimited by the end of the connection.
 #[derive(Debug)]
 pub(crate) struct ChunkedResponse {
     conn: RawConn,
+    /// The body is chunked; otherwise it runs to the end of the connection.
+    chunked: bool,
     /// The response's `Content-Type`, lower-cased (empty: none).
     content_type: String,
 }
 
 impl ChunkedResponse {
     /// Connects, sends `GET path_and_query` with `headers`, and returns once a `200` with a
-    /// chunked body came back. Any other status is an error carrying its body.
+    /// streaming body (chunked, or running to the end of the connection) came back. Any other
+    /// status is an error carrying its body.
     pub(crate) async fn open(
         target: &Target,
         counters: &Arc<Counters>,
@@ -42,15 +46,21 @@ impl ChunkedResponse {
         if head.status != StatusCode::OK {
             return Err(conn.refusal(&head).await);
         }
-        if !head.chunked {
+        if !head.chunked && head.length.is_some() {
             return Err(ClientError::Protocol(
-                "streaming response is not chunked".into(),
+                "streaming response has a Content-Length".into(),
             ));
         }
         Ok(ChunkedResponse {
             conn,
+            chunked: head.chunked,
             content_type: head.content_type,
         })
+    }
+
+    /// Whether the body is chunked (so each [`next_chunk`](Self::next_chunk) is one chunk).
+    pub(crate) fn is_chunked(&self) -> bool {
+        self.chunked
     }
 
     /// The response's `Content-Type`, lower-cased (empty when it sent none).
@@ -60,11 +70,25 @@ impl ChunkedResponse {
 
     /// The next chunk's data and when its last byte was read; `None` after the terminating
     /// chunk. Chunks over `max` bytes are refused. Cancel-safe: nothing is consumed before a
-    /// whole chunk is buffered.
+    /// whole chunk is buffered. A body delimited by the connection's end comes as whatever each
+    /// read brought, and ends with it.
     pub(crate) async fn next_chunk(
         &mut self,
         max: usize,
     ) -> Result<Option<(Bytes, Instant)>, ClientError> {
+        if !self.chunked {
+            if self.conn.buf.is_empty() {
+                match self.conn.fill().await {
+                    Ok(()) => {}
+                    Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return Ok(None)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let data = self.conn.buf.split().freeze();
+            return Ok(Some((data, self.conn.read_at)));
+        }
         loop {
             if let Some(line_end) = find(&self.conn.buf, b"\r\n") {
                 let size = parse_size(&self.conn.buf[..line_end])?;
@@ -168,6 +192,15 @@ mod tests {
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnope")
                 .await
                 .unwrap();
+            let mut c = rx.recv().await.unwrap();
+            c.socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: one\n\n",
+                )
+                .await
+                .unwrap();
+            c.socket.write_all(b"data: two\n\n").await.unwrap();
+            drop(c);
             std::future::pending::<()>().await;
         });
         let counters = Counters::new_shared();
@@ -183,6 +216,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ClientError::Protocol(_)), "{err}");
+        // Without a length or chunking, the body runs to the end of the connection.
+        let mut r = ChunkedResponse::open(&target, &counters, "/", &[])
+            .await
+            .unwrap();
+        assert!(!r.is_chunked());
+        let mut got = Vec::new();
+        while let Some((data, _)) = r.next_chunk(1024).await.unwrap() {
+            got.extend_from_slice(&data);
+        }
+        assert_eq!(got, b"data: one\n\ndata: two\n\n");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-
 use pushbench_servers::protocol::Transport;
 
 use super::ws::{connection_ended, CLOSE_REPLY_TIMEOUT};
@@ -156,8 +155,7 @@ impl GatewayClient {
             let (setup, token) = (&self.setup, &self.token);
             let delay = setup.config.reconnect_delay;
             // Boxed, as for every client: reconnects are rare and their futures large.
-            let fresh =
-                Box::pin(self.retry.reconnect(setup, delay, || open(setup, token))).await?;
+            let fresh = Box::pin(self.retry.reconnect(setup, delay, || open(setup, token))).await?;
             self.ws = Some(fresh);
         }
         match self.ws.as_mut() {

@@ -75,8 +75,8 @@ impl SseClient {
                 let last_id = self.parser.last_event_id();
                 // Boxed: a reconnect is rare, and inline its future would grow every
                 // subscriber's task by the size of a connect.
-                let fresh = Box::pin(self.retry.reconnect(setup, delay, || open(setup, last_id)))
-                    .await?;
+                let fresh =
+                    Box::pin(self.retry.reconnect(setup, delay, || open(setup, last_id))).await?;
                 self.conn = Some(fresh);
             }
             let response = self.conn.as_mut().expect("connected above");
@@ -175,12 +175,14 @@ async fn open(setup: &Setup, last_event_id: &Bytes) -> Result<ChunkedResponse, C
         .ok()
         .filter(|id| !id.bytes().any(|b| b.is_ascii_control()))
         .ok_or_else(|| ClientError::Protocol("last event id is not a valid header value".into()))?;
-    let mut headers = vec![("Accept", "text/event-stream"), ("Cache-Control", "no-cache")];
+    let mut headers = vec![
+        ("Accept", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+    ];
     if !id.is_empty() {
         headers.push(("Last-Event-ID", id));
     }
-    let response =
-        ChunkedResponse::open(&setup.target, &setup.counters, &path, &headers).await?;
+    let response = ChunkedResponse::open(&setup.target, &setup.counters, &path, &headers).await?;
     if !response.content_type().starts_with("text/event-stream") {
         return Err(ClientError::Protocol(
             "SSE response is not text/event-stream".into(),

@@ -98,8 +98,8 @@ impl StreamClient {
                 let delay = setup.config.reconnect_delay;
                 // Boxed: a reconnect is rare, and inline its future would grow every
                 // subscriber's task by the size of a connect.
-                let fresh = Box::pin(self.retry.reconnect(setup, delay, || open(setup, resume)))
-                    .await?;
+                let fresh =
+                    Box::pin(self.retry.reconnect(setup, delay, || open(setup, resume))).await?;
                 self.conn = Some(fresh);
             }
             let nchan = self.setup.nchan();
@@ -163,7 +163,14 @@ async fn open(setup: &Setup, after: Option<u64>) -> Result<ChunkedResponse, Clie
     } else {
         &[("Accept", "application/x-ndjson")]
     };
-    ChunkedResponse::open(&setup.target, &setup.counters, &path, headers).await
+    let response = ChunkedResponse::open(&setup.target, &setup.counters, &path, headers).await?;
+    if setup.nchan() && !response.is_chunked() {
+        // Each chunk is one of Nchan's messages: without chunks there is no framing.
+        return Err(ClientError::Protocol(
+            "Nchan's streaming response is not chunked".into(),
+        ));
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -41,7 +41,13 @@ macro_rules! plain_subscription {
     )*};
 }
 
-plain_subscription!(PollClient, LongPollClient, StreamClient, SseClient, WsClient);
+plain_subscription!(
+    PollClient,
+    LongPollClient,
+    StreamClient,
+    SseClient,
+    WsClient
+);
 
 impl Subscription for GatewayClient {
     fn next(&mut self) -> impl Future<Output = Result<Item, ClientError>> {

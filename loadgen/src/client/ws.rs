@@ -151,8 +151,8 @@ mod tests {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::AsyncWriteExt;
-    use tokio_tungstenite::tungstenite::{self, Message};
     use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::{self, Message};
 
     use super::super::event_of as event;
 

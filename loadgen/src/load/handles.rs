@@ -150,7 +150,11 @@ pub(super) fn spawn_workers(
 /// Worker process `index` connects from its own loopback address (127.0.0.1, 127.0.0.2, ...):
 /// one source address has only ~28,000 ephemeral ports, and every worker process may hold
 /// nearly 20,000 sockets. Other targets keep the kernel's choice.
-pub(super) fn source_for(target: &Target, index: usize, config: &LoadConfig) -> Option<std::net::IpAddr> {
+pub(super) fn source_for(
+    target: &Target,
+    index: usize,
+    config: &LoadConfig,
+) -> Option<std::net::IpAddr> {
     if let Some(base) = config.source_ip {
         let ip = u32::from(base).checked_add(u32::try_from(index).ok()?)?;
         return Some(std::net::Ipv4Addr::from(ip).into());

@@ -1,0 +1,64 @@
+//! The instrument's own cost, in REPORT.md: how much cheaper the load generator was than what
+//! it measured, per `[fanout]` run, so a reader can see that a server's number is the
+//! server's and not the load generator's.
+
+use std::fmt::Write as _;
+
+use crate::plan::Experiment;
+use crate::summary::Summary;
+
+/// The generator's CPU per delivery over the server's, past which a run's cost is called
+/// the instrument's too.
+const EXPENSIVE: f64 = 0.7;
+
+/// The "Instrument" section: one row per `[fanout]` run.
+pub fn section(o: &mut String, s: &Summary) {
+    let rows: Vec<String> = s
+        .runs
+        .iter()
+        .filter(|r| r.experiment == Experiment::Fanout)
+        .map(|r| {
+            let opt = |v: Option<f64>, digits: usize| {
+                v.map_or("–".to_owned(), |v| format!("{v:.digits$}"))
+            };
+            let server_us = r.server_cpu_ms_per_1k;
+            format!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.server.label(r.transport),
+                r.clients,
+                opt(r.loadgen_cpu_us_per_delivery, 1),
+                opt(server_us, 1),
+                opt(r.loadgen_cpu_vs_server, 2),
+                opt(r.loadgen_rss_per_client_bytes.map(|b| b / 1024.0), 1),
+                r.publish_lateness_us
+                    .as_ref()
+                    .map_or("–".to_owned(), |p| p.p99.to_string()),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let expensive = s
+        .runs
+        .iter()
+        .filter(|r| r.experiment == Experiment::Fanout)
+        .filter(|r| r.loadgen_cpu_vs_server.is_some_and(|x| x > EXPENSIVE))
+        .count();
+    let _ = writeln!(o, "## Instrument\n");
+    let _ = writeln!(
+        o,
+        "What the load generator itself spent in each `[fanout]` run, beside the server: CPU \
+         per delivery (its publisher included), the ratio of the two, its memory per \
+         subscriber, and how late its publisher sent (p99). Below 1 the instrument was the \
+         cheaper side; {expensive} run(s) are above {EXPENSIVE}×.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| run | subscribers | load generator µs/delivery | server µs/delivery | ratio | load generator KiB/subscriber | publish lateness p99 µs |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for row in rows {
+        let _ = writeln!(o, "{row}");
+    }
+    let _ = writeln!(o);
+}
