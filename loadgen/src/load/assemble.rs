@@ -81,24 +81,28 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
     let server_cpu = cpu_delta(b.window_open.server, b.window_close.server);
     let loadgen_cpu = cpu_delta(b.window_open.loadgen, b.window_close.loadgen).unwrap_or_default();
     let cores = usable_cores();
-    // The publisher's spin yields the core to anything runnable: it is precision, not load,
-    // so it does not count towards saturation (it is still in the per-delivery cost).
-    let loadgen_busy = loadgen_cpu.saturating_sub(b.publish.spin);
-    let loadgen_util = if window_s > 0.0 {
-        loadgen_busy.as_secs_f64() / (window_s * cores as f64)
-    } else {
-        0.0
+    let share = |cpu: Duration| {
+        if window_s > 0.0 {
+            cpu.as_secs_f64() / (window_s * cores as f64)
+        } else {
+            0.0
+        }
     };
+    let loadgen_util = share(loadgen_cpu);
+    // Saturation is judged by the subscribers' threads: the publisher spins before each due
+    // time, giving way to them at every turn, so its CPU says nothing of whether they kept up.
+    // Worker processes report theirs the same way; a worker that reported nothing counts 0.
+    let subscriber_util = share(b.totals.subscriber_cpu);
     let cost = Cost::new(loadgen_cpu, server_cpu, delivered, counters.requests);
     let loop_lag = Percentiles::of(&r.loop_lag);
     let lateness = Percentiles::of(&b.publish.lateness);
 
     let mut warnings = Vec::new();
-    if loadgen_util > CPU_SATURATED {
+    if subscriber_util > CPU_SATURATED {
         warnings.push(format!(
-            "load generator CPU was {:.0}% of its {cores} usable core(s): it may have been the \
-             bottleneck, so these latencies may not be the server's",
-            loadgen_util * 100.0
+            "the load generator's subscribers used {:.0}% of its {cores} usable core(s): it may \
+             have been the bottleneck, so these latencies may not be the server's",
+            subscriber_util * 100.0
         ));
     }
     if loop_lag.p99 > LAG_SATURATED_US {
@@ -121,7 +125,7 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
             b.publish.skipped
         ));
     }
-    let saturated = loadgen_util > CPU_SATURATED || loop_lag.p99 > LAG_SATURATED_US;
+    let saturated = subscriber_util > CPU_SATURATED || loop_lag.p99 > LAG_SATURATED_US;
     if b.server_pid.is_none() {
         warnings.push(
             "server CPU and memory not measured: give --server-pid for a server that does not \
@@ -152,7 +156,6 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
             failed: b.publish.failed.clone(),
             skipped: b.publish.skipped,
             lateness_us: lateness,
-            spin_ms: b.publish.spin.as_secs_f64() * 1000.0,
             bytes_up: b.publish.counters.bytes_up,
             bytes_down: b.publish.counters.bytes_down,
         },
@@ -196,6 +199,7 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         },
         loadgen: LoadgenSummary {
             cpu_utilization: loadgen_util,
+            subscriber_cpu_utilization: Some(subscriber_util),
             cores,
             threads: if config.workers > 1 {
                 config.workers

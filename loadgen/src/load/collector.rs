@@ -31,6 +31,8 @@ pub(super) struct Totals {
     pub(super) recorder: Recorder,
     pub(super) window: CountersSnapshot,
     pub(super) total: CountersSnapshot,
+    /// CPU of the subscribers' worker threads over the window, summed.
+    pub(super) subscriber_cpu: Duration,
 }
 
 /// Time series, interval histograms, live counts and peaks, gathered on the collector's tick.
@@ -134,7 +136,9 @@ impl Collector {
                 recorder,
                 window,
                 total,
+                window_cpu_ns,
             } => {
+                self.totals.subscriber_cpu += Duration::from_nanos(window_cpu_ns);
                 if let Some(p) = self.progress.get_mut(worker) {
                     *p = (recorder.delivered, recorder.clients_connected);
                 }

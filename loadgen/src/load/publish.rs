@@ -69,9 +69,6 @@ pub struct PublishResult {
     pub counters: CountersSnapshot,
     /// Whether the run was stopped before the schedule ended.
     pub interrupted: bool,
-    /// Time the schedule spent spinning before window events to hit their due times: CPU of
-    /// the load generator that buys precision and limits nothing (the spin yields the core).
-    pub spin: Duration,
 }
 
 impl Default for PublishResult {
@@ -87,7 +84,6 @@ impl Default for PublishResult {
             window_span: None,
             counters: CountersSnapshot::default(),
             interrupted: false,
-            spin: Duration::ZERO,
         }
     }
 }
@@ -159,7 +155,6 @@ async fn run(
         r.scheduled = tally.scheduled;
         r.skipped = tally.skipped;
         r.interrupted |= tally.interrupted;
-        r.spin = tally.spin;
     }
     for t in tasks {
         // A publish still waiting for its answer at a stop is abandoned, not awaited forever.
@@ -176,7 +171,6 @@ struct Tally {
     scheduled: u64,
     skipped: u64,
     interrupted: bool,
-    spin: Duration,
 }
 
 /// Hands event `k` to an idle publish connection at its due time, never waiting for one.
@@ -197,11 +191,7 @@ async fn schedule_loop(
                 tally.interrupted = true;
                 return tally;
             }
-            spun = wait_until(due) => {
-                if schedule.in_window(k) {
-                    tally.spin += spun;
-                }
-            }
+            () = wait_until(due) => {}
         }
         tally.scheduled += 1;
         let sent = (0..n).any(|i| queues[(k as usize + i) % n].try_send(k).is_ok());
@@ -222,11 +212,18 @@ const COARSE: Duration = Duration::from_millis(2);
 /// during a sleep takes a few hundred µs to wake, which a spin does not pay.
 const SPIN: Duration = Duration::from_micros(400);
 
-/// Waits for `due` precisely: the runtime's timer while far off (publish answers are read
-/// meanwhile), a thread sleep to just before it, then a spin that yields the core to any
-/// other runnable thread (the subscribers' worker shares it). Returns the time spent
-/// spinning, which is the publisher's precision, not work, and is reported apart.
-async fn wait_until(due: Instant) -> Duration {
+/// The last stretch of the spin, which gives way to nothing: a task the runtime ran in it
+/// could carry the send past its due time.
+const FINE: Duration = Duration::from_micros(60);
+
+/// Waits for `due` precisely: the runtime's timer while far off, a thread sleep to just
+/// before it, then a spin.
+///
+/// Until the last [`FINE`] µs the spin gives way at every turn, both to the runtime (so
+/// answers to earlier publishes are read and publishing never backs up at high rates, when
+/// due times are closer together than the spin) and to the kernel (so the subscribers'
+/// worker, which shares this core, runs whenever it has work).
+async fn wait_until(due: Instant) {
     if let Some(far) = due.checked_sub(COARSE).filter(|&t| t > Instant::now()) {
         tokio::time::sleep_until(far.into()).await;
     }
@@ -235,11 +232,13 @@ async fn wait_until(due: Instant) -> Duration {
     if due > now + SPIN {
         std::thread::sleep(due - now - SPIN);
     }
-    let spin_from = Instant::now();
-    while Instant::now() < due {
+    while Instant::now() + FINE < due {
         std::thread::yield_now();
+        tokio::task::yield_now().await;
     }
-    spin_from.elapsed()
+    while Instant::now() < due {
+        std::hint::spin_loop();
+    }
 }
 
 async fn publish_loop(

@@ -75,10 +75,7 @@ pub struct PublishSummary {
     pub skipped: u64,
     /// How late publishes started after their due time (µs): the publisher's own health.
     pub lateness_us: Percentiles,
-    /// CPU time the publisher spent spinning before window events to send them on the dot
-    /// (ms): precision, not work; left out of the load generator's utilisation.
-    #[serde(default)]
-    pub spin_ms: f64,
+
     /// Bytes the publish connections sent.
     pub bytes_up: u64,
     /// Bytes the publish connections received.
@@ -109,6 +106,11 @@ pub struct ServerSummary {
 pub struct LoadgenSummary {
     /// CPU during the window as a fraction of the cores it may use (1.0 = all busy).
     pub cpu_utilization: f64,
+    /// CPU of the subscribers' worker threads alone during the window, as a fraction of the
+    /// cores: what saturation is judged by. The publisher spins before each due time, giving
+    /// way to the workers at every turn, so its share says nothing about whether they kept up.
+    #[serde(default)]
+    pub subscriber_cpu_utilization: Option<f64>,
     /// Cores it may use.
     pub cores: usize,
     /// Worker threads.

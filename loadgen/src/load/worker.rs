@@ -14,6 +14,7 @@ use tokio::sync::{mpsc as tmpsc, watch};
 use tokio::task::LocalSet;
 
 use super::recorder::{hist_serde, Outcome, Recorder, Track};
+use super::sampler::thread_cpu;
 use super::schedule::Clock;
 use crate::client::{Client, ClientConfig, Item, Subscription};
 use crate::counters::{Counters, CountersSnapshot};
@@ -114,6 +115,9 @@ pub enum WorkerMsg {
         window: CountersSnapshot,
         /// Socket counters of the whole run.
         total: CountersSnapshot,
+        /// CPU of the worker's thread from the window's opening to the stop, ns.
+        #[serde(default)]
+        window_cpu_ns: u64,
     },
 }
 
@@ -151,6 +155,8 @@ struct Shared {
     devices: RefCell<Vec<String>>,
     /// The subscriptions' tasks, one per connected client.
     subscribers: RefCell<tokio::task::JoinSet<()>>,
+    /// This thread's CPU when the window opened, and at the stop.
+    cpu_marks: Cell<(Option<Duration>, Option<Duration>)>,
 }
 
 async fn run(
@@ -169,6 +175,7 @@ async fn run(
         away: watch::Sender::new(None),
         devices: RefCell::new(Vec::new()),
         subscribers: RefCell::new(tokio::task::JoinSet::new()),
+        cpu_marks: Cell::new((None, None)),
     });
     let (stop_tx, stop) = watch::channel(false);
     let window_marks: Rc<Cell<Option<CountersSnapshot>>> = Rc::new(Cell::new(None));
@@ -186,6 +193,7 @@ async fn run(
                             tokio::time::sleep_until(at.into()).await;
                             marks.set(Some(shared.counters.snapshot()));
                             shared.window_open.set(Some(at));
+                            shared.cpu_marks.set((thread_cpu(), None));
                         });
                     }
                     Control::Offline { from, until } => {
@@ -194,6 +202,8 @@ async fn run(
                     Control::Stop => break,
                 }
             }
+            let (open, _) = shared.cpu_marks.get();
+            shared.cpu_marks.set((open, thread_cpu()));
             let _ = stop_tx.send(true);
         });
     }
@@ -324,11 +334,16 @@ async fn run(
     }
     let window = total.since(&window_marks.get().unwrap_or(total));
     let recorder = Box::new(shared.rec.borrow().clone());
+    let window_cpu_ns = match shared.cpu_marks.get() {
+        (Some(open), Some(stop)) => stop.saturating_sub(open).as_nanos() as u64,
+        _ => 0,
+    };
     let _ = tx.send(WorkerMsg::Done {
         worker,
         recorder,
         window,
         total,
+        window_cpu_ns,
     });
 }
 
