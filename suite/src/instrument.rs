@@ -11,12 +11,25 @@ use crate::summary::Summary;
 /// the instrument's too.
 const EXPENSIVE: f64 = 0.7;
 
+/// Server CPU (s) a run needs before its per-delivery costs mean anything: `/proc` counts CPU in
+/// 10 ms ticks, so below this a ratio is mostly rounding.
+const MEASURABLE_S: f64 = 0.2;
+
+/// The server's CPU over the whole run, in seconds.
+fn server_cpu_s(r: &crate::summary::Run) -> Option<f64> {
+    r.server_cpu_ms_per_1k
+        .map(|ms| ms * r.delivered as f64 / 1000.0 / 1000.0)
+}
+
 /// The "Instrument" section: one row per `[fanout]` run.
 pub fn section(o: &mut String, s: &Summary) {
+    let measurable = |r: &&crate::summary::Run| {
+        r.experiment == Experiment::Fanout && server_cpu_s(r).is_some_and(|c| c >= MEASURABLE_S)
+    };
     let rows: Vec<String> = s
         .runs
         .iter()
-        .filter(|r| r.experiment == Experiment::Fanout)
+        .filter(measurable)
         .map(|r| {
             let opt = |v: Option<f64>, digits: usize| {
                 v.map_or("–".to_owned(), |v| format!("{v:.digits$}"))
@@ -42,16 +55,24 @@ pub fn section(o: &mut String, s: &Summary) {
     let expensive = s
         .runs
         .iter()
-        .filter(|r| r.experiment == Experiment::Fanout)
+        .filter(measurable)
         .filter(|r| r.loadgen_cpu_vs_server.is_some_and(|x| x > EXPENSIVE))
         .count();
+    let left_out = s
+        .runs
+        .iter()
+        .filter(|r| r.experiment == Experiment::Fanout)
+        .count()
+        - rows.len();
     let _ = writeln!(o, "## Instrument\n");
     let _ = writeln!(
         o,
         "What the load generator itself spent in each `[fanout]` run, beside the server: CPU \
          per delivery (its publisher included), the ratio of the two, its memory per \
          subscriber, and how late its publisher sent (p99). Below 1 the instrument was the \
-         cheaper side; {expensive} run(s) are above {EXPENSIVE}×.\n"
+         cheaper side; {expensive} run(s) are above {EXPENSIVE}×. {left_out} run(s) in which \
+         the server spent under {MEASURABLE_S} s of CPU are left out: `/proc` counts CPU in \
+         10 ms ticks, so their ratios would be mostly rounding.\n"
     );
     let _ = writeln!(
         o,
