@@ -163,3 +163,29 @@ pub fn fmt_value(v: f64) -> String {
         format!("{:.3}", v)
     }
 }
+
+/// Whether the run behind a headline figure had the load generator saturated: then the figure
+/// may be the load generator's, not the server's, and is marked as a floor (a limit is at
+/// least that; a latency or cost is what a saturated instrument read, an upper bound).
+pub fn generator_limited(key: &str, s: &Summary, t: Transport) -> bool {
+    let p = Server::Pushbench;
+    let run = match key {
+        "latency_p50_ms" | "latency_p99_ms" => s.latency_run(p, t),
+        "fanout_p99_ms" | "cpu_ms_per_1k" | "bytes_per_event" | "requests_per_event" => {
+            s.fanout_top(p, t)
+        }
+        "rss_per_conn_kib" | "idle_bytes_per_conn_min" => s.idle_run(t),
+        "capacity_subs" => {
+            return s
+                .limit(Experiment::Capacity, t)
+                .is_some_and(|l| l.loadgen_limited)
+        }
+        "throughput_per_s" => {
+            return s
+                .limit(Experiment::Throughput, t)
+                .is_some_and(|l| l.loadgen_limited)
+        }
+        _ => None,
+    };
+    run.is_some_and(|r| r.loadgen_saturated)
+}

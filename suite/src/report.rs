@@ -159,7 +159,12 @@ fn summary_table(o: &mut String, s: &Summary) {
                 "throughput_per_s" => limit_mark(s, Experiment::Throughput, t),
                 _ => "",
             };
-            let _ = write!(o, " {mark}{v} |");
+            let floor = if crate::headline::generator_limited(m.key, s, t) {
+                " ‡"
+            } else {
+                ""
+            };
+            let _ = write!(o, " {mark}{v}{floor} |");
         }
         let _ = writeln!(o);
     }
@@ -168,7 +173,10 @@ fn summary_table(o: &mut String, s: &Summary) {
         o,
         "\n*1 sub*: `[latency]` (short polling at its shortest interval, {}). *most subs*, CPU, \
          bytes and requests: `[fanout]` at {top} subscribers. RSS and idle traffic: `[idle]`, \
-         {} subscribers. ≥: every step passed, so the limit was not reached.\n",
+         {} subscribers. ≥: every step passed, so the limit was not reached. ‡: the load \
+         generator was saturated in the run behind this figure, so it is the load generator's \
+         reading, not the server's: a limit is at least this (a floor), a latency or cost at \
+         most this.\n",
         s.params
             .latency_poll_intervals
             .first()

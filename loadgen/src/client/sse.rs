@@ -79,7 +79,7 @@ impl SseClient {
                     Box::pin(self.retry.reconnect(setup, delay, || open(setup, last_id))).await?;
                 self.conn = Some(fresh);
             }
-            let response = self.conn.as_mut().expect("connected above");
+            let response = self.conn.as_mut().ok_or(ClientError::Closed)?;
             match response.next_chunk(MAX_LINE).await {
                 Ok(Some((chunk, read_at))) => {
                     self.read_at = read_at;

@@ -103,7 +103,7 @@ impl StreamClient {
                 self.conn = Some(fresh);
             }
             let nchan = self.setup.nchan();
-            let response = self.conn.as_mut().expect("connected above");
+            let response = self.conn.as_mut().ok_or(ClientError::Closed)?;
             match response.next_chunk(MAX_LINE).await {
                 Ok(Some((message, read_at))) if nchan => {
                     return Ok(self.pos.numbered(message, read_at));

@@ -103,7 +103,7 @@ impl WsClient {
                 Box::pin(self.retry.reconnect(setup, delay, || open(setup, resume))).await?;
             self.ws = Some(fresh);
         }
-        Ok(self.ws.as_mut().expect("connected above"))
+        self.ws.as_mut().ok_or(ClientError::Closed)
     }
 
     fn handle_text(
