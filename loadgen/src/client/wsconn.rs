@@ -59,6 +59,9 @@ pub(crate) struct WsConn {
     partial: Option<(u8, BytesMut)>,
     /// A close was received and answered.
     closed: bool,
+    /// Where the next frame's mask comes from: seeded from the OS once per connection, so
+    /// a frame sent per delivery (a gateway device's acknowledgement) costs no system call.
+    masks: MaskSource,
 }
 
 impl WsConn {
@@ -69,10 +72,12 @@ impl WsConn {
         counters: &Arc<Counters>,
         path_and_query: &str,
     ) -> Result<WsConn, ClientError> {
-        let mut nonce = [0u8; 16];
+        let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce)
             .map_err(|e| ClientError::Protocol(format!("no randomness for the key: {e}")))?;
-        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        let key = base64::engine::general_purpose::STANDARD.encode(&nonce[..16]);
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&nonce[16..]);
         let headers = [
             ("Upgrade", "websocket"),
             ("Connection", "Upgrade"),
@@ -93,6 +98,7 @@ impl WsConn {
             out: BytesMut::new(),
             partial: None,
             closed: false,
+            masks: MaskSource(u64::from_le_bytes(seed) | 1),
         })
     }
 
@@ -124,14 +130,19 @@ impl WsConn {
     /// Sends `text` as one masked text frame. Not cancel-safe: dropped mid-way, the frame may
     /// or may not have been sent.
     pub(crate) async fn send_text(&mut self, text: &[u8]) -> Result<(), ClientError> {
-        queue_frame(&mut self.out, OP_TEXT, text)?;
+        queue_frame(&mut self.out, self.masks.next(), OP_TEXT, text);
         self.flush().await
     }
 
     /// Sends a close frame (1000, normal closure) unless one was already exchanged.
     pub(crate) async fn close(&mut self) -> Result<(), ClientError> {
         if !self.closed {
-            queue_frame(&mut self.out, OP_CLOSE, &1000u16.to_be_bytes())?;
+            queue_frame(
+                &mut self.out,
+                self.masks.next(),
+                OP_CLOSE,
+                &1000u16.to_be_bytes(),
+            );
             self.closed = true;
         }
         self.flush().await
@@ -149,12 +160,12 @@ impl WsConn {
     fn take_message(&mut self) -> Result<Option<WsMessage>, ClientError> {
         while let Some((fin, opcode, payload)) = take_frame(&mut self.conn.buf)? {
             match opcode {
-                OP_PING => queue_frame(&mut self.out, OP_PONG, &payload)?,
+                OP_PING => queue_frame(&mut self.out, self.masks.next(), OP_PONG, &payload),
                 OP_PONG => {}
                 OP_CLOSE => {
                     // Echo the status code, as RFC 6455 asks; the connection is then done.
                     let code = payload.get(..2).unwrap_or_default();
-                    queue_frame(&mut self.out, OP_CLOSE, code)?;
+                    queue_frame(&mut self.out, self.masks.next(), OP_CLOSE, code);
                     self.closed = true;
                     return Ok(None);
                 }
@@ -243,12 +254,24 @@ fn take_frame(buf: &mut BytesMut) -> Result<Option<(bool, u8, Bytes)>, ClientErr
     Ok(Some((b0 & 0x80 != 0, opcode, payload)))
 }
 
-/// Appends one final, masked frame (clients must mask). The mask only has to keep proxies from
-/// reading the frame as something else; a random one per frame, as RFC 6455 asks.
-fn queue_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) -> Result<(), ClientError> {
-    let mut mask = [0u8; 4];
-    getrandom::fill(&mut mask)
-        .map_err(|e| ClientError::Protocol(format!("no randomness for a mask: {e}")))?;
+/// Frame masks: xorshift64 from a random seed. RFC 6455 asks for masks a proxy cannot predict
+/// from the traffic it sees; a generator seeded from the OS per connection gives that.
+#[derive(Debug)]
+struct MaskSource(u64);
+
+impl MaskSource {
+    fn next(&mut self) -> [u8; 4] {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x as u32).to_le_bytes()
+    }
+}
+
+/// Appends one final frame masked with `mask` (clients must mask).
+fn queue_frame(out: &mut BytesMut, mask: [u8; 4], opcode: u8, payload: &[u8]) {
     out.reserve(14 + payload.len());
     out.extend_from_slice(&[0x80 | opcode]);
     match payload.len() {
@@ -264,7 +287,6 @@ fn queue_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) -> Result<(), Cli
     }
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    Ok(())
 }
 
 #[cfg(test)]
@@ -324,7 +346,8 @@ mod tests {
     #[test]
     fn queued_frames_are_masked_and_unmask_back() {
         let mut out = BytesMut::new();
-        queue_frame(&mut out, OP_TEXT, b"upstream").unwrap();
+        let mut masks = MaskSource(0x9E37_79B9_7F4A_7C15);
+        queue_frame(&mut out, masks.next(), OP_TEXT, b"upstream");
         assert_eq!(out[0], 0x81);
         assert_eq!(out[1], 0x80 | 8);
         let mask = [out[2], out[3], out[4], out[5]];
@@ -335,7 +358,7 @@ mod tests {
             .collect();
         assert_eq!(clear, b"upstream");
         let mut long = BytesMut::new();
-        queue_frame(&mut long, OP_BINARY, &[0; 70_000]).unwrap();
+        queue_frame(&mut long, masks.next(), OP_BINARY, &[0; 70_000]);
         assert_eq!(long[1], 0x80 | 127);
         assert_eq!(long.len(), 2 + 8 + 4 + 70_000);
     }
