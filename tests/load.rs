@@ -282,3 +282,44 @@ async fn gateway_runs_deliver_everything_and_account_for_offline_devices() {
     assert_eq!(stats["gateway"]["devices"], 0, "{stats}");
     assert_eq!(server.shutdown().await.forced, 0);
 }
+
+/// The readiness loop (`load/hot.rs`) and a task per subscriber are two ways to drive the same
+/// clients: both must deliver every event exactly once, in order, and see the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_loop_and_tasks_account_alike() {
+    for transport in [Transport::Stream, Transport::Sse, Transport::Ws] {
+        let mut server = TestServer::start(&[transport]).await;
+        let mut reports = Vec::new();
+        for task_per_subscriber in [false, true] {
+            let config = LoadConfig {
+                task_per_subscriber,
+                ..small(transport, server.url())
+            };
+            let r = run(config).await;
+            let ctx = format!(
+                "{transport}, task per subscriber {task_per_subscriber}:\n{}",
+                r.summary()
+            );
+            assert_eq!(r.delivered, r.expected, "{ctx}");
+            assert!(r.expected > 0, "{ctx}");
+            assert_eq!(
+                (r.lost, r.duplicates, r.out_of_order, r.gaps, r.errors.len()),
+                (0, 0, 0, 0, 0),
+                "{ctx}"
+            );
+            assert_eq!(r.latency_us.count, r.delivered, "{ctx}");
+            assert!(r.config.task_per_subscriber == task_per_subscriber, "{ctx}");
+            reports.push(r);
+        }
+        // The same frames were read either way (ids grow by a digit or not alike in both).
+        let (hot, tasks) = (
+            reports[0].bytes_down_per_event,
+            reports[1].bytes_down_per_event,
+        );
+        assert!(
+            (hot - tasks).abs() < 1.0,
+            "{transport}: {hot} vs {tasks} bytes per event"
+        );
+        assert_eq!(server.shutdown().await.forced, 0, "{transport}");
+    }
+}

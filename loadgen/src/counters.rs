@@ -141,6 +141,11 @@ impl<S> CountingStream<S> {
         &self.inner
     }
 
+    /// The wrapped stream, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// The counters bytes are added to.
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters

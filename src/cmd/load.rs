@@ -81,6 +81,11 @@ pub struct LoadArgs {
     /// than every change, as the suite's [coherence] experiment does.
     #[arg(long)]
     pub poll_latest: bool,
+    /// Run every subscriber as an async task of its own instead of reading streaming, SSE and
+    /// WebSocket subscriptions in one readiness loop per worker: the instrument before that
+    /// loop, kept to compare the two side by side.
+    #[arg(long)]
+    pub task_per_subscriber: bool,
     /// Long polling: how long the server may hold each request (ignored by others).
     #[arg(long, default_value = "30s", value_parser = duration::parse)]
     pub longpoll_timeout: Duration,
@@ -169,6 +174,7 @@ impl LoadArgs {
             poll_interval: self.poll_interval,
             longpoll_timeout: self.longpoll_timeout,
             poll_latest: self.poll_latest,
+            task_per_subscriber: self.task_per_subscriber,
             ramp: self.ramp,
             warmup: self.warmup,
             drain: self.drain,

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::StatusCode;
 
 use super::raw::{find, RawConn};
@@ -30,6 +29,8 @@ pub(crate) struct ChunkedResponse {
     chunked: bool,
     /// The response's `Content-Type`, lower-cased (empty: none).
     content_type: String,
+    /// Bytes at the buffer's start lent out by the last `buffered_chunk`, consumed by the next.
+    lent: usize,
 }
 
 impl ChunkedResponse {
@@ -55,10 +56,11 @@ impl ChunkedResponse {
             conn,
             chunked: head.chunked,
             content_type: head.content_type,
+            lent: 0,
         })
     }
 
-    /// Whether the body is chunked (so each [`next_chunk`](Self::next_chunk) is one chunk).
+    /// Whether the body is chunked (so each [`Chunk::Data`] is one chunk).
     pub(crate) fn is_chunked(&self) -> bool {
         self.chunked
     }
@@ -68,55 +70,83 @@ impl ChunkedResponse {
         &self.content_type
     }
 
-    /// The next chunk's data and when its last byte was read; `None` after the terminating
-    /// chunk. Chunks over `max` bytes are refused. Cancel-safe: nothing is consumed before a
-    /// whole chunk is buffered. A body delimited by the connection's end comes as whatever each
-    /// read brought, and ends with it.
-    pub(crate) async fn next_chunk(
-        &mut self,
-        max: usize,
-    ) -> Result<Option<(Bytes, Instant)>, ClientError> {
-        if !self.chunked {
-            if self.conn.buf.is_empty() {
-                match self.conn.fill().await {
-                    Ok(()) => {}
-                    Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                        return Ok(None)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            let data = self.conn.buf.split().freeze();
-            return Ok(Some((data, self.conn.read_at)));
+    /// The next chunk already in the buffer, without I/O: its data and when its last byte was
+    /// read, the body's end, or [`Chunk::More`] when more bytes must be read first (with
+    /// [`fill`](Self::fill), or by a readiness loop through [`conn_mut`](Self::conn_mut)).
+    /// Chunks over `max` bytes are refused. The data is lent until the next call, which
+    /// consumes it: no copy, no allocation. A body delimited by the connection's end comes
+    /// as whatever the reads brought; its end is seen by `fill`.
+    pub(crate) fn buffered_chunk(&mut self, max: usize) -> Result<Chunk<'_>, ClientError> {
+        if self.lent > 0 {
+            self.conn.buf.advance(self.lent);
+            self.lent = 0;
         }
-        loop {
-            if let Some(line_end) = find(&self.conn.buf, b"\r\n") {
-                let size = parse_size(&self.conn.buf[..line_end])?;
-                if size > max {
-                    return Err(ClientError::Protocol(format!(
-                        "chunk of {size} bytes, longer than {max}"
-                    )));
-                }
-                if size == 0 {
-                    // Trailers, if any, carry nothing used here; the response is over.
-                    self.conn.buf.clear();
-                    return Ok(None);
-                }
-                let start = line_end + 2;
-                let end = start + size;
-                if self.conn.buf.len() >= end + 2 {
-                    if &self.conn.buf[end..end + 2] != b"\r\n" {
-                        return Err(ClientError::Protocol("chunk not followed by CRLF".into()));
-                    }
-                    let chunk = self.conn.buf.split_to(end + 2).freeze().slice(start..end);
-                    return Ok(Some((chunk, self.conn.read_at)));
-                }
-            } else if self.conn.buf.len() > 64 {
+        let buf = &self.conn.buf;
+        if !self.chunked {
+            if buf.is_empty() {
+                return Ok(Chunk::More);
+            }
+            self.lent = buf.len();
+            return Ok(Chunk::Data(&buf[..], self.conn.read_at));
+        }
+        let Some(line_end) = find(buf, b"\r\n") else {
+            if buf.len() > 64 {
                 return Err(ClientError::Protocol("chunk size line too long".into()));
             }
-            self.conn.fill().await?;
+            return Ok(Chunk::More);
+        };
+        let size = parse_size(&buf[..line_end])?;
+        if size > max {
+            return Err(ClientError::Protocol(format!(
+                "chunk of {size} bytes, longer than {max}"
+            )));
+        }
+        if size == 0 {
+            // Trailers, if any, carry nothing used here; the response is over.
+            self.lent = buf.len();
+            return Ok(Chunk::End);
+        }
+        let start = line_end + 2;
+        let end = start + size;
+        if buf.len() < end + 2 {
+            return Ok(Chunk::More);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ClientError::Protocol("chunk not followed by CRLF".into()));
+        }
+        self.lent = end + 2;
+        Ok(Chunk::Data(&buf[start..end], self.conn.read_at))
+    }
+
+    /// Reads more of the body. `Ok(false)`: a body delimited by the connection's end has
+    /// ended (a chunked body ends with its last chunk instead, so there an EOF is an error).
+    pub(crate) async fn fill(&mut self) -> Result<bool, ClientError> {
+        match self.conn.fill().await {
+            Ok(()) => Ok(true),
+            Err(ClientError::Io(e))
+                if !self.chunked && e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
     }
+
+    /// The connection under the body, for a readiness loop to detach and read.
+    pub(super) fn conn_mut(&mut self) -> &mut RawConn {
+        &mut self.conn
+    }
+}
+
+/// What [`ChunkedResponse::buffered_chunk`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Chunk<'a> {
+    /// A chunk's data (or, unchunked, what was read), and when its last byte was read.
+    Data(&'a [u8], Instant),
+    /// The terminating chunk: the response is over.
+    End,
+    /// Nothing whole yet: read more.
+    More,
 }
 
 /// A chunk-size line: hex digits, then optional `;extensions`.
@@ -143,6 +173,20 @@ mod tests {
     use crate::http::test_server::spawn;
     use tokio::io::AsyncWriteExt;
 
+    /// The next chunk, reading as needed; `None` at the body's end.
+    async fn next_chunk(r: &mut ChunkedResponse) -> Option<Vec<u8>> {
+        loop {
+            match r.buffered_chunk(1024).unwrap() {
+                Chunk::Data(data, _) => return Some(data.to_vec()),
+                Chunk::End => return None,
+                Chunk::More => {}
+            }
+            if !r.fill().await.unwrap() {
+                return None;
+            }
+        }
+    }
+
     #[tokio::test]
     async fn chunks_come_whole_however_the_bytes_are_cut() {
         let (addr, mut rx) = spawn().await;
@@ -165,8 +209,8 @@ mod tests {
                 .await
                 .unwrap();
         let mut got = Vec::new();
-        while let Some((chunk, _)) = r.next_chunk(1024).await.unwrap() {
-            got.push(String::from_utf8(chunk.to_vec()).unwrap());
+        while let Some(chunk) = next_chunk(&mut r).await {
+            got.push(String::from_utf8(chunk).unwrap());
         }
         assert_eq!(got, ["e1", "e22", "0123456789abcdef!"]);
         let head = server.await.unwrap();
@@ -222,7 +266,7 @@ mod tests {
             .unwrap();
         assert!(!r.is_chunked());
         let mut got = Vec::new();
-        while let Some((data, _)) = r.next_chunk(1024).await.unwrap() {
+        while let Some(data) = next_chunk(&mut r).await {
             got.extend_from_slice(&data);
         }
         assert_eq!(got, b"data: one\n\ndata: two\n\n");

@@ -11,10 +11,12 @@
 
 mod chunked;
 mod gateway;
+mod hot;
 mod longpoll;
 mod nchan;
 mod poll;
 mod raw;
+mod readbuf;
 mod sse;
 mod stream;
 mod subscription;
@@ -35,6 +37,7 @@ use crate::profile::Profile;
 use crate::target::Target;
 
 pub use gateway::GatewayClient;
+pub use hot::HotClient;
 pub use longpoll::LongPollClient;
 pub use poll::PollClient;
 pub use sse::SseClient;

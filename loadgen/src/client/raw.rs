@@ -5,10 +5,13 @@
 //! `wsconn.rs`. Keeping this off hyper's client is what lets a subscriber cost the load
 //! generator a socket and a couple of kilobytes rather than a whole client connection.
 
+use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
+
+use super::readbuf::ReadBuf;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,10 +29,15 @@ const MAX_HEAD: usize = 64 * 1024;
 const READ_SIZE: usize = 2048;
 
 /// A socket and what was read from it but not yet consumed.
+///
+/// The socket may be lent to the load generator's readiness loop (`load/hot.rs`), which then
+/// reads into the same buffer with [`read_from`](Self::read_from): see [`detach`](Self::detach).
 #[derive(Debug)]
 pub(super) struct RawConn {
-    pub(super) socket: Socket,
-    pub(super) buf: BytesMut,
+    /// `None` while detached.
+    socket: Option<Socket>,
+    counters: Arc<Counters>,
+    pub(super) buf: ReadBuf,
     /// When the bytes at the end of `buf` were read.
     pub(super) read_at: Instant,
 }
@@ -72,8 +80,9 @@ impl RawConn {
         counters.add_request();
         socket.write_all(head.as_bytes()).await?;
         let mut conn = RawConn {
-            socket,
-            buf: BytesMut::with_capacity(READ_SIZE),
+            socket: Some(socket),
+            counters: counters.clone(),
+            buf: ReadBuf::with_capacity(READ_SIZE),
             read_at: Instant::now(),
         };
         let head_len = loop {
@@ -85,10 +94,10 @@ impl RawConn {
             }
             conn.fill().await?;
         };
-        let head = conn.buf.split_to(head_len);
-        let head = std::str::from_utf8(&head)
+        let head = std::str::from_utf8(&conn.buf[..head_len])
             .map_err(|_| ClientError::Protocol("response head is not UTF-8".into()))?;
         let head = parse_head(head)?;
+        conn.buf.advance(head_len);
         Ok((conn, head))
     }
 
@@ -104,11 +113,69 @@ impl RawConn {
         status_error(head.status, &self.buf[..want.min(self.buf.len())])
     }
 
+    /// The socket, for writing; [`ClientError::Closed`] while it is detached.
+    pub(super) fn socket(&mut self) -> Result<&mut Socket, ClientError> {
+        self.socket.as_mut().ok_or(ClientError::Closed)
+    }
+
+    /// Takes the socket off the async runtime (deregistered, still non-blocking), so a plain
+    /// readiness loop can read it; [`attach`](Self::attach) gives it back. `None` if it is
+    /// detached already.
+    pub(super) fn detach(&mut self) -> Option<std::io::Result<std::net::TcpStream>> {
+        let socket = self.socket.take()?;
+        Some(socket.into_inner().into_std())
+    }
+
+    /// Puts a socket [`detach`](Self::detach) took back on the current runtime.
+    pub(super) fn attach(&mut self, socket: std::net::TcpStream) -> std::io::Result<()> {
+        let tcp = tokio::net::TcpStream::from_std(socket)?;
+        self.socket = Some(Socket::new(tcp, self.counters.clone()));
+        Ok(())
+    }
+
+    /// While detached: one non-blocking read of `socket` into the buffer, counted as the
+    /// runtime's reads are. Returns the bytes read (`0`: the end of the stream) and whether
+    /// the socket is now drained: a read that did not fill the room it had took everything
+    /// there was (as tokio assumes too), which saves the read that would say `WouldBlock`.
+    pub(super) fn read_from(
+        &mut self,
+        mut socket: &std::net::TcpStream,
+    ) -> std::io::Result<(usize, bool)> {
+        let room = self.buf.room(READ_SIZE);
+        let space = room.len();
+        let n = socket.read(room)?;
+        self.buf.filled(n);
+        self.read_at = Instant::now();
+        self.counters.add_bytes_down(n as u64);
+        Ok((n, n < space))
+    }
+
+    /// While detached: writes `out` to `socket` without blocking, counted; what was written
+    /// leaves `out`. `WouldBlock` when the socket's buffer is full.
+    pub(super) fn write_from(
+        &mut self,
+        mut socket: &std::net::TcpStream,
+        out: &mut BytesMut,
+    ) -> std::io::Result<()> {
+        use bytes::Buf as _;
+        use std::io::Write as _;
+        while !out.is_empty() {
+            let n = socket.write(out)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.counters.add_bytes_up(n as u64);
+            out.advance(n);
+        }
+        Ok(())
+    }
+
     /// Reads more bytes; the end of the stream is an error here, for a subscription ends
     /// with its framing (a last chunk, a Close frame), never with a bare EOF.
     pub(super) async fn fill(&mut self) -> Result<(), ClientError> {
-        self.buf.reserve(READ_SIZE);
-        let n = self.socket.read_buf(&mut self.buf).await?;
+        let socket = self.socket.as_mut().ok_or(ClientError::Closed)?;
+        let n = socket.read(self.buf.room(READ_SIZE)).await?;
+        self.buf.filled(n);
         self.read_at = Instant::now();
         if n == 0 {
             return Err(ClientError::Io(std::io::Error::new(

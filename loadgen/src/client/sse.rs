@@ -13,7 +13,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use pushbench_servers::protocol::{Transport, SSE_GAP_EVENT};
 
-use super::chunked::ChunkedResponse;
+use super::chunked::{Chunk, ChunkedResponse};
+use super::raw::RawConn;
 use super::stream::MAX_LINE;
 use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
@@ -66,10 +67,10 @@ impl SseClient {
     /// See [`Client::next`](super::Client::next).
     pub async fn next(&mut self) -> Result<Item, ClientError> {
         loop {
-            if let Some(event) = self.parser.next_event() {
-                return self.handle_event(event);
+            if let Some(item) = self.buffered() {
+                return item;
             }
-            if self.conn.is_none() {
+            let Some(response) = self.conn.as_mut() else {
                 let setup = &self.setup;
                 let delay = self.parser.retry().unwrap_or(setup.config.reconnect_delay);
                 let last_id = self.parser.last_event_id();
@@ -78,34 +79,59 @@ impl SseClient {
                 let fresh =
                     Box::pin(self.retry.reconnect(setup, delay, || open(setup, last_id))).await?;
                 self.conn = Some(fresh);
-            }
-            let response = self.conn.as_mut().ok_or(ClientError::Closed)?;
-            match response.next_chunk(MAX_LINE).await {
-                Ok(Some((chunk, read_at))) => {
-                    self.read_at = read_at;
-                    self.parser.feed(&chunk);
-                    if self.parser.buffered_len() > MAX_LINE {
-                        self.drop_connection();
-                        return Err(ClientError::Protocol(format!(
-                            "line longer than {MAX_LINE} bytes"
-                        )));
-                    }
-                }
-                Ok(None) => {
-                    self.drop_connection();
-                    self.retry.ended(&self.setup, None)?;
-                }
-                Err(e) if e.is_connection_error() => {
-                    self.drop_connection();
-                    self.retry.ended(&self.setup, Some(e))?;
-                }
+                continue;
+            };
+            let ending = match response.fill().await {
+                Ok(true) => continue,
+                Ok(false) => None,
+                Err(e) if e.is_connection_error() => Some(e),
                 Err(e) => {
                     // Framing is lost: this connection cannot go on.
                     self.drop_connection();
                     return Err(e);
                 }
+            };
+            self.drop_connection();
+            self.retry.ended(&self.setup, ending)?;
+        }
+    }
+
+    /// What [`next`](Self::next) would return from the bytes already read, without I/O.
+    /// `None`: more bytes are needed, or a new connection when [`connection`](Self::connection)
+    /// is gone. A readiness loop that reads the socket itself drives the client with this.
+    pub(crate) fn buffered(&mut self) -> Option<Result<Item, ClientError>> {
+        loop {
+            if let Some(event) = self.parser.next_event() {
+                return Some(self.handle_event(event));
+            }
+            let response = self.conn.as_mut()?;
+            match response.buffered_chunk(MAX_LINE) {
+                Ok(Chunk::Data(chunk, read_at)) => {
+                    self.read_at = read_at;
+                    self.parser.feed(chunk);
+                    if self.parser.buffered_len() > MAX_LINE {
+                        self.drop_connection();
+                        return Some(Err(ClientError::Protocol(format!(
+                            "line longer than {MAX_LINE} bytes"
+                        ))));
+                    }
+                }
+                Ok(Chunk::More) => return None,
+                Ok(Chunk::End) => {
+                    self.drop_connection();
+                    return self.retry.ended(&self.setup, None).err().map(Err);
+                }
+                Err(e) => {
+                    self.drop_connection();
+                    return Some(Err(e));
+                }
             }
         }
+    }
+
+    /// The open connection's socket and buffer, if there is one.
+    pub(super) fn connection(&mut self) -> Option<&mut RawConn> {
+        self.conn.as_mut().map(ChunkedResponse::conn_mut)
     }
 
     /// See [`Client::cursor`](super::Client::cursor): here, the last `id:` as a number

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::chunked::ChunkedResponse;
+use super::chunked::{Chunk, ChunkedResponse};
+use super::raw::RawConn;
 use super::{ClientConfig, Item, Position, Retry, Setup};
 use crate::counters::Counters;
 use crate::error::ClientError;
@@ -88,51 +89,77 @@ impl StreamClient {
     /// See [`Client::next`](super::Client::next).
     pub async fn next(&mut self) -> Result<Item, ClientError> {
         loop {
-            while let Some(line) = self.lines.next_line() {
-                if let Some(item) = self.handle_line(&line)? {
-                    return Ok(item);
-                }
+            if let Some(item) = self.buffered() {
+                return item;
             }
-            if self.conn.is_none() {
+            let Some(response) = self.conn.as_mut() else {
                 let (setup, resume) = (&self.setup, self.pos.resume);
                 let delay = setup.config.reconnect_delay;
-                // Boxed: a reconnect is rare, and inline its future would grow every
-                // subscriber's task by the size of a connect.
                 let fresh =
                     Box::pin(self.retry.reconnect(setup, delay, || open(setup, resume))).await?;
                 self.conn = Some(fresh);
-            }
-            let nchan = self.setup.nchan();
-            let response = self.conn.as_mut().ok_or(ClientError::Closed)?;
-            match response.next_chunk(MAX_LINE).await {
-                Ok(Some((message, read_at))) if nchan => {
-                    return Ok(self.pos.numbered(message, read_at));
-                }
-                Ok(Some((chunk, read_at))) => {
-                    self.read_at = read_at;
-                    self.lines.extend(&chunk);
-                    if self.lines.buf.len() > MAX_LINE {
-                        self.drop_connection();
-                        return Err(ClientError::Protocol(format!(
-                            "line longer than {MAX_LINE} bytes"
-                        )));
-                    }
-                }
-                Ok(None) => {
-                    self.drop_connection();
-                    self.retry.ended(&self.setup, None)?;
-                }
-                Err(e) if e.is_connection_error() => {
-                    self.drop_connection();
-                    self.retry.ended(&self.setup, Some(e))?;
-                }
+                continue;
+            };
+            let ending = match response.fill().await {
+                Ok(true) => continue,
+                Ok(false) => None,
+                Err(e) if e.is_connection_error() => Some(e),
                 Err(e) => {
                     // Framing is lost: this connection cannot go on.
                     self.drop_connection();
                     return Err(e);
                 }
+            };
+            self.drop_connection();
+            self.retry.ended(&self.setup, ending)?;
+        }
+    }
+
+    /// What [`next`](Self::next) would return from the bytes already read, without I/O.
+    /// `None`: more bytes are needed, or a new connection when [`connection`](Self::connection)
+    /// is gone. A readiness loop that reads the socket itself drives the client with this.
+    pub(crate) fn buffered(&mut self) -> Option<Result<Item, ClientError>> {
+        loop {
+            while let Some(line) = self.lines.next_line() {
+                match self.handle_line(&line) {
+                    Ok(Some(item)) => return Some(Ok(item)),
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let nchan = self.setup.nchan();
+            let response = self.conn.as_mut()?;
+            match response.buffered_chunk(MAX_LINE) {
+                Ok(Chunk::Data(message, read_at)) if nchan => {
+                    let message = Bytes::copy_from_slice(message);
+                    return Some(Ok(self.pos.numbered(message, read_at)));
+                }
+                Ok(Chunk::Data(chunk, read_at)) => {
+                    self.read_at = read_at;
+                    self.lines.extend(chunk);
+                    if self.lines.buf.len() > MAX_LINE {
+                        self.drop_connection();
+                        return Some(Err(ClientError::Protocol(format!(
+                            "line longer than {MAX_LINE} bytes"
+                        ))));
+                    }
+                }
+                Ok(Chunk::More) => return None,
+                Ok(Chunk::End) => {
+                    self.drop_connection();
+                    return self.retry.ended(&self.setup, None).err().map(Err);
+                }
+                Err(e) => {
+                    self.drop_connection();
+                    return Some(Err(e));
+                }
             }
         }
+    }
+
+    /// The open connection's socket and buffer, if there is one.
+    pub(super) fn connection(&mut self) -> Option<&mut RawConn> {
+        self.conn.as_mut().map(ChunkedResponse::conn_mut)
     }
 
     /// See [`Client::cursor`](super::Client::cursor).

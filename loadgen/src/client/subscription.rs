@@ -11,13 +11,25 @@ use std::future::Future;
 
 use pushbench_servers::protocol::Transport;
 
-use super::{GatewayClient, Item, LongPollClient, PollClient, SseClient, StreamClient, WsClient};
+use super::{
+    GatewayClient, HotClient, Item, LongPollClient, PollClient, SseClient, StreamClient, WsClient,
+};
 use crate::error::ClientError;
 
 /// One subscriber as the load generator drives it.
 pub trait Subscription {
     /// The next event or gap, as [`Client::next`](super::Client::next).
     fn next(&mut self) -> impl Future<Output = Result<Item, ClientError>>;
+
+    /// Hands the subscription to a readiness loop, with its socket taken off the async
+    /// runtime (see [`HotClient`]); `Err(self)` for transports that stay tasks, or with no
+    /// connection open.
+    fn into_hot(self) -> Result<(HotClient, std::net::TcpStream), Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 
     /// Against the gateway: drop the connection as a device going offline does. Others:
     /// [`ClientError::Unsupported`].
@@ -41,13 +53,23 @@ macro_rules! plain_subscription {
     )*};
 }
 
-plain_subscription!(
-    PollClient,
-    LongPollClient,
-    StreamClient,
-    SseClient,
-    WsClient
-);
+plain_subscription!(PollClient, LongPollClient);
+
+macro_rules! hot_subscription {
+    ($($ty:ty),*) => {$(
+        impl Subscription for $ty {
+            fn next(&mut self) -> impl Future<Output = Result<Item, ClientError>> {
+                <$ty>::next(self)
+            }
+
+            fn into_hot(self) -> Result<(HotClient, std::net::TcpStream), Self> {
+                self.into_hot_client()
+            }
+        }
+    )*};
+}
+
+hot_subscription!(StreamClient, SseClient, WsClient);
 
 impl Subscription for GatewayClient {
     fn next(&mut self) -> impl Future<Output = Result<Item, ClientError>> {

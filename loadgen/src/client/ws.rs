@@ -49,32 +49,59 @@ impl WsClient {
     ///
     /// Reading is also what answers the server's pings, so keep calling this.
     pub async fn next(&mut self) -> Result<Item, ClientError> {
-        let nchan = self.setup.nchan();
         loop {
-            let ws = self.ensure_connected().await?;
-            match ws.next().await {
-                Ok(Some((WsMessage::Text(text), received))) => {
-                    if let Some(item) = self.handle_text(text, received)? {
-                        return Ok(item);
-                    }
-                }
-                Ok(Some((WsMessage::Binary(data), received))) if nchan => {
-                    return Ok(self.pos.numbered(data, received));
-                }
-                Ok(Some((WsMessage::Binary(_), _))) => {
-                    return Err(ClientError::Protocol("unexpected binary frame".into()));
-                }
-                ending => connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending)?,
+            if let Some(item) = self.buffered() {
+                return item;
             }
+            let Some(ws) = self.ws.as_mut() else {
+                // Connected afresh: the handshake's read may have brought frames already.
+                self.ensure_connected().await?;
+                continue;
+            };
+            let ending = match ws.advance().await {
+                Ok(true) => continue,
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
+            };
+            connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending)?;
         }
     }
 
-    /// Sends `payload` as one text frame, which the server publishes to the topic.
-    ///
-    /// Reconnects first (as configured) if the connection was lost. A refusal comes back later,
-    /// from [`next`](Self::next), as [`ClientError::Server`].
-    ///
-    /// Not cancel-safe: dropped mid-way, the frame may or may not have been sent.
+    /// What [`next`](Self::next) would return from the bytes already read, without I/O.
+    /// `None`: frames must be written first, more bytes read, or (when
+    /// [`connection`](Self::connection) is gone) a new connection made. A readiness loop that
+    /// reads and writes the socket itself drives the client with this.
+    pub(crate) fn buffered(&mut self) -> Option<Result<Item, ClientError>> {
+        let nchan = self.setup.nchan();
+        loop {
+            let ws = self.ws.as_mut()?;
+            let ending = match ws.buffered() {
+                Ok(Some((WsMessage::Text(text), received))) => {
+                    match self.handle_text(text, received) {
+                        Ok(Some(item)) => return Some(Ok(item)),
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Ok(Some((WsMessage::Binary(data), received))) if nchan => {
+                    return Some(Ok(self.pos.numbered(data, received)));
+                }
+                Ok(Some((WsMessage::Binary(_), _))) => {
+                    return Some(Err(ClientError::Protocol("unexpected binary frame".into())));
+                }
+                Ok(None) => return None,
+                ending => ending,
+            };
+            let ended = connection_ended(&mut self.ws, &mut self.retry, &self.setup, ending);
+            return ended.err().map(Err);
+        }
+    }
+
+    /// The open connection, if there is one.
+    pub(crate) fn connection(&mut self) -> Option<&mut WsConn> {
+        self.ws.as_mut()
+    }
+
     pub async fn send_upstream(&mut self, payload: &str) -> Result<(), ClientError> {
         if self.setup.nchan() {
             return Err(ClientError::Unsupported(Transport::Ws));

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine as _;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use sha1::{Digest, Sha1};
 use tokio::io::AsyncWriteExt;
 
 use super::raw::RawConn;
+use super::readbuf::ReadBuf;
 use crate::counters::Counters;
 use crate::error::ClientError;
 use crate::target::Target;
@@ -102,33 +103,64 @@ impl WsConn {
         })
     }
 
-    /// The next whole message and when its last byte was read; `None` when the connection
-    /// ended without a close. Pings are answered and pongs skipped along the way.
+    /// The next message and when the bytes completing it were read; `Ok(None)` when the
+    /// connection ended without a Close. Pings are answered here. A Close is answered, then
+    /// returned as [`WsMessage::Close`]; the connection is done after it.
     pub(crate) async fn next(&mut self) -> Result<Option<(WsMessage, Instant)>, ClientError> {
         loop {
-            self.flush().await?;
-            if self.closed {
-                return Ok(Some((WsMessage::Close, self.conn.read_at)));
+            if let Some(message) = self.buffered()? {
+                return Ok(Some(message));
             }
-            if let Some(message) = self.take_message()? {
-                return Ok(Some((message, self.conn.read_at)));
-            }
-            if self.closed {
-                // A close came in: send the reply queued for it, then say so.
-                continue;
-            }
-            match self.conn.fill().await {
-                Ok(()) => {}
-                Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Ok(None)
-                }
-                Err(e) => return Err(e),
+            if !self.advance().await? {
+                return Ok(None);
             }
         }
     }
 
-    /// Sends `text` as one masked text frame. Not cancel-safe: dropped mid-way, the frame may
-    /// or may not have been sent.
+    /// The next message already read, without I/O, as [`next`](Self::next) returns it.
+    /// `Ok(None)`: bytes must be written first ([`wants_write`](Self::wants_write)), or read.
+    pub(crate) fn buffered(&mut self) -> Result<Option<(WsMessage, Instant)>, ClientError> {
+        if !self.closed {
+            if let Some(message) = self.take_message()? {
+                return Ok(Some((message, self.conn.read_at)));
+            }
+        }
+        if self.closed && self.out.is_empty() {
+            return Ok(Some((WsMessage::Close, self.conn.read_at)));
+        }
+        Ok(None)
+    }
+
+    /// Writes what is queued (a pong, a Close reply), or else reads more. `Ok(false)`: the
+    /// connection ended.
+    pub(crate) async fn advance(&mut self) -> Result<bool, ClientError> {
+        if !self.out.is_empty() {
+            self.flush().await?;
+            return Ok(true);
+        }
+        match self.conn.fill().await {
+            Ok(()) => Ok(true),
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether frames wait to be written (a pong, a Close reply).
+    pub(crate) fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// While detached: writes what is queued to `socket` without blocking. `WouldBlock` when
+    /// the socket's buffer is full; the rest stays queued.
+    pub(crate) fn write_to(&mut self, socket: &std::net::TcpStream) -> std::io::Result<()> {
+        self.conn.write_from(socket, &mut self.out)
+    }
+
+    /// The socket and read buffer under the frames.
+    pub(super) fn conn_mut(&mut self) -> &mut RawConn {
+        &mut self.conn
+    }
+
     pub(crate) async fn send_text(&mut self, text: &[u8]) -> Result<(), ClientError> {
         queue_frame(&mut self.out, self.masks.next(), OP_TEXT, text);
         self.flush().await
@@ -151,7 +183,7 @@ impl WsConn {
     /// Writes what is queued; what a cancelled write left is still queued.
     async fn flush(&mut self) -> Result<(), ClientError> {
         while !self.out.is_empty() {
-            self.conn.socket.write_buf(&mut self.out).await?;
+            self.conn.socket()?.write_buf(&mut self.out).await?;
         }
         Ok(())
     }
@@ -218,7 +250,7 @@ fn message(opcode: u8, payload: Bytes) -> Result<WsMessage, ClientError> {
 
 /// One whole frame off the front of `buf`: (FIN, opcode, payload, a view of `buf`'s bytes).
 /// `None` until the frame is whole. Server frames must not be masked.
-fn take_frame(buf: &mut BytesMut) -> Result<Option<(bool, u8, Bytes)>, ClientError> {
+fn take_frame(buf: &mut ReadBuf) -> Result<Option<(bool, u8, Bytes)>, ClientError> {
     let [b0, b1, ..] = buf[..] else {
         return Ok(None);
     };
@@ -249,8 +281,8 @@ fn take_frame(buf: &mut BytesMut) -> Result<Option<(bool, u8, Bytes)>, ClientErr
     if buf.len() < header + len {
         return Ok(None);
     }
-    buf.advance(header);
-    let payload = buf.split_to(len).freeze();
+    let payload = Bytes::copy_from_slice(&buf[header..header + len]);
+    buf.advance(header + len);
     Ok(Some((b0 & 0x80 != 0, opcode, payload)))
 }
 

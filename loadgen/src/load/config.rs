@@ -37,6 +37,10 @@ pub struct LoadConfig {
     /// events published between two polls are skipped by design (`[coherence]`).
     #[serde(default)]
     pub poll_latest: bool,
+    /// Run every subscriber as an async task of its own, as the instrument did before its
+    /// readiness loop (`load/hot.rs`): kept to compare the two side by side.
+    #[serde(default)]
+    pub task_per_subscriber: bool,
     /// New subscriptions per second while connecting.
     pub ramp: f64,
     /// Events published before the window opens, and not measured.
@@ -81,6 +85,7 @@ impl LoadConfig {
             poll_interval: Duration::from_secs(1),
             longpoll_timeout: Duration::from_secs(30),
             poll_latest: false,
+            task_per_subscriber: false,
             ramp: 2000.0,
             warmup: Duration::from_secs(1),
             drain: Duration::from_secs(2),

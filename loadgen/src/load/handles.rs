@@ -104,6 +104,7 @@ pub(super) fn spawn_workers(
                 poll_interval_ms: config.poll_interval.as_millis() as u64,
                 longpoll_timeout_ms: config.longpoll_timeout.as_millis() as u64,
                 poll_latest: config.poll_latest,
+                task_per_subscriber: config.task_per_subscriber,
                 warmup_events: plan.warmup_events,
                 window_events: plan.window_events,
                 source: source_for(target, index, config),
@@ -140,6 +141,7 @@ pub(super) fn spawn_workers(
             window_events: plan.window_events,
             clock,
             first_device: first(index),
+            hot: !config.task_per_subscriber,
         };
         let join = worker::spawn(wplan, tx.clone(), control_rx)?;
         handles.push(WorkerHandle::Thread { control, join });

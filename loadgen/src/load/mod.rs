@@ -17,9 +17,11 @@ pub mod sampler;
 pub mod schedule;
 pub mod worker;
 
+mod account;
 mod assemble;
 mod collector;
 mod handles;
+mod hot;
 mod run;
 
 pub use config::LoadConfig;

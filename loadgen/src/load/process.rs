@@ -43,6 +43,9 @@ pub struct WorkerSpec {
     /// Short polling fetches the newest event only.
     #[serde(default)]
     pub poll_latest: bool,
+    /// Every subscriber is a task of its own, with no readiness loop.
+    #[serde(default)]
+    pub task_per_subscriber: bool,
     /// Events before the window.
     pub warmup_events: u64,
     /// Events in the window.
@@ -91,6 +94,7 @@ impl WorkerSpec {
             window_events: self.window_events,
             clock,
             first_device: 0,
+            hot: !self.task_per_subscriber,
         })
     }
 }

@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc as tmpsc, watch};
 use tokio::task::LocalSet;
 
-use super::recorder::{hist_serde, Outcome, Recorder, Track};
+use super::account::{account, lag_us, Accounted, SubState};
+use super::hot::{HotLoop, HotSub, Returned};
+use super::recorder::{hist_serde, Recorder};
 use super::sampler::thread_cpu;
 use super::schedule::Clock;
-use crate::client::{Client, ClientConfig, Item, Subscription};
+use crate::client::{Client, ClientConfig, HotClient, Item, Subscription};
 use crate::counters::{Counters, CountersSnapshot};
 use crate::error::ClientError;
 use crate::target::Target;
@@ -28,14 +30,11 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 const PROGRESS: Duration = Duration::from_millis(250);
 
 /// How often the worker checks its own timer lateness.
-const LAG_PROBE: Duration = Duration::from_millis(10);
+pub(super) const LAG_PROBE: Duration = Duration::from_millis(10);
 
 /// How long a worker's devices may take to unregister from the gateway at the end: with the
 /// 2 s the tasks get to finish, well inside the collector's 10 s wait for the worker's totals.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Errors in a row after which a client stops trying (its remaining events count as lost).
-const MAX_ERRORS_IN_A_ROW: u32 = 20;
 
 /// What a worker must do.
 #[derive(Debug, Clone)]
@@ -59,6 +58,9 @@ pub struct WorkerPlan {
     /// Against the gateway when sending to tokens: the run's device number of this worker's
     /// first client, so client `i` uses token `first_device + i`.
     pub first_device: usize,
+    /// Read streaming, SSE and WebSocket subscriptions in their steady state in one readiness
+    /// loop ([`super::hot`]) rather than as a task each.
+    pub hot: bool,
 }
 
 /// What the collector tells a worker.
@@ -157,6 +159,8 @@ struct Shared {
     subscribers: RefCell<tokio::task::JoinSet<()>>,
     /// This thread's CPU when the window opened, and at the stop.
     cpu_marks: Cell<(Option<Duration>, Option<Duration>)>,
+    /// The readiness loop, when this worker's subscriptions can use one.
+    hot: RefCell<Option<HotLoop>>,
 }
 
 async fn run(
@@ -176,7 +180,15 @@ async fn run(
         devices: RefCell::new(Vec::new()),
         subscribers: RefCell::new(tokio::task::JoinSet::new()),
         cpu_marks: Cell::new((None, None)),
+        hot: RefCell::new(None),
     });
+    let (back_tx, mut back) = tmpsc::unbounded_channel();
+    if shared.plan.hot && hot_transport(&shared.plan) {
+        match HotLoop::spawn(shared.plan.clone(), tx.clone(), back_tx) {
+            Ok(hot) => *shared.hot.borrow_mut() = Some(hot),
+            Err(e) => tracing::warn!("no readiness loop ({e}); every subscriber is a task"),
+        }
+    }
     let (stop_tx, stop) = watch::channel(false);
     let window_marks: Rc<Cell<Option<CountersSnapshot>>> = Rc::new(Cell::new(None));
     let mut tasks = tokio::task::JoinSet::new();
@@ -194,6 +206,9 @@ async fn run(
                             marks.set(Some(shared.counters.snapshot()));
                             shared.window_open.set(Some(at));
                             shared.cpu_marks.set((thread_cpu(), None));
+                            if let Some(hot) = shared.hot.borrow().as_ref() {
+                                hot.window_open();
+                            }
                         });
                     }
                     Control::Offline { from, until } => {
@@ -222,18 +237,20 @@ async fn run(
                 }
                 let now = Instant::now();
                 if shared.window_open.get().is_some_and(|at| now >= at) {
-                    let lag = now.saturating_duration_since(next_probe);
                     shared
                         .rec
                         .borrow_mut()
                         .loop_lag
-                        .saturating_record((lag.as_micros() as u64).max(1));
+                        .saturating_record(lag_us(now, next_probe));
                 }
                 next_probe = now + LAG_PROBE;
+                // A subscription handed to the readiness loop ends its task; reap those, or
+                // each would keep its task's memory until the end of the run.
+                while shared.subscribers.borrow_mut().try_join_next().is_some() {}
                 if now >= next_progress {
                     let _ = tx.send(WorkerMsg::Progress {
                         worker,
-                        delivered: shared.delivered.get(),
+                        delivered: shared.delivered.get() + hot_delivered(&shared),
                         connected: shared.connected.get(),
                     });
                     next_progress += PROGRESS;
@@ -243,6 +260,16 @@ async fn run(
                     let _ = tx.send(WorkerMsg::Interval { worker, histogram });
                     next_interval += INTERVAL;
                 }
+            }
+        });
+    }
+
+    // Subscriptions the readiness loop gives back go on as tasks.
+    {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tasks.spawn_local(async move {
+            while let Some(returned) = back.recv().await {
+                spawn_returned(returned, &shared, stop.clone());
             }
         });
     }
@@ -318,6 +345,7 @@ async fn run(
     .await;
     tasks.abort_all();
     subscribers.abort_all();
+    let hot = shared.hot.borrow_mut().as_mut().and_then(HotLoop::stop);
     let total = shared.counters.snapshot();
     // Devices leave the gateway, so the next run against it starts clean (uncounted traffic,
     // after the counters were read).
@@ -333,11 +361,15 @@ async fn run(
         }
     }
     let window = total.since(&window_marks.get().unwrap_or(total));
-    let recorder = Box::new(shared.rec.borrow().clone());
-    let window_cpu_ns = match shared.cpu_marks.get() {
+    let mut recorder = Box::new(shared.rec.borrow().clone());
+    let mut window_cpu_ns = match shared.cpu_marks.get() {
         (Some(open), Some(stop)) => stop.saturating_sub(open).as_nanos() as u64,
         _ => 0,
     };
+    if let Some(hot) = hot {
+        recorder.merge(&hot.recorder);
+        window_cpu_ns += hot.window_cpu_ns;
+    }
     let _ = tx.send(WorkerMsg::Done {
         worker,
         recorder,
@@ -396,27 +428,70 @@ fn spawn_subscriber(
 ) {
     let mut set = shared.subscribers.borrow_mut();
     let sh = shared.clone();
+    let state = SubState::new(&shared.plan);
     match client {
-        Client::Poll(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline)),
-        Client::LongPoll(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline)),
-        Client::Stream(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline)),
-        Client::Sse(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline)),
-        Client::Ws(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline)),
-        Client::Gateway(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline)),
+        Client::Poll(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline, state, None)),
+        Client::LongPoll(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline, state, None)),
+        Client::Stream(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline, state, None)),
+        Client::Sse(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline, state, None)),
+        Client::Ws(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline, state, None)),
+        Client::Gateway(c) => set.spawn_local(subscriber(c, sh, stop, goes_offline, state, None)),
     };
 }
 
-/// Reads one subscription until stopped, accounting for every item. A device that
-/// `goes_offline` drops its connection for the collector's offline period, then returns.
+/// Runs a subscription the readiness loop gave back as a task again, its socket back on this
+/// thread's runtime.
+fn spawn_returned(returned: Returned, shared: &Rc<Shared>, stop: watch::Receiver<bool>) {
+    let Returned { sub, pending } = returned;
+    let HotSub {
+        mut client,
+        socket,
+        state,
+    } = sub;
+    if let Err(e) = client.attach(socket) {
+        // The connection is left without a socket; the client's next read reconnects.
+        tracing::debug!("could not put a socket back on the runtime: {e}");
+    }
+    let mut set = shared.subscribers.borrow_mut();
+    let sh = shared.clone();
+    match client {
+        HotClient::Stream(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
+        HotClient::Sse(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
+        HotClient::Ws(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
+    };
+}
+
+/// Whether this worker's subscriptions can go to a readiness loop: streaming, SSE and
+/// WebSocket subscribers of a push server (a gateway device goes offline and acknowledges, so it
+/// stays a task).
+fn hot_transport(plan: &WorkerPlan) -> bool {
+    use pushbench_servers::protocol::Transport;
+    plan.target.gateway().is_none()
+        && matches!(
+            plan.client.transport,
+            Transport::Stream | Transport::Sse | Transport::Ws
+        )
+}
+
+fn hot_delivered(shared: &Shared) -> u64 {
+    shared.hot.borrow().as_ref().map_or(0, |h| {
+        h.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    })
+}
+
+/// Reads one subscription until stopped, accounting for every item (first `pending`, what the
+/// readiness loop left for it, if it came from there). A device that `goes_offline` drops its
+/// connection for the collector's offline period, then returns. A subscription that can go to
+/// the readiness loop goes there whenever it is connected and has just yielded an item.
 async fn subscriber<C: Subscription>(
     mut client: C,
     shared: Rc<Shared>,
     mut stop: watch::Receiver<bool>,
     goes_offline: bool,
+    mut state: SubState,
+    mut pending: Option<Result<Item, ClientError>>,
 ) {
-    let (plan, rec) = (&shared.plan, &shared.rec);
-    let mut track = Track::new(plan.window_events);
-    let mut errors_in_a_row = 0;
+    let plan = &shared.plan;
     let mut away = if goes_offline {
         Away::Unknown(shared.away.subscribe())
     } else {
@@ -428,83 +503,71 @@ async fn subscriber<C: Subscription>(
     // and leave the stop channel's waiter list (a lock each way) once per delivery.
     let stopped = stop.wait_for(|s| *s);
     tokio::pin!(stopped);
+    // Given back by the loop, a subscription first gets one item of its own: going straight
+    // back could only meet the same condition (a write that blocks, a lost connection) again.
+    let mut may_go_hot = pending.is_none();
     loop {
-        let offline = matches!(away, Away::Gone(_));
-        let item = tokio::select! {
-            biased;
-            _ = &mut stopped => return,
-            turn = away.turn() => {
-                match turn {
-                    Turn::Plan(from, until) => {
-                        held = Some((plan.clock.unix_ns(from), plan.clock.unix_ns(until)));
-                        away = Away::Due(from, until);
+        if may_go_hot {
+            if let Some(hot) = shared.hot.borrow().as_ref() {
+                match client.into_hot() {
+                    Ok((client, socket)) => {
+                        hot.add(HotSub {
+                            client,
+                            socket,
+                            state,
+                        });
+                        return;
                     }
-                    Turn::GoOffline => {
-                        let until = match away {
-                            Away::Due(_, until) => until,
-                            _ => Instant::now(),
-                        };
-                        let _ = client.go_offline().await;
-                        rec.borrow_mut().offline_clients += 1;
-                        away = Away::Gone(until);
-                    }
-                    Turn::GoOnline => {
-                        away = Away::Never;
-                        if let Err(err) = client.go_online().await {
-                            let mut r = rec.borrow_mut();
-                            r.error(&err);
-                            r.clients_lost += 1;
-                            return;
-                        }
-                    }
-                }
-                continue;
-            }
-            item = client.next(), if !offline => item,
-        };
-        match item {
-            Ok(Item::Event(d)) => {
-                errors_in_a_row = 0;
-                let window = (plan.warmup_events, plan.window_events);
-                let mut r = rec.borrow_mut();
-                let outcome = r.delivery(
-                    &mut track,
-                    window,
-                    &plan.clock,
-                    d.id,
-                    &d.payload,
-                    d.received,
-                );
-                if outcome == Outcome::First {
-                    shared.delivered.set(shared.delivered.get() + 1);
-                    if let Some(period) = held {
-                        r.held(&plan.clock, &d.payload, d.received, period);
-                    }
-                }
-            }
-            Ok(Item::Gap { from, to }) => {
-                errors_in_a_row = 0;
-                let mut r = rec.borrow_mut();
-                r.gaps += 1;
-                r.gap_events += to.saturating_sub(from) + 1;
-            }
-            Err(err) => {
-                rec.borrow_mut().error(&err);
-                errors_in_a_row += 1;
-                let fatal = matches!(
-                    err,
-                    ClientError::TooManyReconnects { .. }
-                        | ClientError::Closed
-                        | ClientError::Unsupported(_)
-                );
-                if fatal || errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
-                    rec.borrow_mut().clients_lost += 1;
-                    return;
+                    Err(c) => client = c,
                 }
             }
         }
+        let offline = matches!(away, Away::Gone(_));
+        let item = match pending.take() {
+            Some(item) => item,
+            None => tokio::select! {
+                biased;
+                _ = &mut stopped => return,
+                turn = away.turn() => {
+                    match turn {
+                        Turn::Plan(from, until) => {
+                            held = Some((plan.clock.unix_ns(from), plan.clock.unix_ns(until)));
+                            away = Away::Due(from, until);
+                        }
+                        Turn::GoOffline => {
+                            let until = match away {
+                                Away::Due(_, until) => until,
+                                _ => Instant::now(),
+                            };
+                            let _ = client.go_offline().await;
+                            shared.rec.borrow_mut().offline_clients += 1;
+                            away = Away::Gone(until);
+                        }
+                        Turn::GoOnline => {
+                            away = Away::Never;
+                            if let Err(err) = client.go_online().await {
+                                let mut r = shared.rec.borrow_mut();
+                                r.error(&err);
+                                r.clients_lost += 1;
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                item = client.next(), if !offline => item,
+            },
+        };
+        may_go_hot = item.is_ok();
+        let accounted = account(plan, &mut shared.rec.borrow_mut(), &mut state, item, held);
+        match accounted {
+            Accounted::First => shared.delivered.set(shared.delivered.get() + 1),
+            Accounted::Noted => {}
+            Accounted::Stop => return,
+        }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,9 +585,18 @@ mod tests {
     fn streaming_subscriber_tasks_stay_small() {
         type Stop = watch::Receiver<bool>;
         let sizes = [
-            future_size(|c: WsClient, s: Rc<Shared>, st: Stop, g| subscriber(c, s, st, g)),
-            future_size(|c: SseClient, s: Rc<Shared>, st: Stop, g| subscriber(c, s, st, g)),
-            future_size(|c: StreamClient, s: Rc<Shared>, st: Stop, g| subscriber(c, s, st, g)),
+            future_size(|c: WsClient, s: Rc<Shared>, st: Stop, g| {
+                let state = SubState::new(&s.plan);
+                subscriber(c, s, st, g, state, None)
+            }),
+            future_size(|c: SseClient, s: Rc<Shared>, st: Stop, g| {
+                let state = SubState::new(&s.plan);
+                subscriber(c, s, st, g, state, None)
+            }),
+            future_size(|c: StreamClient, s: Rc<Shared>, st: Stop, g| {
+                let state = SubState::new(&s.plan);
+                subscriber(c, s, st, g, state, None)
+            }),
         ];
         for size in sizes {
             assert!(size <= 2560, "a subscriber task of {size} bytes: {sizes:?}");

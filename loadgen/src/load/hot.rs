@@ -1,0 +1,316 @@
+//! The readiness loop: one thread per worker that reads every streaming, SSE and WebSocket
+//! subscription in its steady state, with no task per subscriber.
+//!
+//! Why: a subscriber as an async task pays, for every delivery, a wake-up through the runtime
+//! (its I/O driver, run queue and a poll of the task's stack of futures) on top of the
+//! `epoll_wait` and `read` the delivery needs anyway. At 10,000 subscribers that overhead is
+//! as large as the kernel's part, and it made the generator cost most of what the server it
+//! measures costs. Here a delivery costs the kernel's part, the client's own decoding
+//! ([`HotClient::buffered`]) and the recording: the loop is a plain `epoll` loop (mio) over
+//! sockets taken off the runtime.
+//!
+//! Only the steady state lives here. Whatever needs waiting or connecting (a reconnect, an
+//! error, a write that would block) goes back to the worker, which runs the subscriber as a
+//! task again until it is back in its steady state ([`Returned`]). The loop records into its
+//! own [`Recorder`], sends its interval histograms itself, and hands its totals and its CPU
+//! time back when stopped.
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::account::{account, lag_us, Accounted, SubState};
+use super::recorder::Recorder;
+use super::sampler::thread_cpu;
+use super::worker::{WorkerMsg, WorkerPlan, INTERVAL, LAG_PROBE};
+use crate::client::{HotClient, Item};
+use crate::error::ClientError;
+
+/// The waker's token; subscriptions use their slot number.
+const WAKE: Token = Token(usize::MAX);
+
+/// Readiness events taken per `epoll_wait`.
+const EVENTS: usize = 1024;
+
+/// A subscription in the loop.
+#[derive(Debug)]
+pub(super) struct HotSub {
+    pub client: HotClient,
+    pub socket: TcpStream,
+    pub state: SubState,
+}
+
+/// A subscription the loop gives back to a task.
+#[derive(Debug)]
+pub(super) struct Returned {
+    pub sub: HotSub,
+    /// What the client yielded that the task must account first (an error, so far).
+    pub pending: Option<Result<Item, ClientError>>,
+}
+
+/// What the worker tells the loop.
+enum ToLoop {
+    Add(Box<HotSub>),
+    /// The measurement window opened: mark the CPU, start probing the lag.
+    WindowOpen,
+    Stop,
+}
+
+/// What the loop hands back when it stops.
+pub(super) struct LoopTotals {
+    pub recorder: Recorder,
+    /// The loop thread's CPU from the window's opening to the stop, ns.
+    pub window_cpu_ns: u64,
+}
+
+/// The worker's handle on its readiness loop.
+pub(super) struct HotLoop {
+    tx: mpsc::Sender<ToLoop>,
+    waker: Arc<Waker>,
+    thread: Option<std::thread::JoinHandle<LoopTotals>>,
+    /// First deliveries of window events, for the worker's live counts.
+    pub delivered: Arc<AtomicU64>,
+}
+
+impl HotLoop {
+    /// Starts the loop's thread. Subscriptions it gives back arrive on `back`; interval
+    /// histograms go to the collector on `report`.
+    pub(super) fn spawn(
+        plan: WorkerPlan,
+        report: mpsc::Sender<WorkerMsg>,
+        back: tokio::sync::mpsc::UnboundedSender<Returned>,
+    ) -> io::Result<HotLoop> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (tx, rx) = mpsc::channel();
+        let delivered = Arc::new(AtomicU64::new(0));
+        let state = LoopState {
+            poll,
+            rx,
+            plan,
+            report,
+            back,
+            subs: Vec::new(),
+            free: Vec::new(),
+            rec: Recorder::default(),
+            delivered: delivered.clone(),
+            window_open: false,
+            cpu_open: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("pushbench-loop-{}", state.plan.index))
+            .spawn(move || state.run())?;
+        Ok(HotLoop {
+            tx,
+            waker,
+            thread: Some(thread),
+            delivered,
+        })
+    }
+
+    /// Hands a subscription in its steady state to the loop. If the loop is gone (stopping),
+    /// the subscription is dropped with it, as a task's would be.
+    pub(super) fn add(&self, sub: HotSub) {
+        self.send(ToLoop::Add(Box::new(sub)));
+    }
+
+    /// The window opened now.
+    pub(super) fn window_open(&self) {
+        self.send(ToLoop::WindowOpen);
+    }
+
+    fn send(&self, msg: ToLoop) {
+        if self.tx.send(msg).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Stops the loop (its subscriptions' sockets close) and returns its totals.
+    pub(super) fn stop(&mut self) -> Option<LoopTotals> {
+        self.send(ToLoop::Stop);
+        self.thread.take()?.join().ok()
+    }
+}
+
+struct LoopState {
+    poll: Poll,
+    rx: mpsc::Receiver<ToLoop>,
+    plan: WorkerPlan,
+    report: mpsc::Sender<WorkerMsg>,
+    back: tokio::sync::mpsc::UnboundedSender<Returned>,
+    /// Subscriptions by slot (a slot's number is its token).
+    subs: Vec<Option<HotSub>>,
+    free: Vec<usize>,
+    rec: Recorder,
+    delivered: Arc<AtomicU64>,
+    window_open: bool,
+    cpu_open: Option<Duration>,
+}
+
+/// What reading and decoding one subscription came to.
+enum Drive {
+    /// Read until the socket had no more: wait for its next readiness.
+    Wait,
+    /// Give it back to a task, with an item to account first if any.
+    GiveBack(Option<Result<Item, ClientError>>),
+    /// The subscriber is done (accounted as lost); drop it.
+    Drop,
+}
+
+impl LoopState {
+    fn run(mut self) -> LoopTotals {
+        let mut events = Events::with_capacity(EVENTS);
+        let mut next_probe = Instant::now() + LAG_PROBE;
+        let mut next_interval = Instant::now() + INTERVAL;
+        let mut stopping = false;
+        while !stopping {
+            let timeout = next_probe.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!("the readiness loop's poll failed: {e}");
+                break;
+            }
+            for event in events.iter() {
+                if event.token() == WAKE {
+                    stopping |= self.take_messages();
+                } else {
+                    self.drive_slot(event.token().0);
+                }
+            }
+            let now = Instant::now();
+            if now >= next_probe {
+                // How late the loop came back to its own timer: with a batch of thousands of
+                // deliveries, the time one batch takes.
+                if self.window_open {
+                    self.rec.loop_lag.saturating_record(lag_us(now, next_probe));
+                }
+                next_probe = now + LAG_PROBE;
+            }
+            if now >= next_interval {
+                let histogram = self.rec.take_interval();
+                let worker = self.plan.index;
+                let _ = self.report.send(WorkerMsg::Interval { worker, histogram });
+                next_interval += INTERVAL;
+            }
+        }
+        let window_cpu_ns = match (self.cpu_open, thread_cpu()) {
+            (Some(open), Some(stop)) => stop.saturating_sub(open).as_nanos() as u64,
+            _ => 0,
+        };
+        LoopTotals {
+            recorder: self.rec,
+            window_cpu_ns,
+        }
+    }
+
+    /// Takes what the worker sent; true on a stop.
+    fn take_messages(&mut self) -> bool {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                ToLoop::Add(sub) => self.add(*sub),
+                ToLoop::WindowOpen => {
+                    self.window_open = true;
+                    self.cpu_open = thread_cpu();
+                }
+                ToLoop::Stop => return true,
+            }
+        }
+        false
+    }
+
+    fn add(&mut self, sub: HotSub) {
+        let slot = self.free.pop().unwrap_or(self.subs.len());
+        let fd = sub.socket.as_raw_fd();
+        let registered =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(slot), Interest::READABLE);
+        if let Err(e) = registered {
+            // Too rare to plan for (the registry has room for every socket this process
+            // may open); the task reads the subscription instead.
+            tracing::debug!("could not register a socket with the readiness loop: {e}");
+            self.give_back(sub, None);
+            return;
+        }
+        if slot == self.subs.len() {
+            self.subs.push(Some(sub));
+        } else {
+            self.subs[slot] = Some(sub);
+        }
+        // Bytes may have arrived before the registration; the registration reports them,
+        // but anything already in the client's buffer is decoded now.
+        self.drive_slot(slot);
+    }
+
+    fn drive_slot(&mut self, slot: usize) {
+        let Some(sub) = self.subs.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let outcome = drive(sub, &self.plan, &mut self.rec, &self.delivered);
+        let pending = match outcome {
+            Drive::Wait => return,
+            Drive::GiveBack(pending) => Some(pending),
+            Drive::Drop => None,
+        };
+        let Some(sub) = self.subs[slot].take() else {
+            return;
+        };
+        self.free.push(slot);
+        let fd = sub.socket.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some(pending) = pending {
+            self.give_back(sub, pending);
+        }
+    }
+
+    fn give_back(&self, sub: HotSub, pending: Option<Result<Item, ClientError>>) {
+        // Unbounded, yet bounded by the worker's subscriber count: each subscription is in
+        // exactly one place, the loop, this channel or a task.
+        let _ = self.back.send(Returned { sub, pending });
+    }
+}
+
+/// Writes what the client owes, then decodes and reads until the socket has nothing more.
+fn drive(sub: &mut HotSub, plan: &WorkerPlan, rec: &mut Recorder, delivered: &AtomicU64) -> Drive {
+    let mut drained = false;
+    loop {
+        if sub.client.wants_write() {
+            if let Err(e) = sub.client.write_to(&sub.socket) {
+                // A full socket buffer needs waiting for, which a task does; any other error
+                // it meets again on its own write.
+                tracing::trace!("readiness loop write: {e}");
+                return Drive::GiveBack(None);
+            }
+        }
+        match sub.client.buffered() {
+            Some(Err(e)) => return Drive::GiveBack(Some(Err(e))),
+            Some(item) => match account(plan, rec, &mut sub.state, item, None) {
+                Accounted::First => {
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Accounted::Noted => {}
+                Accounted::Stop => return Drive::Drop,
+            },
+            None if !sub.client.connected() => return Drive::GiveBack(None),
+            None if sub.client.wants_write() => {}
+            None if drained => return Drive::Wait,
+            None => match sub.client.read_from(&sub.socket) {
+                // The end of the stream, or an error: the task's own read meets it again and
+                // handles it as the client always does (a reconnect, mostly).
+                Ok((0, _)) => return Drive::GiveBack(None),
+                Ok((_, all)) => drained = all,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drive::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Drive::GiveBack(None),
+            },
+        }
+    }
+}
