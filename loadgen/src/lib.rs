@@ -41,13 +41,24 @@
 //! - `client/gateway.rs`: a device of the FCM-style gateway: register, subscribe, one
 //!   WebSocket, acknowledgements, going offline and back.
 //! - `client/nchan.rs`: Nchan's start and resume ids (pinning "now", `Last-Modified`/`Etag`).
-//! - `client/chunked.rs`: a chunked response read off the socket, one Nchan message per chunk.
+//! - `client/chunked.rs`: a chunked response read off the socket, one Nchan message per chunk,
+//!   lent from the connection's buffer without a copy.
+//! - `client/raw.rs`, `client/readbuf.rs`: one request and its response head on a raw socket,
+//!   and the reused buffer its bytes are read into.
+//! - `client/wsconn.rs`: a lean client WebSocket (RFC 6455) on that socket.
+//! - `client/subscription.rs`, `client/hot.rs`: what the load generator asks of a subscriber,
+//!   and [`HotClient`], a read-only subscription driven without I/O of its own
+//!   (`buffered`: the client's `next` minus the reading).
 //! - `load/`: the load generator (`pushbench load`): `config.rs` (what a run does),
 //!   `schedule.rs` (when to publish: open loop), `publish.rs` (how: a pool of publish
 //!   connections), `payload.rs` (the stamp each payload carries), `worker.rs` (subscriber
-//!   threads), `recorder.rs` (histograms and per-client loss accounting), `sampler.rs` (`/proc`
-//!   CPU and memory), `env.rs` (machine and build), `report.rs` (the JSON schema, summary and
-//!   interval log), `run.rs` (the collector that runs it all).
+//!   threads: connecting, and a task per subscriber that is not in steady reading), `hot.rs`
+//!   (the readiness loop: one `epoll` loop per worker reading every streaming, SSE and
+//!   WebSocket subscription in its steady state), `account.rs` (what each item does to the
+//!   counts, the same wherever it was read), `recorder.rs` (histograms and per-client loss
+//!   accounting), `sampler.rs` (`/proc` CPU and memory), `env.rs` (machine and build),
+//!   `report.rs` (the JSON schema, summary and interval log), `run.rs`, `handles.rs`,
+//!   `collector.rs`, `assemble.rs` (orchestration, worker handles, the collector, the report).
 
 pub mod client;
 pub mod counters;
