@@ -52,7 +52,8 @@
 //! - `load/`: the load generator (`pushbench load`): `config.rs` (what a run does),
 //!   `schedule.rs` (when to publish: open loop), `publish.rs` (how: a pool of publish
 //!   connections), `payload.rs` (the stamp each payload carries), `worker.rs` (subscriber
-//!   threads: connecting, and a task per subscriber that is not in steady reading), `hot.rs`
+//!   threads: connecting, and a task per subscriber that is not in steady reading),
+//!   `messages.rs` (a worker's plan, control messages and reports), `hot.rs`
 //!   (the readiness loop: one `epoll` loop per worker reading every streaming, SSE and
 //!   WebSocket subscription in its steady state), `account.rs` (what each item does to the
 //!   counts, the same wherever it was read), `recorder.rs` (histograms and per-client loss

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
+use super::messages::WorkerPlan;
 use super::recorder::{Outcome, Recorder, Track};
-use super::worker::WorkerPlan;
 use crate::client::Item;
 use crate::error::ClientError;
 

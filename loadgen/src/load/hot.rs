@@ -26,9 +26,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::account::{account, lag_us, Accounted, SubState};
+use super::messages::{WorkerMsg, WorkerPlan, INTERVAL, LAG_PROBE};
 use super::recorder::Recorder;
 use super::sampler::thread_cpu;
-use super::worker::{WorkerMsg, WorkerPlan, INTERVAL, LAG_PROBE};
 use crate::client::{HotClient, Item};
 use crate::error::ClientError;
 

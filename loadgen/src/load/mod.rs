@@ -22,6 +22,7 @@ mod assemble;
 mod collector;
 mod handles;
 mod hot;
+mod messages;
 mod run;
 
 pub use config::LoadConfig;

@@ -8,120 +8,25 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc as tmpsc, watch};
 use tokio::task::LocalSet;
 
 use super::account::{account, lag_us, Accounted, SubState};
 use super::hot::{HotLoop, HotSub, Returned};
-use super::recorder::{hist_serde, Recorder};
+use super::messages::LAG_PROBE;
+pub use super::messages::{Control, WorkerMsg, WorkerPlan, INTERVAL};
+use super::recorder::Recorder;
 use super::sampler::thread_cpu;
-use super::schedule::Clock;
-use crate::client::{Client, ClientConfig, HotClient, Item, Subscription};
+use crate::client::{Client, HotClient, Item, Subscription};
 use crate::counters::{Counters, CountersSnapshot};
 use crate::error::ClientError;
-use crate::target::Target;
-
-/// How often a worker hands its interval histogram to the collector.
-pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often a worker reports its live counts.
 const PROGRESS: Duration = Duration::from_millis(250);
 
-/// How often the worker checks its own timer lateness.
-pub(super) const LAG_PROBE: Duration = Duration::from_millis(10);
-
 /// How long a worker's devices may take to unregister from the gateway at the end: with the
 /// 2 s the tasks get to finish, well inside the collector's 10 s wait for the worker's totals.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What a worker must do.
-#[derive(Debug, Clone)]
-pub struct WorkerPlan {
-    /// Worker number, from 0.
-    pub index: usize,
-    /// Subscribers this worker runs.
-    pub clients: usize,
-    /// New subscriptions per second on this worker.
-    pub ramp: f64,
-    /// Where to subscribe.
-    pub target: Target,
-    /// How each client subscribes.
-    pub client: ClientConfig,
-    /// Events due before the window (their deliveries are not measured).
-    pub warmup_events: u64,
-    /// Events in the window.
-    pub window_events: u64,
-    /// The run's clock, to convert receive instants to Unix time.
-    pub clock: Clock,
-    /// Against the gateway when sending to tokens: the run's device number of this worker's
-    /// first client, so client `i` uses token `first_device + i`.
-    pub first_device: usize,
-    /// Read streaming, SSE and WebSocket subscriptions in their steady state in one readiness
-    /// loop ([`super::hot`]) rather than as a task each.
-    pub hot: bool,
-}
-
-/// What the collector tells a worker.
-#[derive(Debug, Clone, Copy)]
-pub enum Control {
-    /// The measurement window opens at this instant: take the counter marks then.
-    Window(Instant),
-    /// Against the gateway: the devices chosen to go offline are away from `from` to `until`.
-    Offline {
-        /// When they go.
-        from: Instant,
-        /// When they come back.
-        until: Instant,
-    },
-    /// Stop every subscriber and report.
-    Stop,
-}
-
-/// What a worker tells the collector.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum WorkerMsg {
-    /// Every client of the worker has subscribed or failed to.
-    Subscribed {
-        /// Worker number.
-        worker: usize,
-        /// Clients that subscribed (the others failed).
-        #[serde(default)]
-        connected: u64,
-    },
-    /// Live counts of this worker (absolute).
-    Progress {
-        /// Worker number.
-        worker: usize,
-        /// First deliveries of window events so far.
-        delivered: u64,
-        /// Clients subscribed so far.
-        connected: u64,
-    },
-    /// Latencies recorded since the previous interval.
-    Interval {
-        /// Worker number.
-        worker: usize,
-        /// The interval's latencies.
-        #[serde(with = "hist_serde")]
-        histogram: Histogram<u64>,
-    },
-    /// The worker's totals; the last message it sends.
-    Done {
-        /// Worker number.
-        worker: usize,
-        /// Everything it recorded.
-        recorder: Box<Recorder>,
-        /// Socket counters from the window's opening to the stop.
-        window: CountersSnapshot,
-        /// Socket counters of the whole run.
-        total: CountersSnapshot,
-        /// CPU of the worker's thread from the window's opening to the stop, ns.
-        #[serde(default)]
-        window_cpu_ns: u64,
-    },
-}
 
 /// Starts a worker thread. It runs until told to stop, then reports [`WorkerMsg::Done`].
 pub fn spawn(
