@@ -196,8 +196,11 @@ impl SseParser {
                     }
                 };
             }
-            b"event" => self.event = value,
-            b"id" if !value.contains(&0) => self.id_buffer = value,
+            // Both are copied out of the stream buffer: kept as views, the id (which lives on
+            // as the last event id) would keep the whole buffer shared, and every later `feed`
+            // would then have to allocate a new one rather than reuse it.
+            b"event" => self.event = Bytes::copy_from_slice(&value),
+            b"id" if !value.contains(&0) => self.id_buffer = Bytes::copy_from_slice(&value),
             b"retry" => self.set_retry(&value),
             _ => {}
         }
@@ -412,10 +415,11 @@ mod tests {
     #[test]
     fn single_data_line_is_not_copied() {
         let mut p = SseParser::new();
-        p.feed(b"id: 1\ndata: payload\n\n");
-        let e = p.next_event().unwrap();
-        // Both are views of the one buffer fed: "1" at offset 4, "payload" at offset 12.
-        let distance = e.data.as_ptr() as usize - e.last_event_id.as_ptr() as usize;
-        assert_eq!(distance, 8);
+        p.feed(b"id: 1\ndata: aaaa\n\ndata: bbbb\n\n");
+        let (a, b) = (p.next_event().unwrap(), p.next_event().unwrap());
+        // Both are views of the one buffer fed: "aaaa" at offset 12, "bbbb" at offset 24.
+        let distance = b.data.as_ptr() as usize - a.data.as_ptr() as usize;
+        assert_eq!(distance, 12);
+        assert_eq!(&a.last_event_id[..], b"1");
     }
 }
