@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::mpsc as tmpsc;
 
 use super::config::LoadConfig;
+use super::error::LoadError;
 use super::process::{ProcessWorker, WorkerSpec};
-use super::run::LoadError;
 use super::schedule::{Clock, Schedule};
 use super::worker::{self, Control, WorkerMsg, WorkerPlan};
 use crate::client::ClientConfig;

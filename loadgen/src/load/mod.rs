@@ -20,11 +20,13 @@ pub mod worker;
 mod account;
 mod assemble;
 mod collector;
+mod error;
 mod handles;
 mod hot;
 mod messages;
 mod run;
 
 pub use config::LoadConfig;
+pub use error::LoadError;
 pub use report::{LoadReport, SCHEMA};
-pub use run::{run, LoadError};
+pub use run::run;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::assemble::{build_report, gateway_summary, Built};
 use super::collector::{Collector, Marks};
 use super::config::LoadConfig;
+use super::error::LoadError;
 use super::handles::{spawn_workers, WorkerHandle};
 use super::publish::{self, PublishPlan, PublishResult};
 use super::report::LoadReport;
@@ -20,49 +21,13 @@ use super::sampler::sample;
 use super::schedule::{Clock, Schedule};
 use super::worker::{Control, WorkerMsg};
 use crate::gateway::prepare;
-use crate::target::{Target, TargetError};
+use crate::target::Target;
 
 /// How often the collector checks for progress (every subscriber connected, every delivery
 /// in), so a short run is not stretched to whole ticks.
 const CHECK: Duration = Duration::from_millis(20);
 /// Sockets kept free for the publisher, the sampler and stdio.
 const FD_RESERVE: u64 = 64;
-
-/// Why a run could not start or finish.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The configuration makes no sense.
-    #[error("{0}")]
-    Config(String),
-    /// The target is not a usable address.
-    #[error(transparent)]
-    Target(#[from] TargetError),
-    /// More sockets than one process may open.
-    #[error(
-        "{needed} sockets needed but this process may open only {limit} files; \
-         run fewer --clients per process with --workers K"
-    )]
-    TooManySockets {
-        /// Sockets the run needs.
-        needed: u64,
-        /// The open-files limit.
-        limit: u64,
-    },
-    /// A thread could not be started.
-    #[error("could not start a thread: {0}")]
-    Thread(#[from] std::io::Error),
-    /// The gateway refused to set up the run's devices.
-    #[error("gateway: {0}")]
-    Gateway(String),
-    /// No subscriber could connect.
-    #[error("no subscriber could connect to {target}: {errors}")]
-    NoSubscribers {
-        /// The target.
-        target: String,
-        /// The errors, by kind.
-        errors: String,
-    },
-}
 
 /// Runs one load test. `interrupt` (Ctrl-C) stops it early with partial results. `bar` shows
 /// progress; pass a hidden bar for none.
