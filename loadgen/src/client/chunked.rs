@@ -16,6 +16,7 @@ use std::time::Instant;
 use http::StatusCode;
 
 use super::raw::{find, RawConn};
+use super::{Retry, Setup};
 use crate::counters::Counters;
 use crate::error::ClientError;
 use crate::target::Target;
@@ -130,6 +131,24 @@ impl ChunkedResponse {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Reads more of the body for a subscriber that reconnects: `Ok(true)` when bytes came,
+    /// `Ok(false)` when the body or connection ended and `retry` allows another connection,
+    /// an error when it does not or the framing is lost. On anything but `Ok(true)` the caller
+    /// drops this response.
+    pub(crate) async fn read_more(
+        &mut self,
+        retry: &mut Retry,
+        setup: &Setup,
+    ) -> Result<bool, ClientError> {
+        let ending = match self.fill().await {
+            Ok(true) => return Ok(true),
+            Ok(false) => None,
+            Err(e) if e.is_connection_error() => Some(e),
+            Err(e) => return Err(e),
+        };
+        retry.ended(setup, ending).map(|()| false)
     }
 
     /// The connection under the body, for a readiness loop to detach and read.

@@ -81,18 +81,11 @@ impl SseClient {
                 self.conn = Some(fresh);
                 continue;
             };
-            let ending = match response.fill().await {
-                Ok(true) => continue,
-                Ok(false) => None,
-                Err(e) if e.is_connection_error() => Some(e),
-                Err(e) => {
-                    // Framing is lost: this connection cannot go on.
-                    self.drop_connection();
-                    return Err(e);
-                }
-            };
-            self.drop_connection();
-            self.retry.ended(&self.setup, ending)?;
+            let read = response.read_more(&mut self.retry, &self.setup).await;
+            if !matches!(read, Ok(true)) {
+                self.drop_connection();
+                read?;
+            }
         }
     }
 
