@@ -31,9 +31,12 @@
 //!   `POST /pub`).
 //! - `client/mod.rs`: [`Client`], [`ClientConfig`], [`Item`], [`Delivery`], and the reconnect
 //!   policy every transport shares.
-//! - `client/poll.rs`: short polling on a fixed-rate schedule, and the request and batch
-//!   handling long polling shares.
+//! - `client/poll.rs`: short polling on a fixed-rate schedule (when to poll).
 //! - `client/longpoll.rs`: long polling, re-issued as soon as an answer arrives.
+//! - `client/poller.rs`: how both poll: one exchange at a time on a keep-alive connection, kept
+//!   as state so a task or the readiness loop can drive it, and the batch handling.
+//! - `client/answer.rs`: requests written from a reused buffer, and whole answers parsed in place
+//!   (`httparse`) off a keep-alive connection, with no HTTP client library.
 //! - `client/stream.rs`: HTTP streaming, NDJSON lines split zero-copy from a `BytesMut`.
 //! - `client/sse.rs`: Server-Sent Events, reconnecting like `EventSource` (`retry:`,
 //!   `Last-Event-ID`).
@@ -47,15 +50,17 @@
 //!   and the reused buffer its bytes are read into.
 //! - `client/wsconn.rs`: a lean client WebSocket (RFC 6455) on that socket.
 //! - `client/subscription.rs`, `client/hot.rs`: what the load generator asks of a subscriber,
-//!   and [`HotClient`], a read-only subscription driven without I/O of its own
-//!   (`buffered`: the client's `next` minus the reading).
+//!   and [`HotClient`], a subscription driven without I/O of its own (`buffered`: the
+//!   client's `next` minus the reading; `wants_write`, `write_to`, `wake_at`: a poll's
+//!   request when it is due).
 //! - `load/`: the load generator (`pushbench load`): `config.rs` (what a run does),
 //!   `schedule.rs` (when to publish: open loop), `publish.rs` (how: a pool of publish
 //!   connections), `payload.rs` (the stamp each payload carries), `worker.rs` (subscriber
 //!   threads: connecting, and a task per subscriber that is not in steady reading),
 //!   `messages.rs` (a worker's plan, control messages and reports), `hot.rs`
-//!   (the readiness loop: one `epoll` loop per worker reading every streaming, SSE and
-//!   WebSocket subscription in its steady state), `account.rs` (what each item does to the
+//!   (the readiness loop: one `epoll` loop per worker driving every subscription of a push
+//!   server in its steady state), `timers.rs` (its timers, for polls that come due),
+//!   `account.rs` (what each item does to the
 //!   counts, the same wherever it was read), `recorder.rs` (histograms and per-client loss
 //!   accounting), `sampler.rs` (`/proc` CPU and memory), `env.rs` (machine and build),
 //!   `report.rs` (the JSON schema, summary and interval log), `run.rs`, `handles.rs`,

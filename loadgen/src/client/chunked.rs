@@ -169,7 +169,7 @@ pub(crate) enum Chunk<'a> {
 }
 
 /// A chunk-size line: hex digits, then optional `;extensions`.
-fn parse_size(line: &[u8]) -> Result<usize, ClientError> {
+pub(super) fn parse_size(line: &[u8]) -> Result<usize, ClientError> {
     let digits = line.split(|&b| b == b';').next().unwrap_or_default();
     let digits = std::str::from_utf8(digits).unwrap_or_default().trim();
     if digits.is_empty() || digits.len() > 15 {

@@ -1,23 +1,25 @@
 //! [`HotClient`]: a subscription whose steady state a readiness loop drives, with no task.
 //!
-//! Once a streaming, SSE or WebSocket subscription is open, all it does is read. As a task of
-//! its own, every delivery costs a wake-up through the async runtime (scheduling, polling a
-//! stack of futures) on top of the read itself, and at 10,000 subscribers that overhead made
-//! the load generator cost most of what the server it measured cost. The load generator
-//! therefore detaches such a subscription's socket from the runtime and hands it to one
-//! readiness loop per worker (`load/hot.rs`), which reads it and decodes with the client's own
-//! code ([`HotClient::buffered`]): the same parsers, the same ids, gaps and errors as the
+//! Once a streaming, SSE or WebSocket subscription is open, all it does is read; a polling
+//! subscription writes a request when one is due and reads its answer. As a task of its own,
+//! every delivery or poll costs a wake-up through the async runtime (scheduling, polling a
+//! stack of futures) on top of the system calls themselves, and at 10,000 subscribers that
+//! overhead made the load generator cost most of what the server it measured cost. The load
+//! generator therefore detaches such a subscription's socket from the runtime and hands it to
+//! one readiness loop per worker (`load/hot.rs`), which reads it and decodes with the client's
+//! own code ([`HotClient::buffered`]): the same parsers, the same ids, gaps and errors as the
 //! client's `next`, just without its I/O. Anything else (a reconnect, an error, a write that
 //! would block) goes back to a task, which calls `next` as usual.
 
 use std::io;
 use std::net::TcpStream;
+use std::time::Instant;
 
 use super::raw::RawConn;
-use super::{Item, SseClient, StreamClient, WsClient};
+use super::{Item, LongPollClient, PollClient, SseClient, StreamClient, WsClient};
 use crate::error::ClientError;
 
-/// A subscription that can run without a task: one of the read-only transports.
+/// A subscription that can run without a task.
 #[derive(Debug)]
 pub enum HotClient {
     /// `GET /stream`.
@@ -26,14 +28,21 @@ pub enum HotClient {
     Sse(SseClient),
     /// `GET /ws`.
     Ws(WsClient),
+    /// `GET /poll`, every poll interval.
+    Poll(PollClient),
+    /// `GET /longpoll`, again as soon as one is answered.
+    LongPoll(LongPollClient),
 }
 
 impl HotClient {
+    /// The connection, failed or not (its socket goes back to it whatever happened).
     fn conn(&mut self) -> Option<&mut RawConn> {
         match self {
             HotClient::Stream(c) => c.connection(),
             HotClient::Sse(c) => c.connection(),
             HotClient::Ws(c) => c.connection().map(|ws| ws.conn_mut()),
+            HotClient::Poll(c) => c.poller.raw_connection(),
+            HotClient::LongPoll(c) => c.poller.raw_connection(),
         }
     }
 
@@ -57,22 +66,53 @@ impl HotClient {
         }
     }
 
-    /// Whether frames wait to be written (a WebSocket's pong or Close reply).
-    pub fn wants_write(&mut self) -> bool {
+    /// Whether something is to be written at `now`: a WebSocket's pong or Close reply, or a
+    /// poll that is due or half written.
+    pub fn wants_write(&mut self, now: Instant) -> bool {
         match self {
             HotClient::Ws(c) => c.connection().is_some_and(|ws| ws.wants_write()),
-            _ => false,
+            HotClient::Poll(c) => c.poller.wants_write() || c.due().by(now),
+            HotClient::LongPoll(c) => c.poller.wants_write() || c.due().by(now),
+            HotClient::Stream(_) | HotClient::Sse(_) => false,
         }
     }
 
-    /// Writes what waits, without blocking (`WouldBlock`: the rest still waits).
-    pub fn write_to(&mut self, socket: &TcpStream) -> io::Result<()> {
+    /// Writes what waits at `now` (beginning a poll that is due), without blocking
+    /// (`WouldBlock`: the rest still waits).
+    pub fn write_to(&mut self, socket: &TcpStream, now: Instant) -> io::Result<()> {
         match self {
             HotClient::Ws(c) => match c.connection() {
                 Some(ws) => ws.write_to(socket),
                 None => Ok(()),
             },
-            _ => Ok(()),
+            HotClient::Poll(c) => {
+                if c.due().by(now) {
+                    c.begin(now);
+                }
+                c.poller.write_to(socket)
+            }
+            HotClient::LongPoll(c) => {
+                if c.due().by(now) {
+                    c.begin(now);
+                }
+                c.poller.write_to(socket)
+            }
+            HotClient::Stream(_) | HotClient::Sse(_) => Ok(()),
+        }
+    }
+
+    /// When the client must be looked at again even if its socket stays quiet: its next poll,
+    /// or the deadline of the long poll in flight (past it, a task takes over and times out).
+    pub fn wake_at(&self) -> Option<Instant> {
+        let (due, poller) = match self {
+            HotClient::Poll(c) => (c.due(), &c.poller),
+            HotClient::LongPoll(c) => (c.due(), &c.poller),
+            HotClient::Stream(_) | HotClient::Sse(_) | HotClient::Ws(_) => return None,
+        };
+        match due {
+            super::poll::Due::At(at) => Some(at),
+            super::poll::Due::Now => None,
+            super::poll::Due::Busy => poller.deadline(),
         }
     }
 
@@ -84,12 +124,18 @@ impl HotClient {
             HotClient::Stream(c) => c.buffered(),
             HotClient::Sse(c) => c.buffered(),
             HotClient::Ws(c) => c.buffered(),
+            HotClient::Poll(c) => c.poller.buffered(),
+            HotClient::LongPoll(c) => c.poller.buffered(),
         }
     }
 
-    /// Whether the client still has its connection.
+    /// Whether the client still has its connection, in working order.
     pub fn connected(&mut self) -> bool {
-        self.conn().is_some()
+        match self {
+            HotClient::Poll(c) => c.poller.connection().is_some(),
+            HotClient::LongPoll(c) => c.poller.connection().is_some(),
+            _ => self.conn().is_some(),
+        }
     }
 }
 
@@ -135,5 +181,130 @@ impl WsClient {
         detach(self, HotClient::Ws, |c| {
             c.connection().map(|ws| ws.conn_mut())
         })
+    }
+}
+
+impl PollClient {
+    // `Err` hands the client back unchanged, not an error; moving it is what it is for.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn into_hot_client(self) -> Result<(HotClient, TcpStream), Self> {
+        detach(self, HotClient::Poll, |c| c.poller.connection())
+    }
+}
+
+impl LongPollClient {
+    // `Err` hands the client back unchanged, not an error; moving it is what it is for.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn into_hot_client(self) -> Result<(HotClient, TcpStream), Self> {
+        detach(self, HotClient::LongPoll, |c| c.poller.connection())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::client::{ClientConfig, Subscription as _};
+    use crate::counters::Counters;
+    use crate::http::test_server::{read_head, respond, spawn};
+    use crate::target::Target;
+    use pushbench_servers::protocol::Transport;
+
+    /// Drives `client` on `socket` as the readiness loop does, until it yields an item, needs a
+    /// task (`None`), or 5 s pass.
+    async fn drive(client: &mut HotClient, socket: &TcpStream) -> Option<Item> {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let now = Instant::now();
+            if client.wants_write(now) {
+                client.write_to(socket, now).unwrap();
+            }
+            match client.buffered() {
+                Some(item) => return Some(item.unwrap()),
+                None if !client.connected() => return None,
+                None => match client.read_from(socket) {
+                    Ok((0, _)) => return None,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                },
+            }
+        }
+        panic!("nothing came");
+    }
+
+    #[tokio::test]
+    async fn a_poll_in_the_loop_times_itself_and_goes_back_to_a_task_when_the_server_hangs_up() {
+        let (addr, mut rx) = spawn().await;
+        let (heads_tx, heads_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            // First connection: the pin, one poll answered, then the server closes it.
+            let mut a = rx.recv().await.unwrap();
+            let mut heads = vec![a.head.clone()];
+            respond(
+                &mut a.socket,
+                "200 OK",
+                "application/json",
+                r#"{"events":[],"last_id":4}"#,
+            )
+            .await;
+            heads.push(read_head(&mut a.socket).await);
+            let batch = r#"{"events":[{"id":5,"data":"a"}],"last_id":5}"#;
+            respond(&mut a.socket, "200 OK", "application/json", batch).await;
+            drop(a);
+            // The task reconnects and resumes after 5.
+            let mut b = rx.recv().await.unwrap();
+            heads.push(b.head.clone());
+            let batch = r#"{"events":[{"id":6,"data":"b"}],"last_id":6}"#;
+            respond(&mut b.socket, "200 OK", "application/json", batch).await;
+            heads_tx.send(heads).unwrap();
+            let _keep = b;
+            std::future::pending::<()>().await;
+        });
+        let counters = Arc::new(Counters::default());
+        let mut config = ClientConfig::new(Transport::Poll, "t");
+        config.poll_interval = Duration::from_millis(50);
+        let client = PollClient::connect(Target::from_addr(addr), config, counters.clone())
+            .await
+            .unwrap();
+        let (mut hot, socket) = client.into_hot().unwrap();
+        // Not due yet: the loop would set a timer within one interval.
+        let wake = hot.wake_at().expect("a poll to come");
+        assert!(wake <= Instant::now() + Duration::from_millis(50));
+        let Some(Item::Event(d)) = drive(&mut hot, &socket).await else {
+            panic!("no event")
+        };
+        assert_eq!((d.id, &d.payload[..]), (5, &b"a"[..]));
+        // The next poll's answer is the end of the connection: a task takes over.
+        assert!(drive(&mut hot, &socket).await.is_none());
+        hot.attach(socket).unwrap();
+        let HotClient::Poll(mut client) = hot else {
+            panic!("not a poll")
+        };
+        let item = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(item, Item::Event(d) if d.id == 6));
+        let heads = heads_rx.await.unwrap();
+        let lines: Vec<_> = heads.iter().map(|h| h.lines().next().unwrap()).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET /poll?topic=t HTTP/1.1",
+                "GET /poll?topic=t&after=4 HTTP/1.1",
+                "GET /poll?topic=t&after=5 HTTP/1.1",
+            ]
+        );
+        let s = counters.snapshot();
+        // The pin, the answered poll, the one the hang-up met, and the task's.
+        assert_eq!(
+            (s.connects, s.reconnects, s.requests, s.errors),
+            (2, 1, 4, 0)
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Long polling: `GET /longpoll`, held by the server until an event exists, re-issued at once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::poll::Poller;
+use super::poll::Due;
+use super::poller::Poller;
 use super::{ClientConfig, Item};
 use crate::counters::Counters;
 use crate::error::ClientError;
@@ -12,7 +13,7 @@ use crate::target::Target;
 /// A long-polling subscriber on one keep-alive connection.
 #[derive(Debug)]
 pub struct LongPollClient {
-    poller: Poller,
+    pub(super) poller: Poller,
 }
 
 impl LongPollClient {
@@ -35,6 +36,21 @@ impl LongPollClient {
             let timeout = self.poller.config().longpoll_timeout;
             self.poller.fetch(Some(timeout), true).await?;
         }
+    }
+
+    /// When the next request is due: at once whenever nothing is in flight or waiting.
+    pub(crate) fn due(&self) -> Due {
+        if self.poller.idle() {
+            Due::Now
+        } else {
+            Due::Busy
+        }
+    }
+
+    /// Begins the request due.
+    pub(crate) fn begin(&mut self, _now: Instant) {
+        let timeout = self.poller.config().longpoll_timeout;
+        self.poller.begin(Some(timeout));
     }
 
     /// See [`Client::cursor`](super::Client::cursor).

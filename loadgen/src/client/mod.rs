@@ -9,12 +9,14 @@
 //! transport's module with the help of `nchan.rs` (start and resume ids) and `chunked.rs`
 //! (chunk-framed streaming).
 
+mod answer;
 mod chunked;
 mod gateway;
 mod hot;
 mod longpoll;
 mod nchan;
 mod poll;
+mod poller;
 mod raw;
 mod readbuf;
 mod sse;

@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderValue, StatusCode};
+use tokio::io::AsyncWriteExt as _;
 
+use super::answer::{end_head, header, start_get};
+use super::raw::RawConn;
 use crate::envelope::parse_nchan_last_message_id;
 use crate::error::{status_error, ClientError};
-use crate::http::{empty, HttpConn};
 use crate::profile::NCHAN_PUBLISH_PATH;
+use crate::target::Target;
 
 /// A message id before every real one. (`0:0` will not do: Nchan reads it as "no id" and
 /// applies `nchan_subscriber_first_message` instead.)
@@ -32,27 +35,31 @@ pub(crate) fn start_id(after: Option<u64>) -> Result<Option<&'static str>, Clien
 }
 
 /// The id of the channel's newest message, from Nchan's channel info (`GET` on the publisher
-/// location): a poll that resumes after it gets exactly what is published from now on.
+/// location, on `conn`, with `out` for the request): a poll that resumes after it gets exactly
+/// what is published from now on.
 ///
 /// A channel that does not exist yet (`404`) or holds no message (`0:0`) gives [`OLDEST_ID`]:
 /// whatever it will hold is published from now on.
 pub(crate) async fn newest_id(
-    conn: &mut HttpConn,
+    conn: &mut RawConn,
+    out: &mut Vec<u8>,
+    target: &Target,
     topic: &str,
 ) -> Result<HeaderValue, ClientError> {
-    let path = format!("{NCHAN_PUBLISH_PATH}?topic={topic}");
-    let req = conn
-        .request(Method::GET, &path)
-        .header(header::ACCEPT, "text/json")
-        .body(empty())
-        .map_err(|e| ClientError::Protocol(format!("invalid request {path:?}: {e}")))?;
-    let response = conn.send(req).await?;
-    let status = response.status();
-    let body = conn.read_body(response.into_body()).await?;
-    let id = match status {
-        StatusCode::OK => parse_nchan_last_message_id(&body)?,
+    start_get(
+        out,
+        target.host(),
+        format_args!("{NCHAN_PUBLISH_PATH}?topic={topic}"),
+    );
+    header(out, "Accept", b"text/json");
+    end_head(out);
+    conn.counters().add_request();
+    conn.socket()?.write_all(out).await?;
+    let reply = conn.read_answer(None).await?;
+    let id = match reply.status {
+        StatusCode::OK => parse_nchan_last_message_id(&reply.body)?,
         StatusCode::NOT_FOUND => return Ok(HeaderValue::from_static(OLDEST_ID)),
-        other => return Err(status_error(other, &body)),
+        other => return Err(status_error(other, &reply.body)),
     };
     if id.is_empty() || id == "0:0" {
         return Ok(HeaderValue::from_static(OLDEST_ID));
@@ -77,29 +84,20 @@ impl PollCursor {
         PollCursor { start, since: None }
     }
 
-    /// Adds the resume headers to a poll request.
-    pub(crate) fn apply(&self, req: http::request::Builder) -> http::request::Builder {
+    /// Adds the resume headers to a poll request being written in `out`.
+    pub(crate) fn apply(&self, out: &mut Vec<u8>) {
         match &self.since {
-            Some((modified, etag)) => req
-                .header(header::IF_MODIFIED_SINCE, modified.clone())
-                .header(header::IF_NONE_MATCH, etag.clone()),
-            None => req.header("last-event-id", self.start.clone()),
+            Some((modified, etag)) => {
+                header(out, "If-Modified-Since", modified.as_bytes());
+                header(out, "If-None-Match", etag.as_bytes());
+            }
+            None => header(out, "Last-Event-ID", self.start.as_bytes()),
         }
     }
 
-    /// Moves on to the message id an answer names; `false` when it names none (a `408` does
-    /// not, and then the cursor stays).
-    pub(crate) fn update(&mut self, headers: &HeaderMap) -> bool {
-        match (
-            headers.get(header::LAST_MODIFIED),
-            headers.get(header::ETAG),
-        ) {
-            (Some(modified), Some(etag)) => {
-                self.since = Some((modified.clone(), etag.clone()));
-                true
-            }
-            _ => false,
-        }
+    /// Moves on to the message an answer named with its `Last-Modified` and `Etag`.
+    pub(crate) fn update(&mut self, modified_etag: (HeaderValue, HeaderValue)) {
+        self.since = Some(modified_etag);
     }
 }
 
@@ -116,24 +114,20 @@ mod tests {
 
     #[test]
     fn cursor_moves_with_last_modified_and_etag() {
+        let request = |cursor: &PollCursor| {
+            let mut out = Vec::new();
+            cursor.apply(&mut out);
+            String::from_utf8(out).unwrap()
+        };
         let mut cursor = PollCursor::after(HeaderValue::from_static("17:3"));
-        let req = cursor.apply(http::Request::builder()).body(()).unwrap();
-        assert_eq!(req.headers()["last-event-id"], "17:3");
-        assert!(!req.headers().contains_key(header::IF_NONE_MATCH));
-        assert!(!cursor.update(&HeaderMap::new()));
-        let mut answer = HeaderMap::new();
-        answer.insert(
-            header::LAST_MODIFIED,
+        assert_eq!(request(&cursor), "Last-Event-ID: 17:3\r\n");
+        cursor.update((
             HeaderValue::from_static("Wed, 25 Nov 2026 21:56:20 GMT"),
-        );
-        answer.insert(header::ETAG, HeaderValue::from_static("1"));
-        assert!(cursor.update(&answer));
-        let req = cursor.apply(http::Request::builder()).body(()).unwrap();
+            HeaderValue::from_static("1"),
+        ));
         assert_eq!(
-            req.headers()[header::IF_MODIFIED_SINCE],
-            "Wed, 25 Nov 2026 21:56:20 GMT"
+            request(&cursor),
+            "If-Modified-Since: Wed, 25 Nov 2026 21:56:20 GMT\r\nIf-None-Match: 1\r\n"
         );
-        assert_eq!(req.headers()[header::IF_NONE_MATCH], "1");
-        assert!(!req.headers().contains_key("last-event-id"));
     }
 }

@@ -21,7 +21,7 @@ use crate::http::{connect_socket, Socket};
 use crate::target::Target;
 
 /// Longest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
+pub(super) const MAX_HEAD: usize = 64 * 1024;
 
 /// Room made in the buffer before each read. Small, because thousands of mostly idle
 /// subscriptions each hold one; a burst of events still comes in a few reads (a 64-byte
@@ -65,7 +65,7 @@ impl RawConn {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<(RawConn, Head), ClientError> {
-        let mut socket = connect_socket(target, counters).await?;
+        let mut conn = RawConn::connect(target, counters).await?;
         let mut head = format!(
             "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\n",
             target.host()
@@ -78,13 +78,7 @@ impl RawConn {
         }
         head.push_str("\r\n");
         counters.add_request();
-        socket.write_all(head.as_bytes()).await?;
-        let mut conn = RawConn {
-            socket: Some(socket),
-            counters: counters.clone(),
-            buf: ReadBuf::with_capacity(READ_SIZE),
-            read_at: Instant::now(),
-        };
+        conn.socket()?.write_all(head.as_bytes()).await?;
         let head_len = loop {
             if let Some(pos) = find(&conn.buf, b"\r\n\r\n") {
                 break pos + 4;
@@ -101,6 +95,20 @@ impl RawConn {
         Ok((conn, head))
     }
 
+    /// Connects, with nothing sent yet.
+    pub(super) async fn connect(
+        target: &Target,
+        counters: &Arc<Counters>,
+    ) -> Result<RawConn, ClientError> {
+        let socket = connect_socket(target, counters).await?;
+        Ok(RawConn {
+            socket: Some(socket),
+            counters: counters.clone(),
+            buf: ReadBuf::with_capacity(READ_SIZE),
+            read_at: Instant::now(),
+        })
+    }
+
     /// The error an unexpected status makes, with the body a `Content-Length` announces
     /// (error answers are short; read within reason).
     pub(super) async fn refusal(mut self, head: &Head) -> ClientError {
@@ -111,6 +119,11 @@ impl RawConn {
             }
         }
         status_error(head.status, &self.buf[..want.min(self.buf.len())])
+    }
+
+    /// What this connection's traffic is counted in.
+    pub(super) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
     }
 
     /// The socket, for writing; [`ClientError::Closed`] while it is detached.
@@ -154,20 +167,31 @@ impl RawConn {
     /// leaves `out`. `WouldBlock` when the socket's buffer is full.
     pub(super) fn write_from(
         &mut self,
-        mut socket: &std::net::TcpStream,
+        socket: &std::net::TcpStream,
         out: &mut BytesMut,
     ) -> std::io::Result<()> {
         use bytes::Buf as _;
-        use std::io::Write as _;
         while !out.is_empty() {
-            let n = socket.write(out)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            self.counters.add_bytes_up(n as u64);
+            let n = self.write_some(socket, out)?;
             out.advance(n);
         }
         Ok(())
+    }
+
+    /// While detached: writes what it can of `out` to `socket` without blocking, counted, and
+    /// returns how much that was (`WouldBlock` when the socket's buffer is full).
+    pub(super) fn write_some(
+        &mut self,
+        mut socket: &std::net::TcpStream,
+        out: &[u8],
+    ) -> std::io::Result<usize> {
+        use std::io::Write as _;
+        let n = socket.write(out)?;
+        if n == 0 && !out.is_empty() {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.counters.add_bytes_up(n as u64);
+        Ok(n)
     }
 
     /// Reads more bytes; the end of the stream is an error here, for a subscription ends

@@ -43,18 +43,6 @@ pub trait Subscription {
     }
 }
 
-macro_rules! plain_subscription {
-    ($($ty:ty),*) => {$(
-        impl Subscription for $ty {
-            fn next(&mut self) -> impl Future<Output = Result<Item, ClientError>> {
-                <$ty>::next(self)
-            }
-        }
-    )*};
-}
-
-plain_subscription!(PollClient, LongPollClient);
-
 macro_rules! hot_subscription {
     ($($ty:ty),*) => {$(
         impl Subscription for $ty {
@@ -69,7 +57,13 @@ macro_rules! hot_subscription {
     )*};
 }
 
-hot_subscription!(StreamClient, SseClient, WsClient);
+hot_subscription!(
+    StreamClient,
+    SseClient,
+    WsClient,
+    PollClient,
+    LongPollClient
+);
 
 impl Subscription for GatewayClient {
     fn next(&mut self) -> impl Future<Output = Result<Item, ClientError>> {

@@ -1,5 +1,5 @@
-//! The readiness loop: one thread per worker that reads every streaming, SSE and WebSocket
-//! subscription in its steady state, with no task per subscriber.
+//! The readiness loop: one thread per worker that drives every streaming, SSE, WebSocket and
+//! polling subscription in its steady state, with no task per subscriber.
 //!
 //! Why: a subscriber as an async task pays, for every delivery, a wake-up through the runtime
 //! (its I/O driver, run queue and a poll of the task's stack of futures) on top of the
@@ -7,7 +7,8 @@
 //! as large as the kernel's part, and it made the generator cost most of what the server it
 //! measures costs. Here a delivery costs the kernel's part, the client's own decoding
 //! ([`HotClient::buffered`]) and the recording: the loop is a plain `epoll` loop (mio) over
-//! sockets taken off the runtime.
+//! sockets taken off the runtime, with a timer heap for the polls that come due
+//! ([`HotClient::wake_at`]).
 //!
 //! Only the steady state lives here. Whatever needs waiting or connecting (a reconnect, an
 //! error, a write that would block) goes back to the worker, which runs the subscriber as a
@@ -29,6 +30,7 @@ use super::account::{account, lag_us, Accounted, SubState};
 use super::messages::{WorkerMsg, WorkerPlan, INTERVAL, LAG_PROBE};
 use super::recorder::Recorder;
 use super::sampler::thread_cpu;
+use super::timers::Timers;
 use crate::client::{HotClient, Item};
 use crate::error::ClientError;
 
@@ -38,12 +40,24 @@ const WAKE: Token = Token(usize::MAX);
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
 
+/// How early a timer may fire. Polls due within this of each other go out together, and their
+/// answers come back together, so one wake-up of the loop serves many instead of one each (at
+/// 10,000 polls a second, wake-ups were an eighth of the loop's time). A poll a millisecond
+/// early does not change a poll interval's rate, nor a subscriber's latency measurably.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
 /// A subscription in the loop.
 #[derive(Debug)]
 pub(super) struct HotSub {
     pub client: HotClient,
     pub socket: TcpStream,
     pub state: SubState,
+}
+
+/// A subscription in its slot, with the time it asked to be driven at (`None`: no timer).
+struct Slot {
+    sub: HotSub,
+    timer: Option<Instant>,
 }
 
 /// A subscription the loop gives back to a task.
@@ -97,6 +111,7 @@ impl HotLoop {
             report,
             back,
             subs: Vec::new(),
+            timers: Timers::default(),
             free: Vec::new(),
             rec: Recorder::default(),
             delivered: delivered.clone(),
@@ -145,7 +160,10 @@ struct LoopState {
     report: mpsc::Sender<WorkerMsg>,
     back: tokio::sync::mpsc::UnboundedSender<Returned>,
     /// Subscriptions by slot (a slot's number is its token).
-    subs: Vec<Option<HotSub>>,
+    subs: Vec<Option<Slot>>,
+    /// Timers by due time. An entry whose slot no longer wants that time (the slot was driven
+    /// earlier, or reused) is skipped when it comes up.
+    timers: Timers,
     free: Vec<usize>,
     rec: Recorder,
     delivered: Arc<AtomicU64>,
@@ -170,7 +188,11 @@ impl LoopState {
         let mut next_interval = Instant::now() + INTERVAL;
         let mut stopping = false;
         while !stopping {
-            let timeout = next_probe.saturating_duration_since(Instant::now());
+            let wake = match self.timers.next() {
+                Some(at) => next_probe.min(at.checked_sub(TIMER_SLACK).unwrap_or(at)),
+                None => next_probe,
+            };
+            let timeout = wake.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -178,14 +200,18 @@ impl LoopState {
                 tracing::error!("the readiness loop's poll failed: {e}");
                 break;
             }
+            // One clock reading per batch: it decides whether a poll is due, and an early
+            // reading only makes one come a batch later.
+            let now = Instant::now();
             for event in events.iter() {
                 if event.token() == WAKE {
-                    stopping |= self.take_messages();
+                    stopping |= self.take_messages(now);
                 } else {
-                    self.drive_slot(event.token().0);
+                    self.drive_slot(event.token().0, now);
                 }
             }
             let now = Instant::now();
+            self.fire_timers(now);
             if now >= next_probe {
                 // How late the loop came back to its own timer: with a batch of thousands of
                 // deliveries, the time one batch takes.
@@ -211,11 +237,23 @@ impl LoopState {
         }
     }
 
+    /// Drives every subscription whose timer is due by `now` (give or take the slack).
+    fn fire_timers(&mut self, now: Instant) {
+        let by = now + TIMER_SLACK;
+        while let Some((at, slot)) = self.timers.pop_due(by) {
+            let current = self.subs.get_mut(slot).and_then(Option::as_mut);
+            if let Some(entry) = current.filter(|e| e.timer == Some(at)) {
+                entry.timer = None;
+                self.drive_slot(slot, by);
+            }
+        }
+    }
+
     /// Takes what the worker sent; true on a stop.
-    fn take_messages(&mut self) -> bool {
+    fn take_messages(&mut self, now: Instant) -> bool {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                ToLoop::Add(sub) => self.add(*sub),
+                ToLoop::Add(sub) => self.add(*sub, now),
                 ToLoop::WindowOpen => {
                     self.window_open = true;
                     self.cpu_open = thread_cpu();
@@ -226,7 +264,7 @@ impl LoopState {
         false
     }
 
-    fn add(&mut self, sub: HotSub) {
+    fn add(&mut self, sub: HotSub, now: Instant) {
         let slot = self.free.pop().unwrap_or(self.subs.len());
         let fd = sub.socket.as_raw_fd();
         let registered =
@@ -240,27 +278,49 @@ impl LoopState {
             self.give_back(sub, None);
             return;
         }
+        let entry = Some(Slot { sub, timer: None });
         if slot == self.subs.len() {
-            self.subs.push(Some(sub));
+            self.subs.push(entry);
         } else {
-            self.subs[slot] = Some(sub);
+            self.subs[slot] = entry;
         }
         // Bytes may have arrived before the registration; the registration reports them,
-        // but anything already in the client's buffer is decoded now.
-        self.drive_slot(slot);
+        // but anything already in the client's buffer is decoded now, and a poll due is sent.
+        self.drive_slot(slot, now);
     }
 
-    fn drive_slot(&mut self, slot: usize) {
-        let Some(sub) = self.subs.get_mut(slot).and_then(Option::as_mut) else {
+    fn drive_slot(&mut self, slot: usize, now: Instant) {
+        let Some(entry) = self.subs.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let outcome = drive(sub, &self.plan, &mut self.rec, &self.delivered);
+        let outcome = match drive(
+            &mut entry.sub,
+            now,
+            &self.plan,
+            &mut self.rec,
+            &self.delivered,
+        ) {
+            Drive::Wait => match entry.sub.client.wake_at() {
+                None => return,
+                // Only a long poll's deadline can be due here (a due poll was just sent): a
+                // task takes over, and times the answer out.
+                Some(at) if at <= now => Drive::GiveBack(None),
+                Some(at) => {
+                    if entry.timer != Some(at) {
+                        entry.timer = Some(at);
+                        self.timers.push(at, slot);
+                    }
+                    return;
+                }
+            },
+            other => other,
+        };
         let pending = match outcome {
             Drive::Wait => return,
             Drive::GiveBack(pending) => Some(pending),
             Drive::Drop => None,
         };
-        let Some(sub) = self.subs[slot].take() else {
+        let Some(Slot { sub, .. }) = self.subs[slot].take() else {
             return;
         };
         self.free.push(slot);
@@ -278,12 +338,19 @@ impl LoopState {
     }
 }
 
-/// Writes what the client owes, then decodes and reads until the socket has nothing more.
-fn drive(sub: &mut HotSub, plan: &WorkerPlan, rec: &mut Recorder, delivered: &AtomicU64) -> Drive {
+/// Writes what the client owes (a poll due by `now`, a WebSocket reply), then decodes and
+/// reads until the socket has nothing more.
+fn drive(
+    sub: &mut HotSub,
+    now: Instant,
+    plan: &WorkerPlan,
+    rec: &mut Recorder,
+    delivered: &AtomicU64,
+) -> Drive {
     let mut drained = false;
     loop {
-        if sub.client.wants_write() {
-            if let Err(e) = sub.client.write_to(&sub.socket) {
+        if sub.client.wants_write(now) {
+            if let Err(e) = sub.client.write_to(&sub.socket, now) {
                 // A full socket buffer needs waiting for, which a task does; any other error
                 // it meets again on its own write.
                 tracing::trace!("readiness loop write: {e}");
@@ -300,7 +367,7 @@ fn drive(sub: &mut HotSub, plan: &WorkerPlan, rec: &mut Recorder, delivered: &At
                 Accounted::Stop => return Drive::Drop,
             },
             None if !sub.client.connected() => return Drive::GiveBack(None),
-            None if sub.client.wants_write() => {}
+            None if sub.client.wants_write(now) => {}
             None if drained => return Drive::Wait,
             None => match sub.client.read_from(&sub.socket) {
                 // The end of the stream, or an error: the task's own read meets it again and

@@ -241,6 +241,10 @@ async fn run(
         });
     }
     let _ = ramp_stop.wait_for(|s| *s).await;
+    // The readiness loop stops with the tasks, so its traffic and CPU end with the window (a
+    // poll it sent later would be counted in the window), and the channel it gives
+    // subscriptions back on closes.
+    let hot = shared.hot.borrow_mut().as_mut().and_then(HotLoop::stop);
     // Every task watches `stop`; give them a moment to finish, then drop the rest.
     let mut subscribers = shared.subscribers.take();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -250,7 +254,6 @@ async fn run(
     .await;
     tasks.abort_all();
     subscribers.abort_all();
-    let hot = shared.hot.borrow_mut().as_mut().and_then(HotLoop::stop);
     let total = shared.counters.snapshot();
     // Devices leave the gateway, so the next run against it starts clean (uncounted traffic,
     // after the counters were read).
@@ -363,19 +366,15 @@ fn spawn_returned(returned: Returned, shared: &Rc<Shared>, stop: watch::Receiver
         HotClient::Stream(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
         HotClient::Sse(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
         HotClient::Ws(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
+        HotClient::Poll(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
+        HotClient::LongPoll(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
     };
 }
 
-/// Whether this worker's subscriptions can go to a readiness loop: streaming, SSE and
-/// WebSocket subscribers of a push server (a gateway device goes offline and acknowledges, so it
-/// stays a task).
+/// Whether this worker's subscriptions can go to a readiness loop: every subscriber of a push
+/// server (a gateway device goes offline and acknowledges, so it stays a task).
 fn hot_transport(plan: &WorkerPlan) -> bool {
-    use pushbench_servers::protocol::Transport;
     plan.target.gateway().is_none()
-        && matches!(
-            plan.client.transport,
-            Transport::Stream | Transport::Sse | Transport::Ws
-        )
 }
 
 fn hot_delivered(shared: &Shared) -> u64 {

@@ -1,0 +1,473 @@
+//! [`Poller`]: how short and long polling send a request and take its answer, on one
+//! keep-alive connection; *when* to send is the polling client's (`poll.rs`, `longpoll.rs`).
+//!
+//! An exchange (a request written, its answer awaited) is state in the poller, not in a
+//! future, so it can be started and finished by different drivers: a task ([`Poller::fetch`])
+//! or the load generator's readiness loop ([`Poller::begin`], [`Poller::write_to`],
+//! [`Poller::buffered`]). Either leaves it where the other can take it up.
+//!
+//! Against Nchan (interval poll and long poll), an answer is one raw message, `304` or `408` is
+//! an empty answer, and the cursor is Nchan's `Last-Modified`/`Etag` pair (`nchan.rs`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use super::answer::{end_head, header, start_get, Reply};
+use super::nchan::{self, PollCursor};
+use super::raw::RawConn;
+use super::{ClientConfig, Delivery, Item, Retry, Setup};
+use crate::counters::Counters;
+use crate::envelope::{parse_batch, Batch};
+use crate::error::{status_error, ClientError};
+use crate::target::Target;
+use pushbench_servers::protocol::Transport;
+
+/// Extra time a long poll may take beyond its own timeout before the client calls the
+/// connection dead, so a hung server cannot stall a client forever.
+const LONGPOLL_GRACE: Duration = Duration::from_secs(10);
+
+/// A request on its way: how much of it is written, and by when its answer must be in.
+#[derive(Debug, Clone, Copy)]
+struct Exchange {
+    written: usize,
+    deadline: Option<Instant>,
+}
+
+/// Issues poll requests on one keep-alive connection and queues what they return.
+#[derive(Debug)]
+pub(crate) struct Poller {
+    setup: Setup,
+    retry: Retry,
+    conn: Option<RawConn>,
+    /// An answer already came back on `conn`, so a failure of the next request may just mean
+    /// the server closed it while idle.
+    served: bool,
+    /// The request in `out`, while it is being written or awaits its answer.
+    exchange: Option<Exchange>,
+    /// The current request's bytes, in a buffer reused for every request.
+    out: Vec<u8>,
+    /// Against pushbench: the requests' fixed parts.
+    template: Option<Template>,
+    /// What went wrong with an exchange the readiness loop drove, for the task it hands the
+    /// client to: the task's next attempt fails with it, as if it had met it itself.
+    failed: Option<ClientError>,
+    queue: VecDeque<Item>,
+    /// The `after` of the next request; `None` until "now" is pinned to an id.
+    resume: Option<u64>,
+    cursor: u64,
+    /// The last answer stopped short of the topic's newest id: ask again without waiting.
+    truncated: bool,
+    /// Whether the client asked for "from now" and got it pinned by a poll during `connect`.
+    pinned: bool,
+    /// Against Nchan: where the next poll resumes (`None` against pushbench).
+    nchan: Option<PollCursor>,
+}
+
+impl Poller {
+    /// Opens the connection; when starting from now, makes one request with `pin_timeout` to
+    /// learn the current id. Failures are returned without retries.
+    pub(crate) async fn connect(
+        target: Target,
+        config: ClientConfig,
+        counters: Arc<Counters>,
+        pin_timeout: Option<Duration>,
+    ) -> Result<Self, ClientError> {
+        let conn = RawConn::connect(&target, &counters).await?;
+        let resume = config.after;
+        let mut poller = Poller {
+            setup: Setup::new(target, config, counters),
+            retry: Retry::default(),
+            conn: Some(conn),
+            served: false,
+            exchange: None,
+            out: Vec::with_capacity(256),
+            template: None,
+            failed: None,
+            queue: VecDeque::new(),
+            resume,
+            cursor: 0,
+            truncated: false,
+            pinned: false,
+            nchan: None,
+        };
+        if poller.setup.nchan() {
+            // An interval poll without a message id never moves on (it answers 304 with no
+            // id to resume from), so "now" is pinned to the channel's newest message id.
+            let start = match nchan::start_id(resume)? {
+                Some(id) => http::HeaderValue::from_static(id),
+                None => {
+                    let Poller {
+                        conn, setup, out, ..
+                    } = &mut poller;
+                    let conn = conn.as_mut().expect("opened above");
+                    nchan::newest_id(conn, out, &setup.target, &setup.config.topic)
+                        .await
+                        .inspect_err(|_| setup.counters.add_error())?
+                }
+            };
+            poller.nchan = Some(PollCursor::after(start));
+        } else if resume.is_none() {
+            poller.fetch(pin_timeout, false).await?;
+            poller.pinned = true;
+        }
+        Ok(poller)
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.setup.config
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Item> {
+        self.queue.pop_front()
+    }
+
+    pub(crate) fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Nothing queued, in flight or failed: the client decides when the next request goes.
+    pub(crate) fn idle(&self) -> bool {
+        self.queue.is_empty() && self.exchange.is_none() && self.failed.is_none()
+    }
+
+    /// The connection, while the poller has one and nothing failed (else a task must take over).
+    pub(super) fn connection(&mut self) -> Option<&mut RawConn> {
+        if self.failed.is_some() {
+            return None;
+        }
+        self.conn.as_mut()
+    }
+
+    /// The connection, failed or not.
+    pub(super) fn raw_connection(&mut self) -> Option<&mut RawConn> {
+        self.conn.as_mut()
+    }
+
+    /// By when the answer in flight must be in, if one is in flight with a deadline.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.exchange.and_then(|e| e.deadline)
+    }
+
+    /// One successful request, after as many attempts as the reconnect policy allows. An
+    /// exchange the readiness loop began is finished rather than begun again.
+    ///
+    /// A failure on a connection that already served a response is retried at once on a new
+    /// connection, without counting as a failure: the server most likely closed it while idle.
+    pub(crate) async fn fetch(
+        &mut self,
+        timeout: Option<Duration>,
+        retry: bool,
+    ) -> Result<(), ClientError> {
+        let mut stale_retried = false;
+        loop {
+            let reused = self.conn.is_some() && self.served;
+            let err = match self.try_fetch(timeout).await {
+                Ok(()) => {
+                    self.retry.succeeded();
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            self.exchange = None;
+            // After any failure but an error status (whose answer was read whole), the
+            // connection is out of step or gone.
+            if !matches!(err, ClientError::Status { .. }) {
+                self.conn = None;
+                self.served = false;
+            }
+            if err.is_connection_error() && reused && !stale_retried {
+                stale_retried = true;
+                tracing::debug!("keep-alive connection lost ({err}); retrying on a new one");
+                continue;
+            }
+            if !retry {
+                self.setup.counters.add_error();
+                return Err(err);
+            }
+            self.retry.failed(&self.setup, err)?;
+            tokio::time::sleep(self.setup.config.reconnect_delay).await;
+        }
+    }
+
+    async fn try_fetch(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        if let Some(err) = self.failed.take() {
+            return Err(err);
+        }
+        if self.conn.is_none() {
+            // `connect` opened the first connection, so this one replaces a lost one.
+            let conn = RawConn::connect(&self.setup.target, &self.setup.counters).await?;
+            self.setup.counters.add_reconnect();
+            self.conn = Some(conn);
+            self.served = false;
+        }
+        if self.exchange.is_none() {
+            self.begin(timeout);
+        }
+        let exchange = self.exchange.as_mut().expect("begun above");
+        let conn = self.conn.as_mut().expect("connected above");
+        if exchange.written < self.out.len() {
+            use tokio::io::AsyncWriteExt as _;
+            conn.socket()?
+                .write_all(&self.out[exchange.written..])
+                .await?;
+            exchange.written = self.out.len();
+        }
+        let reply = conn.read_answer(exchange.deadline).await?;
+        self.finish(reply)
+    }
+
+    /// Starts a request: its bytes wait in the poller for [`write_to`](Self::write_to) or
+    /// [`fetch`](Self::fetch). `timeout`: how long a long poll may be held.
+    pub(crate) fn begin(&mut self, timeout: Option<Duration>) {
+        let hold = match (&self.nchan, self.resume) {
+            (None, Some(after)) => {
+                self.make_template(timeout);
+                let t = self.template.as_ref().expect("made above");
+                t.write(&mut self.out, after);
+                timeout
+            }
+            (None, None) => {
+                self.make_template(timeout);
+                let t = self.template.as_ref().expect("made above");
+                self.out.clear();
+                // The prefix ends in `&after=`; without an id the query stops before it.
+                self.out
+                    .extend_from_slice(&t.prefix[..t.prefix.len() - AFTER.len()]);
+                self.out.extend_from_slice(&t.suffix);
+                timeout
+            }
+            (Some(cursor), _) => {
+                let (transport, topic) = (self.setup.config.transport, &self.setup.config.topic);
+                let out = &mut self.out;
+                let host = self.setup.target.host();
+                start_get(
+                    out,
+                    host,
+                    format_args!("{}?topic={topic}", transport.path()),
+                );
+                cursor.apply(out);
+                end_head(out);
+                // Nchan holds a long poll for its configured time, whatever the client wants.
+                timeout.map(|t| t.max(nchan::LONGPOLL_HOLD))
+            }
+        };
+        self.exchange = Some(Exchange {
+            written: 0,
+            deadline: hold.map(|t| Instant::now() + t + LONGPOLL_GRACE),
+        });
+        self.setup.counters.add_request();
+    }
+
+    /// The request around the `after` id for `timeout`, made once: a request differs from the
+    /// one before only by its id, and formatting the whole of each one was a tenth of the
+    /// readiness loop's time per poll.
+    fn make_template(&mut self, timeout: Option<Duration>) {
+        if self.template.as_ref().is_none_or(|t| t.timeout != timeout) {
+            let (transport, topic) = (self.setup.config.transport, &self.setup.config.topic);
+            let prefix = format!("GET {}?topic={topic}{AFTER}", transport.path()).into_bytes();
+            let timeout_ms = Param("timeout_ms", timeout.map(|t| t.as_millis()));
+            let latest = self.setup.config.latest && transport == Transport::Poll;
+            let latest = if latest { "&latest=1" } else { "" };
+            let mut suffix = format!(
+                "{timeout_ms}{latest} HTTP/1.1\r\nHost: {}\r\n",
+                self.setup.target.host()
+            )
+            .into_bytes();
+            header(&mut suffix, "Accept", b"application/json");
+            end_head(&mut suffix);
+            self.template = Some(Template {
+                timeout,
+                prefix,
+                suffix,
+            });
+        }
+    }
+
+    /// Whether a begun request still has bytes to write.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.exchange.is_some_and(|e| e.written < self.out.len())
+    }
+
+    /// Writes what is left of the begun request without blocking (`WouldBlock`: some is left).
+    pub(crate) fn write_to(&mut self, socket: &std::net::TcpStream) -> std::io::Result<()> {
+        let (Some(exchange), Some(conn)) = (self.exchange.as_mut(), self.conn.as_mut()) else {
+            return Ok(());
+        };
+        while exchange.written < self.out.len() {
+            exchange.written += conn.write_some(socket, &self.out[exchange.written..])?;
+        }
+        Ok(())
+    }
+
+    /// The next item from the queue, or from an answer already read whole, without I/O.
+    /// `None`: nothing yet, or something failed and [`connection`](Self::connection) says a
+    /// task must take over.
+    pub(crate) fn buffered(&mut self) -> Option<Result<Item, ClientError>> {
+        if let Some(item) = self.queue.pop_front() {
+            return Some(Ok(item));
+        }
+        if self.exchange.is_none() || self.failed.is_some() {
+            return None;
+        }
+        let taken = self.conn.as_mut()?.take_answer();
+        let finished = match taken {
+            Ok(None) => return None,
+            Ok(Some(reply)) => self.finish(reply),
+            Err(e) => Err(e),
+        };
+        match finished {
+            Ok(()) => {
+                self.retry.succeeded();
+                self.queue.pop_front().map(Ok)
+            }
+            Err(e) => {
+                self.failed = Some(e);
+                None
+            }
+        }
+    }
+
+    /// Takes a whole answer: the exchange is over.
+    fn finish(&mut self, reply: Reply) -> Result<(), ClientError> {
+        self.exchange = None;
+        self.served = true;
+        if reply.close {
+            self.conn = None;
+        }
+        if self.nchan.is_some() {
+            return self.absorb_nchan(reply);
+        }
+        if !reply.status.is_success() {
+            return Err(status_error(reply.status, &reply.body));
+        }
+        let batch = parse_batch(&reply.body)?;
+        self.absorb(batch, reply.received);
+        Ok(())
+    }
+
+    /// Takes an Nchan answer: one raw message (after which more may wait, so the next poll
+    /// goes at once), or nothing new (`304` from an interval poll, `408` from a long poll held
+    /// for its full time).
+    fn absorb_nchan(&mut self, reply: Reply) -> Result<(), ClientError> {
+        let cursor = self.nchan.as_mut().expect("an Nchan poller");
+        match reply.status {
+            StatusCode::OK => {
+                let Some(next) = reply.modified_etag else {
+                    return Err(ClientError::Protocol(
+                        "Nchan message without Last-Modified and Etag".into(),
+                    ));
+                };
+                cursor.update(next);
+                self.cursor += 1;
+                self.queue.push_back(Item::Event(Delivery {
+                    id: self.cursor,
+                    payload: reply.body,
+                    received: reply.received,
+                }));
+                self.truncated = true;
+            }
+            StatusCode::NOT_MODIFIED | StatusCode::REQUEST_TIMEOUT => {
+                if let Some(next) = reply.modified_etag {
+                    cursor.update(next);
+                }
+                self.setup.counters.add_empty_response();
+                self.truncated = false;
+            }
+            other => return Err(status_error(other, &reply.body)),
+        }
+        Ok(())
+    }
+
+    /// Queues a batch's items (the gap first: it is about ids before the first event) and moves
+    /// the cursor on.
+    fn absorb(&mut self, batch: Batch, received: Instant) {
+        let Batch {
+            events,
+            gap,
+            last_id,
+        } = batch;
+        let progressed = gap.is_some() || !events.is_empty();
+        if events.is_empty() {
+            self.setup.counters.add_empty_response();
+        }
+        if let Some(gap) = gap {
+            self.queue.push_back(Item::Gap {
+                from: gap.from,
+                to: gap.to,
+            });
+            self.cursor = self.cursor.max(gap.to);
+            self.resume = Some(self.resume.unwrap_or(0).max(gap.to));
+        }
+        for event in events {
+            self.cursor = event.id;
+            self.resume = Some(self.resume.unwrap_or(0).max(event.id));
+            self.queue.push_back(Item::Event(Delivery {
+                id: event.id,
+                payload: event.payload,
+                received,
+            }));
+        }
+        if self.resume.is_none() {
+            // The "from now" request: nothing before `last_id` is wanted.
+            self.resume = Some(last_id);
+        }
+        self.truncated = progressed && last_id > self.resume.unwrap_or(0);
+    }
+}
+
+/// The query parameter a poll's id goes in, last in a template's prefix.
+const AFTER: &str = "&after=";
+
+/// A poll request with a hole for its `after` id.
+#[derive(Debug)]
+struct Template {
+    timeout: Option<Duration>,
+    /// `GET /poll?topic=T&after=`.
+    prefix: Vec<u8>,
+    /// The rest of the query, then the rest of the head.
+    suffix: Vec<u8>,
+}
+
+impl Template {
+    /// The request for `after`, in `out` (cleared first).
+    fn write(&self, out: &mut Vec<u8>, after: u64) {
+        out.clear();
+        out.extend_from_slice(&self.prefix);
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = after;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[i..]);
+        out.extend_from_slice(&self.suffix);
+    }
+}
+
+/// `&name=value` in a query when there is a value; nothing otherwise.
+struct Param<T>(&'static str, Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for Param<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.1 {
+            Some(v) => write!(f, "&{}={v}", self.0),
+            None => Ok(()),
+        }
+    }
+}
