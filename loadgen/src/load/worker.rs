@@ -351,6 +351,7 @@ fn spawn_subscriber(
 /// thread's runtime.
 fn spawn_returned(returned: Returned, shared: &Rc<Shared>, stop: watch::Receiver<bool>) {
     let Returned { sub, pending } = returned;
+    let from_loop = Some(pending);
     let HotSub {
         mut client,
         socket,
@@ -363,11 +364,11 @@ fn spawn_returned(returned: Returned, shared: &Rc<Shared>, stop: watch::Receiver
     let mut set = shared.subscribers.borrow_mut();
     let sh = shared.clone();
     match client {
-        HotClient::Stream(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
-        HotClient::Sse(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
-        HotClient::Ws(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
-        HotClient::Poll(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
-        HotClient::LongPoll(c) => set.spawn_local(subscriber(c, sh, stop, false, state, pending)),
+        HotClient::Stream(c) => set.spawn_local(subscriber(c, sh, stop, false, state, from_loop)),
+        HotClient::Sse(c) => set.spawn_local(subscriber(c, sh, stop, false, state, from_loop)),
+        HotClient::Ws(c) => set.spawn_local(subscriber(c, sh, stop, false, state, from_loop)),
+        HotClient::Poll(c) => set.spawn_local(subscriber(c, sh, stop, false, state, from_loop)),
+        HotClient::LongPoll(c) => set.spawn_local(subscriber(c, sh, stop, false, state, from_loop)),
     };
 }
 
@@ -383,8 +384,8 @@ fn hot_delivered(shared: &Shared) -> u64 {
     })
 }
 
-/// Reads one subscription until stopped, accounting for every item (first `pending`, what the
-/// readiness loop left for it, if it came from there). A device that `goes_offline` drops its
+/// Reads one subscription until stopped, accounting for every item. `from_loop` is `Some` for a
+/// subscription the readiness loop gave back, with the item it left to account first, if any. A device that `goes_offline` drops its
 /// connection for the collector's offline period, then returns. A subscription that can go to
 /// the readiness loop goes there whenever it is connected and has just yielded an item.
 async fn subscriber<C: Subscription>(
@@ -393,7 +394,7 @@ async fn subscriber<C: Subscription>(
     mut stop: watch::Receiver<bool>,
     goes_offline: bool,
     mut state: SubState,
-    mut pending: Option<Result<Item, ClientError>>,
+    from_loop: Option<Option<Result<Item, ClientError>>>,
 ) {
     let plan = &shared.plan;
     let mut away = if goes_offline {
@@ -408,8 +409,10 @@ async fn subscriber<C: Subscription>(
     let stopped = stop.wait_for(|s| *s);
     tokio::pin!(stopped);
     // Given back by the loop, a subscription first gets one item of its own: going straight
-    // back could only meet the same condition (a write that blocks, a lost connection) again.
-    let mut may_go_hot = pending.is_none();
+    // back could only meet the same condition (a write that blocks, a lost connection) again,
+    // and the two would hand it back and forth without end.
+    let mut may_go_hot = from_loop.is_none();
+    let mut pending = from_loop.flatten();
     loop {
         if may_go_hot {
             if let Some(hot) = shared.hot.borrow().as_ref() {
