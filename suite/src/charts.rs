@@ -112,7 +112,10 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
         cpu.extend(fanout_floor_report::series(s, |f| f.cpu_ms_per_1k));
         out.push(one(
             "fanout-p99",
-            "[fanout] p99 latency against subscribers, 1 event/s broadcast",
+            &format!(
+                "[fanout] p99 latency against subscribers, {} event/s broadcast",
+                s.params.fanout_rate
+            ),
             Panel::Lines(Lines {
                 title: "p99 due → received".into(),
                 x_label: "subscribers (log)".into(),
