@@ -84,5 +84,5 @@ pub use counters::{Counters, CountersSnapshot, CountingStream};
 pub use error::ClientError;
 pub use profile::Profile;
 pub use publisher::Publisher;
-pub use sse_parser::{SseEvent, SseParser};
+pub use sse_parser::{EventId, SseEvent, SseParser};
 pub use target::{Target, TargetError};

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use pushbench_servers::protocol::{Transport, SSE_GAP_EVENT};
 
 use super::chunked::{Chunk, ChunkedResponse};
@@ -47,10 +46,10 @@ impl SseClient {
         let mut parser = SseParser::new();
         if target.profile() == crate::profile::Profile::Nchan {
             if let Some(id) = super::nchan::start_id(config.after)? {
-                parser.set_last_event_id(Bytes::from_static(id.as_bytes()));
+                parser.set_last_event_id(id.as_bytes());
             }
         } else if let Some(after) = config.after {
-            parser.set_last_event_id(Bytes::from(after.to_string()));
+            parser.set_last_event_id(after.to_string().as_bytes());
         }
         let setup = Setup::new(target, config, counters);
         let conn = open(&setup, parser.last_event_id()).await?;
@@ -134,7 +133,7 @@ impl SseClient {
     }
 
     /// The `Last-Event-ID` a reconnect would send (empty: none).
-    pub fn last_event_id(&self) -> &Bytes {
+    pub fn last_event_id(&self) -> &[u8] {
         self.parser.last_event_id()
     }
 
@@ -187,7 +186,7 @@ impl SseClient {
 
 /// Opens a connection and subscribes, returning once the server answered 200 with an event
 /// stream (anything else fails the connection, as in a browser).
-async fn open(setup: &Setup, last_event_id: &Bytes) -> Result<ChunkedResponse, ClientError> {
+async fn open(setup: &Setup, last_event_id: &[u8]) -> Result<ChunkedResponse, ClientError> {
     let path = subscribe_path(Transport::Sse, &setup.config.topic, None, None);
     // A header value may not hold control characters; an id with one cannot be sent back.
     let id = std::str::from_utf8(last_event_id)
