@@ -203,9 +203,7 @@ impl SseParser {
                     self.at_start = false;
                 }
             }
-            let pos = self.buf[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r');
+            let pos = memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]);
             let Some(pos) = pos.map(|p| p + self.scanned) else {
                 self.scanned = self.buf.len();
                 return None;

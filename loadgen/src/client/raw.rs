@@ -212,7 +212,7 @@ impl RawConn {
 }
 
 pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 fn parse_head(head: &str) -> Result<Head, ClientError> {

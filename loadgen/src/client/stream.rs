@@ -35,7 +35,7 @@ impl Lines {
 
     /// The next complete line, its `\n` included.
     fn next_line(&mut self) -> Option<Bytes> {
-        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &self.buf[self.scanned..]) {
             Some(pos) => {
                 let line = self.buf.split_to(self.scanned + pos + 1).freeze();
                 self.scanned = 0;
