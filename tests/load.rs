@@ -330,3 +330,81 @@ async fn readiness_loop_and_tasks_account_alike() {
         assert_eq!(server.shutdown().await.forced, 0, "{transport}");
     }
 }
+
+/// A TCP relay in front of a server that can hang up every subscription at once (a FIN, as a
+/// server or proxy restarting would), leaving publish connections alone.
+struct Relay {
+    addr: std::net::SocketAddr,
+    hang_up: tokio::sync::watch::Sender<u32>,
+}
+
+impl Relay {
+    async fn start(upstream: std::net::SocketAddr) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hang_up, rx) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                rx.mark_unchanged();
+                tokio::spawn(async move {
+                    let mut first = vec![0u8; 4096];
+                    let n = client.read(&mut first).await.unwrap_or(0);
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if n == 0 || server.write_all(&first[..n]).await.is_err() {
+                        return;
+                    }
+                    let subscription = first.starts_with(b"GET ");
+                    let pipe = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    if subscription {
+                        tokio::select! {
+                            _ = pipe => {}
+                            _ = rx.changed() => {}
+                        }
+                    } else {
+                        let _ = pipe.await;
+                    }
+                });
+            }
+        });
+        Relay { addr, hang_up }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Ends every subscription open now.
+    fn hang_up(&self) {
+        self.hang_up.send_modify(|n| *n += 1);
+    }
+}
+
+/// Subscriptions in the readiness loop whose connections end mid-run go back to a task, which
+/// reconnects and resumes: nothing is lost, and the loop and the worker do not hand them back
+/// and forth (as they once did, forever, on a connection that had ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_hung_up_in_the_readiness_loop_reconnect_and_lose_nothing() {
+    for transport in [Transport::Sse, Transport::Stream, Transport::Poll] {
+        let mut server = TestServer::start(&[transport]).await;
+        let relay = Relay::start(server.addr).await;
+        let config = LoadConfig {
+            duration: Duration::from_secs(3),
+            ..small(transport, relay.url())
+        };
+        let running = tokio::spawn(run(config));
+        // Within the window (connects take well under a second for 20 clients).
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        relay.hang_up();
+        let r = running.await.unwrap();
+        let ctx = format!("{transport}:\n{}", r.summary());
+        assert_eq!(r.delivered, r.expected, "{ctx}");
+        assert!(r.expected > 0, "{ctx}");
+        assert_eq!((r.lost, r.duplicates, r.clients_lost), (0, 0, 0), "{ctx}");
+        assert!(r.reconnects >= CLIENTS as u64, "{ctx}");
+        assert_eq!(server.shutdown().await.forced, 0, "{transport}");
+    }
+}
