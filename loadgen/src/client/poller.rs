@@ -100,9 +100,14 @@ impl Poller {
                 Some(id) => http::HeaderValue::from_static(id),
                 None => {
                     let Poller {
-                        conn, setup, out, ..
-                    } = &mut poller;
-                    let conn = conn.as_mut().expect("opened above");
+                        conn: Some(conn),
+                        setup,
+                        out,
+                        ..
+                    } = &mut poller
+                    else {
+                        return Err(ClientError::Closed);
+                    };
                     nchan::newest_id(conn, out, &setup.target, &setup.config.topic)
                         .await
                         .inspect_err(|_| setup.counters.add_error())?
@@ -211,17 +216,22 @@ impl Poller {
             self.conn = Some(conn);
             self.served = false;
         }
-        if self.exchange.is_none() {
-            self.begin(timeout);
-        }
-        let exchange = self.exchange.as_mut().expect("begun above");
-        let conn = self.conn.as_mut().expect("connected above");
+        let exchange = match self.exchange {
+            Some(exchange) => exchange,
+            None => self.start(timeout),
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(ClientError::Closed);
+        };
         if exchange.written < self.out.len() {
             use tokio::io::AsyncWriteExt as _;
             conn.socket()?
                 .write_all(&self.out[exchange.written..])
                 .await?;
-            exchange.written = self.out.len();
+            self.exchange = Some(Exchange {
+                written: self.out.len(),
+                ..exchange
+            });
         }
         let reply = conn.read_answer(exchange.deadline).await?;
         self.finish(reply)
@@ -230,16 +240,18 @@ impl Poller {
     /// Starts a request: its bytes wait in the poller for [`write_to`](Self::write_to) or
     /// [`fetch`](Self::fetch). `timeout`: how long a long poll may be held.
     pub(crate) fn begin(&mut self, timeout: Option<Duration>) {
+        self.start(timeout);
+    }
+
+    /// [`begin`](Self::begin), returning the exchange begun.
+    fn start(&mut self, timeout: Option<Duration>) -> Exchange {
         let hold = match (&self.nchan, self.resume) {
             (None, Some(after)) => {
-                self.make_template(timeout);
-                let t = self.template.as_ref().expect("made above");
-                t.write(&mut self.out, after);
+                template(&mut self.template, &self.setup, timeout).write(&mut self.out, after);
                 timeout
             }
             (None, None) => {
-                self.make_template(timeout);
-                let t = self.template.as_ref().expect("made above");
+                let t = template(&mut self.template, &self.setup, timeout);
                 self.out.clear();
                 // The prefix ends in `&after=`; without an id the query stops before it.
                 self.out
@@ -262,36 +274,13 @@ impl Poller {
                 timeout.map(|t| t.max(nchan::LONGPOLL_HOLD))
             }
         };
-        self.exchange = Some(Exchange {
+        let exchange = Exchange {
             written: 0,
             deadline: hold.map(|t| Instant::now() + t + LONGPOLL_GRACE),
-        });
+        };
+        self.exchange = Some(exchange);
         self.setup.counters.add_request();
-    }
-
-    /// The request around the `after` id for `timeout`, made once: a request differs from the
-    /// one before only by its id, and formatting the whole of each one was a tenth of the
-    /// readiness loop's time per poll.
-    fn make_template(&mut self, timeout: Option<Duration>) {
-        if self.template.as_ref().is_none_or(|t| t.timeout != timeout) {
-            let (transport, topic) = (self.setup.config.transport, &self.setup.config.topic);
-            let prefix = format!("GET {}?topic={topic}{AFTER}", transport.path()).into_bytes();
-            let timeout_ms = Param("timeout_ms", timeout.map(|t| t.as_millis()));
-            let latest = self.setup.config.latest && transport == Transport::Poll;
-            let latest = if latest { "&latest=1" } else { "" };
-            let mut suffix = format!(
-                "{timeout_ms}{latest} HTTP/1.1\r\nHost: {}\r\n",
-                self.setup.target.host()
-            )
-            .into_bytes();
-            header(&mut suffix, "Accept", b"application/json");
-            end_head(&mut suffix);
-            self.template = Some(Template {
-                timeout,
-                prefix,
-                suffix,
-            });
-        }
+        exchange
     }
 
     /// Whether a begun request still has bytes to write.
@@ -360,7 +349,11 @@ impl Poller {
     /// goes at once), or nothing new (`304` from an interval poll, `408` from a long poll held
     /// for its full time).
     fn absorb_nchan(&mut self, reply: Reply) -> Result<(), ClientError> {
-        let cursor = self.nchan.as_mut().expect("an Nchan poller");
+        let Some(cursor) = self.nchan.as_mut() else {
+            return Err(ClientError::Protocol(
+                "an Nchan answer to a pushbench poll".into(),
+            ));
+        };
         match reply.status {
             StatusCode::OK => {
                 let Some(next) = reply.modified_etag else {
@@ -424,6 +417,38 @@ impl Poller {
         }
         self.truncated = progressed && last_id > self.resume.unwrap_or(0);
     }
+}
+
+/// The request around the `after` id for `timeout` (in `slot`), made once: a request differs
+/// from the one before only by its id, and formatting the whole of each one was a tenth of the
+/// readiness loop's time per poll.
+fn template<'a>(
+    slot: &'a mut Option<Template>,
+    setup: &Setup,
+    timeout: Option<Duration>,
+) -> &'a Template {
+    if slot.as_ref().is_some_and(|t| t.timeout != timeout) {
+        *slot = None;
+    }
+    slot.get_or_insert_with(|| {
+        let (transport, topic) = (setup.config.transport, &setup.config.topic);
+        let prefix = format!("GET {}?topic={topic}{AFTER}", transport.path()).into_bytes();
+        let timeout_ms = Param("timeout_ms", timeout.map(|t| t.as_millis()));
+        let latest = setup.config.latest && transport == Transport::Poll;
+        let latest = if latest { "&latest=1" } else { "" };
+        let mut suffix = format!(
+            "{timeout_ms}{latest} HTTP/1.1\r\nHost: {}\r\n",
+            setup.target.host()
+        )
+        .into_bytes();
+        header(&mut suffix, "Accept", b"application/json");
+        end_head(&mut suffix);
+        Template {
+            timeout,
+            prefix,
+            suffix,
+        }
+    })
 }
 
 /// The query parameter a poll's id goes in, last in a template's prefix.
