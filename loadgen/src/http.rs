@@ -54,6 +54,8 @@ pub(crate) async fn connect_socket(
     }
     .map_err(|source| ClientError::Connect { addr, source })?;
     tcp.set_nodelay(true)?;
+    // Stamped from the first byte, so every delivery has its arrival time (client/arrival.rs).
+    crate::client::arrival::enable(&tcp)?;
     counters.add_connect();
     Ok(CountingStream::new(tcp, counters.clone()))
 }

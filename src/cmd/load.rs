@@ -86,6 +86,12 @@ pub struct LoadArgs {
     /// loop, kept to compare the two side by side.
     #[arg(long)]
     pub task_per_subscriber: bool,
+    /// How long the readiness loop lets deliveries gather after a batch of reads, so one
+    /// wake-up reads many (0: read each at once). Deliveries are timed by the kernel's
+    /// arrival stamp, so this moves no latency; an event read together with later ones is
+    /// timed by the latest, late by at most this much.
+    #[arg(long, default_value = "1ms", value_parser = duration::parse)]
+    pub coalesce: Duration,
     /// Long polling: how long the server may hold each request (ignored by others).
     #[arg(long, default_value = "30s", value_parser = duration::parse)]
     pub longpoll_timeout: Duration,
@@ -175,6 +181,7 @@ impl LoadArgs {
             longpoll_timeout: self.longpoll_timeout,
             poll_latest: self.poll_latest,
             task_per_subscriber: self.task_per_subscriber,
+            coalesce: self.coalesce,
             ramp: self.ramp,
             warmup: self.warmup,
             drain: self.drain,

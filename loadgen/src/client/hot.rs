@@ -15,6 +15,7 @@ use std::io;
 use std::net::TcpStream;
 use std::time::Instant;
 
+use super::arrival::Clocks;
 use super::raw::RawConn;
 use super::{Item, LongPollClient, PollClient, SseClient, StreamClient, WsClient};
 use crate::error::ClientError;
@@ -57,11 +58,12 @@ impl HotClient {
     }
 
     /// One non-blocking read of `socket` into the client's buffer: the bytes read (`0` at the
-    /// end of the stream) and whether the socket is drained. `NotConnected` when the client
-    /// has dropped its connection.
-    pub fn read_from(&mut self, socket: &TcpStream) -> io::Result<(usize, bool)> {
+    /// end of the stream) and whether the socket is drained. What it reads is timed by the
+    /// kernel's arrival stamp, against `clocks` (read once per batch of reads: see
+    /// [`arrival`](super::arrival)). `NotConnected` when the client has dropped its connection.
+    pub fn read_from(&mut self, socket: &TcpStream, clocks: &Clocks) -> io::Result<(usize, bool)> {
         match self.conn() {
-            Some(conn) => conn.read_from(socket),
+            Some(conn) => conn.read_from(socket, clocks),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -224,7 +226,7 @@ mod tests {
             match client.buffered() {
                 Some(item) => return Some(item.unwrap()),
                 None if !client.connected() => return None,
-                None => match client.read_from(socket) {
+                None => match client.read_from(socket, &Clocks::now()) {
                     Ok((0, _)) => return None,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -305,6 +307,56 @@ mod tests {
         assert_eq!(
             (s.connects, s.reconnects, s.requests, s.errors),
             (2, 1, 4, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_read_late_is_timed_when_it_arrived() {
+        use tokio::io::AsyncWriteExt as _;
+        let (addr, mut rx) = spawn().await;
+        let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut a = rx.recv().await.unwrap();
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                        transfer-encoding: chunked\r\n\r\n";
+            a.socket.write_all(head.as_bytes()).await.unwrap();
+            for id in 1..=2 {
+                // The first event also gives the kernel time to turn stamping on.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let event = format!("id: {id}\ndata: e{id}\n\n");
+                let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+                a.socket.write_all(chunk.as_bytes()).await.unwrap();
+                sent_tx.send(Instant::now()).unwrap();
+            }
+            let _keep = a;
+            std::future::pending::<()>().await;
+        });
+        let counters = Arc::new(Counters::default());
+        let config = ClientConfig::new(Transport::Sse, "t");
+        let client = SseClient::connect(Target::from_addr(addr), config, counters)
+            .await
+            .unwrap();
+        let (mut hot, socket) = client.into_hot().unwrap();
+        let Some(Item::Event(first)) = drive(&mut hot, &socket).await else {
+            panic!("no first event")
+        };
+        assert_eq!(first.id, 1);
+        sent_rx.recv().await.unwrap();
+        // The second event waits in the socket while the loop is elsewhere for 40 ms.
+        let sent = sent_rx.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let Some(Item::Event(second)) = drive(&mut hot, &socket).await else {
+            panic!("no second event")
+        };
+        let read = Instant::now();
+        assert_eq!(second.id, 2);
+        // Timed by its arrival (a little slack for the two clocks' readings), not its read.
+        assert!(second.received + Duration::from_millis(2) >= sent);
+        assert!(
+            second.received < sent + Duration::from_millis(20),
+            "timed {:?} after it was sent, {:?} before it was read",
+            second.received.saturating_duration_since(sent),
+            read.saturating_duration_since(second.received)
         );
     }
 }

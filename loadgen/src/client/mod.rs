@@ -10,6 +10,7 @@
 //! (chunk-framed streaming).
 
 mod answer;
+pub(crate) mod arrival;
 mod chunked;
 mod gateway;
 mod hot;
@@ -38,6 +39,7 @@ use crate::error::{check_topic, ClientError};
 use crate::profile::Profile;
 use crate::target::Target;
 
+pub use arrival::Clocks;
 pub use gateway::GatewayClient;
 pub use hot::HotClient;
 pub use longpoll::LongPollClient;

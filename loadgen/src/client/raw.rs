@@ -5,15 +5,15 @@
 //! `wsconn.rs`. Keeping this off hyper's client is what lets a subscriber cost the load
 //! generator a socket and a couple of kilobytes rather than a whole client connection.
 
-use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::arrival::{self, Clocks};
 use super::readbuf::ReadBuf;
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, Interest};
 
 use crate::counters::Counters;
 use crate::error::{status_error, ClientError};
@@ -38,7 +38,7 @@ pub(super) struct RawConn {
     socket: Option<Socket>,
     counters: Arc<Counters>,
     pub(super) buf: ReadBuf,
-    /// When the bytes at the end of `buf` were read.
+    /// When the bytes at the end of `buf` arrived (the kernel's stamp, [`arrival`]).
     pub(super) read_at: Instant,
 }
 
@@ -147,18 +147,19 @@ impl RawConn {
     }
 
     /// While detached: one non-blocking read of `socket` into the buffer, counted as the
-    /// runtime's reads are. Returns the bytes read (`0`: the end of the stream) and whether
+    /// runtime's reads are, timed by the kernel's stamp ([`arrival`]) against `clocks`. Returns the bytes read (`0`: the end of the stream) and whether
     /// the socket is now drained: a read that did not fill the room it had took everything
     /// there was (as tokio assumes too), which saves the read that would say `WouldBlock`.
     pub(super) fn read_from(
         &mut self,
-        mut socket: &std::net::TcpStream,
+        socket: &std::net::TcpStream,
+        clocks: &Clocks,
     ) -> std::io::Result<(usize, bool)> {
         let room = self.buf.room(READ_SIZE);
         let space = room.len();
-        let n = socket.read(room)?;
+        let (n, stamp) = arrival::read(socket, room, clocks)?;
         self.buf.filled(n);
-        self.read_at = Instant::now();
+        self.read_at = stamp.unwrap_or_else(Instant::now);
         self.counters.add_bytes_down(n as u64);
         Ok((n, n < space))
     }
@@ -194,13 +195,27 @@ impl RawConn {
         Ok(n)
     }
 
-    /// Reads more bytes; the end of the stream is an error here, for a subscription ends
+    /// Reads more bytes, timed by the kernel's stamp ([`arrival`]) as the readiness loop's
+    /// reads are, so a delivery is timed alike wherever it was read. The end of the stream is
+    /// an error here, for a subscription ends
     /// with its framing (a last chunk, a Close frame), never with a bare EOF.
     pub(super) async fn fill(&mut self) -> Result<(), ClientError> {
         let socket = self.socket.as_mut().ok_or(ClientError::Closed)?;
-        let n = socket.read(self.buf.room(READ_SIZE)).await?;
+        let tcp = socket.get_ref();
+        let room = self.buf.room(READ_SIZE);
+        let (n, stamp) = loop {
+            tcp.readable().await?;
+            let read = tcp.try_io(Interest::READABLE, || {
+                arrival::read(tcp, room, &Clocks::now())
+            });
+            match read {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => break other?,
+            }
+        };
         self.buf.filled(n);
-        self.read_at = Instant::now();
+        self.counters.add_bytes_down(n as u64);
+        self.read_at = stamp.unwrap_or_else(Instant::now);
         if n == 0 {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,

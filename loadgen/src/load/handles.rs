@@ -105,6 +105,7 @@ pub(super) fn spawn_workers(
                 longpoll_timeout_ms: config.longpoll_timeout.as_millis() as u64,
                 poll_latest: config.poll_latest,
                 task_per_subscriber: config.task_per_subscriber,
+                coalesce_us: config.coalesce.as_micros() as u64,
                 warmup_events: plan.warmup_events,
                 window_events: plan.window_events,
                 source: source_for(target, index, config),
@@ -142,6 +143,7 @@ pub(super) fn spawn_workers(
             clock,
             first_device: first(index),
             hot: !config.task_per_subscriber,
+            coalesce: config.coalesce,
         };
         let join = worker::spawn(wplan, tx.clone(), control_rx)?;
         handles.push(WorkerHandle::Thread { control, join });

@@ -45,6 +45,9 @@ pub struct WorkerPlan {
     /// Read streaming, SSE and WebSocket subscriptions in their steady state in one readiness
     /// loop ([`super::hot`]) rather than as a task each.
     pub hot: bool,
+    /// How long the readiness loop lets deliveries gather after a batch of reads
+    /// ([`super::hot`]); zero reads each as soon as it comes.
+    pub coalesce: Duration,
 }
 
 /// What the collector tells a worker.

@@ -46,6 +46,9 @@ pub struct WorkerSpec {
     /// Every subscriber is a task of its own, with no readiness loop.
     #[serde(default)]
     pub task_per_subscriber: bool,
+    /// The readiness loop's coalescing interval, µs.
+    #[serde(default)]
+    pub coalesce_us: u64,
     /// Events before the window.
     pub warmup_events: u64,
     /// Events in the window.
@@ -95,6 +98,7 @@ impl WorkerSpec {
             clock,
             first_device: 0,
             hot: !self.task_per_subscriber,
+            coalesce: Duration::from_micros(self.coalesce_us),
         })
     }
 }
