@@ -236,7 +236,7 @@ impl LoopState {
                 if event.token() == WAKE {
                     stopping |= self.take_messages(&clocks);
                 } else {
-                    self.drive_slot(event.token().0, &clocks);
+                    self.drive_slot(event.token().0, &clocks, true);
                     gather = true;
                 }
             }
@@ -292,7 +292,7 @@ impl LoopState {
             let current = self.subs.get_mut(slot).and_then(Option::as_mut);
             if let Some(entry) = current.filter(|e| e.timer == Some(at)) {
                 entry.timer = None;
-                self.drive_slot(slot, &clocks.at(by));
+                self.drive_slot(slot, &clocks.at(by), false);
             }
         }
     }
@@ -334,10 +334,12 @@ impl LoopState {
         }
         // Bytes may have arrived before the registration; the registration reports them,
         // but anything already in the client's buffer is decoded now, and a poll due is sent.
-        self.drive_slot(slot, clocks);
+        self.drive_slot(slot, clocks, true);
     }
 
-    fn drive_slot(&mut self, slot: usize, clocks: &Clocks) {
+    /// Drives one subscription: `readable` when its socket reported bytes (or may hold some),
+    /// false when only its timer came due.
+    fn drive_slot(&mut self, slot: usize, clocks: &Clocks, readable: bool) {
         let now = clocks.mono();
         let Some(entry) = self.subs.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -345,6 +347,7 @@ impl LoopState {
         let outcome = match drive(
             &mut entry.sub,
             clocks,
+            readable,
             &self.plan,
             &mut self.rec,
             &self.delivered,
@@ -392,12 +395,17 @@ impl LoopState {
 fn drive(
     sub: &mut HotSub,
     clocks: &Clocks,
+    readable: bool,
     plan: &WorkerPlan,
     rec: &mut Recorder,
     delivered: &AtomicU64,
 ) -> Drive {
     let now = clocks.mono();
-    let mut drained = false;
+    // A socket that reported nothing has nothing to read: it was read until drained last time,
+    // and edge-triggered readiness reports every arrival since. So a poll sent on its timer
+    // does not try to read its answer at once, which only ever said `WouldBlock` (a system
+    // call per request for nothing); the answer's arrival drives the subscription again.
+    let mut drained = !readable;
     loop {
         if sub.client.wants_write(now) {
             if let Err(e) = sub.client.write_to(&sub.socket, now) {
