@@ -48,6 +48,8 @@
 //!   lent from the connection's buffer without a copy.
 //! - `client/raw.rs`, `client/readbuf.rs`: one request and its response head on a raw socket,
 //!   and the reused buffer its bytes are read into.
+//! - `client/arrival.rs`: when bytes reached a socket, as the kernel stamped them
+//!   (`SO_TIMESTAMPNS`): every delivery is timed by it, not by when it was read.
 //! - `client/wsconn.rs`: a lean client WebSocket (RFC 6455) on that socket.
 //! - `client/subscription.rs`, `client/hot.rs`: what the load generator asks of a subscriber,
 //!   and [`HotClient`], a subscription driven without I/O of its own (`buffered`: the
