@@ -296,7 +296,10 @@ pub struct Params {
     pub broadcast_rate: f64,
     /// `[fanout]` publish rate: 1 event/s in the full suite. More at quick scale, whose window is
     /// a few seconds: there a p99 over three events was one event's tail, and the server's CPU a
-    /// handful of 10 ms ticks, so two runs disagreed by up to 3×.
+    /// handful of 10 ms ticks, so two runs disagreed by up to 3×. At 5 events/s (15 events) one
+    /// slow event still moved a p99 by 2.6× between two back-to-back runs; at 20/s the largest
+    /// quick size (1,000 subscribers, about 15 ms per event) still finishes each event's fan-out
+    /// well before the next.
     #[serde(default = "one_per_second")]
     pub fanout_rate: f64,
     /// `[fanout]` window.
@@ -450,7 +453,7 @@ impl Params {
                 latency_poll_intervals: vec![ms(100), s(1)],
                 fanout_clients: vec![100, 1_000],
                 broadcast_rate: 1.0,
-                fanout_rate: 5.0,
+                fanout_rate: 20.0,
                 fanout_window: s(3),
                 fanout_floor_events: 10,
                 fanout_floor_gap: ms(100),
