@@ -58,6 +58,8 @@ async fn loadgen_numbers_add_up_for_every_transport() {
         assert_eq!(r.publish.window_published, window_events, "{ctx}");
         assert_eq!(r.expected, CLIENTS as u64 * window_events, "{ctx}");
         assert_eq!(r.delivered, r.expected, "{ctx}");
+        // Every window read was timed by the kernel's arrival stamp.
+        assert_eq!(r.unstamped_reads, 0, "{ctx}");
         assert_eq!(
             (r.lost, r.duplicates, r.out_of_order, r.gaps),
             (0, 0, 0, 0),

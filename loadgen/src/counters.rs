@@ -21,6 +21,7 @@ pub struct Counters {
     reconnects: AtomicU64,
     empty_responses: AtomicU64,
     errors: AtomicU64,
+    unstamped_reads: AtomicU64,
 }
 
 /// A plain copy of [`Counters`] at one moment.
@@ -40,6 +41,10 @@ pub struct CountersSnapshot {
     pub empty_responses: u64,
     /// Failures seen, including those recovered by reconnecting.
     pub errors: u64,
+    /// Reads the kernel gave no arrival stamp for (`client/arrival.rs`), timed by the clock at
+    /// the read instead.
+    #[serde(default)]
+    pub unstamped_reads: u64,
 }
 
 impl CountersSnapshot {
@@ -53,6 +58,7 @@ impl CountersSnapshot {
             reconnects: self.reconnects.saturating_sub(earlier.reconnects),
             empty_responses: self.empty_responses.saturating_sub(earlier.empty_responses),
             errors: self.errors.saturating_sub(earlier.errors),
+            unstamped_reads: self.unstamped_reads.saturating_sub(earlier.unstamped_reads),
         }
     }
 
@@ -65,6 +71,7 @@ impl CountersSnapshot {
         self.reconnects += other.reconnects;
         self.empty_responses += other.empty_responses;
         self.errors += other.errors;
+        self.unstamped_reads += other.unstamped_reads;
     }
 }
 
@@ -91,6 +98,8 @@ impl Counters {
         add_empty_response => empty_responses;
         /// Counts one failure.
         add_error => errors;
+        /// Counts one read without an arrival stamp.
+        add_unstamped_read => unstamped_reads;
     }
 
     /// Adds bytes read from a socket.
@@ -116,6 +125,7 @@ impl Counters {
             reconnects: get(&self.reconnects),
             empty_responses: get(&self.empty_responses),
             errors: get(&self.errors),
+            unstamped_reads: get(&self.unstamped_reads),
         }
     }
 }

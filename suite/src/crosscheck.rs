@@ -162,7 +162,9 @@ pub fn reading(s: &Summary) -> String {
     format!(
         "An independent client (blocking sockets, hand-written HTTP/1.1, no async runtime, \
          sharing no code with `load`'s clients) timed each event from its publish write to the \
-         read that completed it: {}. Runs more than {:.0}% apart are flagged under Health.",
+         read that completed it, by the clock when that read returned (`load` times a delivery \
+         by the kernel's arrival stamp instead, so the two also differ by one wake-up of a \
+         blocked reader): {}. Runs more than {:.0}% apart are flagged under Health.",
         parts.join("; "),
         TOLERANCE * 100.0
     )

@@ -159,7 +159,7 @@ impl RawConn {
         let space = room.len();
         let (n, stamp) = arrival::read(socket, room, clocks)?;
         self.buf.filled(n);
-        self.read_at = stamp.unwrap_or_else(Instant::now);
+        self.read_at = self.arrival(n, stamp);
         self.counters.add_bytes_down(n as u64);
         Ok((n, n < space))
     }
@@ -215,7 +215,7 @@ impl RawConn {
         };
         self.buf.filled(n);
         self.counters.add_bytes_down(n as u64);
-        self.read_at = stamp.unwrap_or_else(Instant::now);
+        self.read_at = self.arrival(n, stamp);
         if n == 0 {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -223,6 +223,22 @@ impl RawConn {
             )));
         }
         Ok(())
+    }
+}
+
+impl RawConn {
+    /// When `n` bytes just read arrived: the kernel's stamp, or (counted, so a report says how
+    /// often) the clock now when there was none.
+    fn arrival(&self, n: usize, stamp: Option<Instant>) -> Instant {
+        match stamp {
+            Some(at) => at,
+            None => {
+                if n > 0 {
+                    self.counters.add_unstamped_read();
+                }
+                Instant::now()
+            }
+        }
     }
 }
 

@@ -107,8 +107,8 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
     }
     if loop_lag.p99 > LAG_SATURATED_US {
         warnings.push(format!(
-            "load generator timers ran {:.1} ms late at p99: deliveries were timed late by the \
-             load generator itself",
+            "load generator timers ran {:.1} ms late at p99: its polls and replies went out \
+             late, and it may have fallen behind reading",
             loop_lag.p99 as f64 / 1000.0
         ));
     }
@@ -117,6 +117,12 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
             "publishes started {:.1} ms late at p99 (more --publishers may help); latency \
              still counts from the due time",
             lateness.p99 as f64 / 1000.0
+        ));
+    }
+    if counters.unstamped_reads > 0 {
+        warnings.push(format!(
+            "{} reads had no kernel arrival stamp and were timed when read, which is later",
+            counters.unstamped_reads
         ));
     }
     if b.publish.skipped > 0 {
@@ -179,6 +185,7 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         bytes_up: counters.bytes_up,
         requests: counters.requests,
         empty_responses: counters.empty_responses,
+        unstamped_reads: counters.unstamped_reads,
         reconnects: b.totals.total.reconnects,
         connect_us: Percentiles::of(&r.connect),
         errors: r.errors.clone(),

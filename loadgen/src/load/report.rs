@@ -272,6 +272,10 @@ pub struct LoadReport {
     pub requests: u64,
     /// Poll responses without events during the window.
     pub empty_responses: u64,
+    /// Subscriber reads during the window that the kernel gave no arrival stamp for, timed by
+    /// the clock at the read instead (0 is expected; `client/arrival.rs`).
+    #[serde(default)]
+    pub unstamped_reads: u64,
     /// Reconnects during the whole run.
     pub reconnects: u64,
     /// Time to subscribe (TCP connect to response head), µs.
