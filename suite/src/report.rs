@@ -78,9 +78,10 @@ pub fn render(s: &Summary, figures: &[Figure]) -> String {
         "Every technique runs against its own fresh `pushbench serve` child process, one runtime \
          thread on the server core; the load generator runs on the other core(s). Publishes \
          follow an **open-loop** schedule: event *k* is due at start + *k*/rate whatever happened \
-         before, and latency runs from that **due time** to the instant the subscriber read the \
-         event, so a slow server cannot hide its queueing (no coordinated omission). Both ends \
-         read one monotonic clock on one machine. Every subscriber keeps one bit per event, so \
+         before, and latency runs from that **due time** to the instant the event's bytes \
+         reached the subscriber's socket, as the kernel stamped them (so the load generator's own \
+         wake-ups are in no latency), so a slow server cannot hide its queueing (no coordinated \
+         omission). Both ends read one clock on one machine. Every subscriber keeps one bit per event, so \
          loss, duplicates and reordering are counted exactly. Each run is flagged when the load \
          generator itself was the bottleneck (its subscribers' threads over 80% of its CPU, or its timers over 5 ms late at \
          p99). The **floor** is a raw TCP ping-pong between the two cores, back to back and \
