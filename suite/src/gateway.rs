@@ -239,9 +239,12 @@ pub fn reading(s: &Summary) -> String {
         for (n, d, g) in &pairs {
             for (path, r) in [("direct ws", d), ("gateway", g)] {
                 let Some(r) = r else { continue };
+                // A run the load generator could not outrun: its figures are bounds, not the
+                // gateway's (the same ‡ as the headline table's).
+                let mark = if r.loadgen_saturated { " ‡" } else { "" };
                 let _ = writeln!(
                     o,
-                    "| {} | {path} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {path}{mark} | {} | {} | {} | {} | {} | {} | {} |",
                     fmt_count(*n),
                     ms(r.latency_us.p50),
                     ms(r.latency_us.p99),
@@ -252,6 +255,17 @@ pub fn reading(s: &Summary) -> String {
                     fmt_value(r.bytes_down_per_event)
                 );
             }
+        }
+        if pairs
+            .iter()
+            .flat_map(|(_, d, g)| [d, g])
+            .any(|r| r.is_some_and(|r| r.loadgen_saturated))
+        {
+            let _ = writeln!(
+                o,
+                "\n‡: the load generator was saturated in this run (listed under Health): its \
+                 latencies and costs are upper bounds, not the gateway's own."
+            );
         }
         let _ = writeln!(o);
         let mut text = Vec::new();
