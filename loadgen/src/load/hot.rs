@@ -288,11 +288,13 @@ impl LoopState {
     /// Drives every subscription whose timer is due by `now` (give or take the slack).
     fn fire_timers(&mut self, clocks: &Clocks) {
         let by = clocks.mono() + self.slack;
+        // Polls due by `by` go out as if it were `by`: one shifted pair for all of them.
+        let clocks_by = clocks.at(by);
         while let Some((at, slot)) = self.timers.pop_due(by) {
             let current = self.subs.get_mut(slot).and_then(Option::as_mut);
             if let Some(entry) = current.filter(|e| e.timer == Some(at)) {
                 entry.timer = None;
-                self.drive_slot(slot, &clocks.at(by), false);
+                self.drive_slot(slot, &clocks_by, false);
             }
         }
     }
