@@ -29,7 +29,7 @@ pub enum Command {
     /// Redraw the charts and REPORT.md of a suite run from its JSON.
     Report(cmd::suite::ReportArgs),
     /// Compare a new suite run with a published one: ratios between transports are checked,
-    /// absolute figures shown; exits non-zero when a ratio moved past the tolerance.
+    /// absolute figures shown; exits non-zero when a technique moved past the tolerance.
     Compare(cmd::suite::CompareArgs),
     /// The live browser demo: a page with one real browser client per technique, every
     /// transport and a built-in publisher on one port, until SIGINT or SIGTERM.

@@ -60,6 +60,10 @@ async fn loadgen_numbers_add_up_for_every_transport() {
         assert_eq!(r.delivered, r.expected, "{ctx}");
         // Every window read was timed by the kernel's arrival stamp.
         assert_eq!(r.unstamped_reads, 0, "{ctx}");
+        assert!(
+            r.stamped_reads > 0 && r.late_reads <= r.stamped_reads,
+            "{ctx}"
+        );
         assert_eq!(
             (r.lost, r.duplicates, r.out_of_order, r.gaps),
             (0, 0, 0, 0),

@@ -120,7 +120,7 @@ fn suite_report_and_compare_end_to_end() {
     let modes: Vec<_> = crosscheck.iter().map(|c| c["transport"].clone()).collect();
     assert_eq!(
         modes,
-        [serde_json::json!("sse"), serde_json::json!("stream")]
+        [serde_json::json!("stream"), serde_json::json!("sse")]
     );
     for c in crosscheck {
         assert_eq!(c["events"], params["crosscheck_events"], "{c}");
@@ -241,7 +241,7 @@ fn suite_report_and_compare_end_to_end() {
     // `compare`: a run against itself passes ...
     let out = pushbench(&["compare", dir.to_str().unwrap(), again.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Ratios between techniques"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("divided by the median change"));
 
     // ... and a planted regression fails it: SSE's fan-out p99 made 3× worse.
     let mut planted = summary.clone();
@@ -282,7 +282,9 @@ fn suite_report_and_compare_end_to_end() {
         "{}",
         text(&out)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("moved past"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("moved against the other techniques past")
+    );
     // The gateway's ratio to direct WebSocket is checked too: in the same planted summary its
     // fan-out was not touched, so that row passes.
     assert!(

@@ -22,6 +22,8 @@ pub struct Counters {
     empty_responses: AtomicU64,
     errors: AtomicU64,
     unstamped_reads: AtomicU64,
+    stamped_reads: AtomicU64,
+    late_reads: AtomicU64,
 }
 
 /// A plain copy of [`Counters`] at one moment.
@@ -45,6 +47,13 @@ pub struct CountersSnapshot {
     /// the read instead.
     #[serde(default)]
     pub unstamped_reads: u64,
+    /// Reads the kernel stamped.
+    #[serde(default)]
+    pub stamped_reads: u64,
+    /// Stamped reads that came more than [`crate::client::LATE_READ`] after their bytes
+    /// arrived: the load generator was behind its reading.
+    #[serde(default)]
+    pub late_reads: u64,
 }
 
 impl CountersSnapshot {
@@ -59,6 +68,8 @@ impl CountersSnapshot {
             empty_responses: self.empty_responses.saturating_sub(earlier.empty_responses),
             errors: self.errors.saturating_sub(earlier.errors),
             unstamped_reads: self.unstamped_reads.saturating_sub(earlier.unstamped_reads),
+            stamped_reads: self.stamped_reads.saturating_sub(earlier.stamped_reads),
+            late_reads: self.late_reads.saturating_sub(earlier.late_reads),
         }
     }
 
@@ -72,6 +83,8 @@ impl CountersSnapshot {
         self.empty_responses += other.empty_responses;
         self.errors += other.errors;
         self.unstamped_reads += other.unstamped_reads;
+        self.stamped_reads += other.stamped_reads;
+        self.late_reads += other.late_reads;
     }
 }
 
@@ -100,6 +113,10 @@ impl Counters {
         add_error => errors;
         /// Counts one read without an arrival stamp.
         add_unstamped_read => unstamped_reads;
+        /// Counts one read with an arrival stamp.
+        add_stamped_read => stamped_reads;
+        /// Counts one read that came late after its bytes arrived.
+        add_late_read => late_reads;
     }
 
     /// Adds bytes read from a socket.
@@ -126,6 +143,8 @@ impl Counters {
             empty_responses: get(&self.empty_responses),
             errors: get(&self.errors),
             unstamped_reads: get(&self.unstamped_reads),
+            stamped_reads: get(&self.stamped_reads),
+            late_reads: get(&self.late_reads),
         }
     }
 }

@@ -66,7 +66,9 @@
 //!   counts, the same wherever it was read), `recorder.rs` (histograms and per-client loss
 //!   accounting), `sampler.rs` (`/proc` CPU and memory), `env.rs` (machine and build),
 //!   `report.rs` (the JSON schema, summary and interval log), `run.rs`, `handles.rs`,
-//!   `collector.rs`, `assemble.rs` (orchestration, worker handles, the collector, the report).
+//!   `collector.rs`, `assemble.rs` (orchestration, worker handles, the collector, the report),
+//!   `saturation.rs` (whether the generator kept up: its CPU, its late reads, and for polling
+//!   its late timers).
 
 pub mod client;
 pub mod counters;

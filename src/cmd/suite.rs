@@ -151,7 +151,7 @@ pub(crate) fn compare(args: CompareArgs) -> anyhow::Result<()> {
     }
     if c.moved() > 0 {
         anyhow::bail!(
-            "{} ratio(s) between techniques moved past ±{:.0}%",
+            "{} figure(s) moved against the other techniques past ±{:.0}%",
             c.moved(),
             args.tolerance * 100.0
         );

@@ -1,15 +1,23 @@
 //! `pushbench compare PUBLISHED NEW`: how a new run stands against a published one.
 //!
-//! Absolute figures depend on the machine, so they are shown but never judged. What carries
-//! over from machine to machine is how the techniques stand against each other within one run:
-//! each technique's value divided by WebSocket's. Those ratios are compared, and one that moved
-//! by more than the tolerance fails the comparison.
+//! Absolute figures depend on the machine, so they are never judged as they are. What carries
+//! over from machine to machine is how the techniques stand against each other. So for each
+//! metric, each technique's change from the published run to the new one is divided by the
+//! median change of all the techniques: the median is how the machine moved, and what is left is
+//! how that technique moved against the others. One that moved by more than the tolerance fails
+//! the comparison.
+//!
+//! Why the median change and not a ratio to one reference technique: a tail figure of one
+//! technique can swing threefold between two runs on a shared machine (WebSocket's fan-out p99
+//! went 11.8 → 39 ms between two back-to-back quick runs), and as the reference it moved every
+//! other technique's ratio with it. The median of the changes is not moved by one technique
+//! alone, so only the technique that moved is reported as moved.
 
 use std::fmt::{self, Write as _};
 
 use pushbench_servers::Transport;
 
-use crate::headline::{fmt_value, ratio_to_reference, METRICS, REFERENCE};
+use crate::headline::{fmt_value, METRICS};
 use crate::summary::Summary;
 
 /// One compared figure.
@@ -23,8 +31,12 @@ pub struct Row {
     pub published: f64,
     /// New value.
     pub new: f64,
-    /// `new / published`.
+    /// What is judged: for a technique, `new / published` divided by `machine`; for the
+    /// gateway's ratios and the absolute figures, `new / published`.
     pub change: f64,
+    /// For a technique's judged row, the median of every technique's `new / published` for
+    /// the metric: how the machine moved.
+    pub machine: Option<f64>,
     /// Whether this row is judged, and moved past the tolerance.
     pub moved: bool,
 }
@@ -69,6 +81,7 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
     let mut ratios = Vec::new();
     let mut absolute = Vec::new();
     for m in &METRICS {
+        let mut pairs = Vec::new();
         for t in Transport::ALL {
             if let (Some(a), Some(b)) = ((m.read)(published, t), (m.read)(new, t)) {
                 absolute.push(Row {
@@ -77,26 +90,29 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
                     published: a,
                     new: b,
                     change: if a > 0.0 { b / a } else { f64::NAN },
+                    machine: None,
                     moved: false,
                 });
+                if a > 0.0 && b > 0.0 {
+                    pairs.push((t, a, b));
+                }
             }
-            if t == REFERENCE || !m.checked {
-                continue;
-            }
-            if let (Some(a), Some(b)) = (
-                ratio_to_reference(m, published, t),
-                ratio_to_reference(m, new, t),
-            ) {
-                let change = b / a;
-                ratios.push(Row {
-                    metric: m.key,
-                    who: t.name(),
-                    published: a,
-                    new: b,
-                    change,
-                    moved: change.ln().abs() > limit,
-                });
-            }
+        }
+        let changes: Vec<f64> = pairs.iter().map(|&(_, a, b)| b / a).collect();
+        let Some(machine) = median(&changes).filter(|_| m.checked && pairs.len() >= 2) else {
+            continue;
+        };
+        for (t, a, b) in pairs {
+            let change = b / a / machine;
+            ratios.push(Row {
+                metric: m.key,
+                who: t.name(),
+                published: a,
+                new: b,
+                change,
+                machine: Some(machine),
+                moved: change.ln().abs() > limit,
+            });
         }
     }
     // `[gateway]`: the gateway's figures divided by direct WebSocket's in the same run.
@@ -109,6 +125,7 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
                 published: a,
                 new: b,
                 change,
+                machine: None,
                 moved: change.ln().abs() > limit,
             });
         }
@@ -121,28 +138,48 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
     }
 }
 
+/// The median of `values`; with an even count, the geometric mean of the middle two (the
+/// values are ratios).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[mid]),
+        _ => Some((v[mid - 1] * v[mid]).sqrt()),
+    }
+}
+
 impl fmt::Display for Comparison {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Ratios between techniques within each run (value ÷ {}'s; the gateway's ÷ direct ws's); checked, tolerance ±{:.0}%:",
-            REFERENCE.name(),
+            "Each technique's change from published to new, divided by the median change of the \
+             techniques (how the machine moved); the gateway's ratios to direct ws within each \
+             run. Checked, tolerance ±{:.0}%:",
             self.tolerance * 100.0
         );
         let _ = writeln!(
             out,
-            "  {:<24} {:<9} {:>10} {:>10} {:>9}  verdict",
-            "metric", "transport", "published", "new", "new/pub"
+            "  {:<24} {:<9} {:>10} {:>10} {:>8} {:>8} {:>9}  verdict",
+            "metric", "transport", "published", "new", "new/pub", "median", "relative"
         );
         for r in &self.ratios {
+            let (raw, machine) = match r.machine {
+                Some(m) => (format!("{:.2}×", r.change * m), format!("{m:.2}×")),
+                None => ("".to_owned(), "".to_owned()),
+            };
             let _ = writeln!(
                 out,
-                "  {:<24} {:<9} {:>10} {:>10} {:>8.2}×  {}",
+                "  {:<24} {:<9} {:>10} {:>10} {:>8} {:>8} {:>8.2}×  {}",
                 r.metric,
                 r.who,
-                format!("{}×", fmt_value(r.published)),
-                format!("{}×", fmt_value(r.new)),
+                fmt_value(r.published),
+                fmt_value(r.new),
+                raw,
+                machine,
                 r.change,
                 if r.moved { "MOVED" } else { "ok" }
             );
@@ -177,7 +214,7 @@ impl fmt::Display for Comparison {
         let moved = self.moved();
         let _ = writeln!(
             out,
-            "\n{} of {} ratios within ±{:.0}%{}",
+            "\n{} of {} checked figures within ±{:.0}%{}",
             self.ratios.len() - moved,
             self.ratios.len(),
             self.tolerance * 100.0,

@@ -5,6 +5,11 @@
 //! publish is written to the read that completes it on the subscription. Should its median and
 //! `load`'s disagree by more than [`TOLERANCE`], one of the two is measuring itself rather than
 //! the server, and the report flags the run.
+//!
+//! It runs against the very server process of `[latency]`'s run, half its events just before
+//! `load` and half just after ([`Bracket`]). Why: this machine's speed moves by tens of percent
+//! within minutes, and a cross-check measured minutes away, against another process, differed
+//! from `load` by that much (26% in one full run) while agreeing within 4% in a quick run.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +24,7 @@ use crate::summary::{Run, Server, Summary};
 use crate::SuiteError;
 
 /// The techniques cross-checked, in report order.
-pub const MODES: [Transport; 2] = [Transport::Sse, Transport::Stream];
+pub const MODES: [Transport; 2] = [Transport::Stream, Transport::Sse];
 
 /// How far apart the two medians may be, as a fraction of `load`'s.
 pub const TOLERANCE: f64 = 0.15;
@@ -59,6 +64,74 @@ impl Crosscheck {
     }
 }
 
+/// The cross-check of one `[latency]` run, bracketing it: [`Bracket::half`] before the run and
+/// again after, on the same server, then [`Bracket::finish`].
+#[derive(Debug)]
+pub struct Bracket {
+    transport: Transport,
+    events: usize,
+    rate: f64,
+    hist: Histogram<u64>,
+    /// Halves timed so far.
+    halves: usize,
+    error: Option<SuiteError>,
+}
+
+impl Bracket {
+    /// A cross-check of `events` events in all at `rate`, for a technique it reads; `None`
+    /// for the others, or for no events.
+    pub fn new(transport: Transport, events: usize, rate: f64) -> Option<Bracket> {
+        (MODES.contains(&transport) && events > 0).then(|| Bracket {
+            transport,
+            events,
+            rate,
+            hist: histogram(),
+            halves: 0,
+            error: None,
+        })
+    }
+
+    /// Times half the events against the server at `url`. After a failure it does nothing
+    /// more, and [`finish`](Self::finish) reports the failure.
+    pub fn half(&mut self, url: &str) {
+        self.halves += 1;
+        if self.error.is_none() {
+            let first = self.events.div_ceil(2);
+            let n = if self.halves == 1 {
+                first
+            } else {
+                self.events - first
+            };
+            if let Err(e) = record(url, self.transport, n, self.rate, &mut self.hist) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// The cross-check of every event timed.
+    pub fn finish(self) -> Result<Crosscheck, SuiteError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(Crosscheck::of(self.transport, self.rate, &self.hist)),
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+impl Crosscheck {
+    fn of(transport: Transport, rate: f64, hist: &Histogram<u64>) -> Crosscheck {
+        Crosscheck {
+            transport,
+            events: hist.len(),
+            interval_us: (1e6 / rate) as u64,
+            latency_us: Percentiles::of(hist),
+        }
+    }
+}
+
 /// Times `events` events of `transport` against the server at `url` (`http://HOST:PORT`),
 /// published `rate` times a second.
 pub fn measure(
@@ -67,6 +140,19 @@ pub fn measure(
     events: usize,
     rate: f64,
 ) -> Result<Crosscheck, SuiteError> {
+    let mut hist = histogram();
+    record(url, transport, events, rate, &mut hist)?;
+    Ok(Crosscheck::of(transport, rate, &hist))
+}
+
+/// Times `events` events (after a warm-up of its own) into `hist`.
+fn record(
+    url: &str,
+    transport: Transport,
+    events: usize,
+    rate: f64,
+    hist: &mut Histogram<u64>,
+) -> Result<(), SuiteError> {
     let err =
         |e: &dyn std::fmt::Display| SuiteError::Crosscheck(format!("{}: {e}", transport.name()));
     let format = match transport {
@@ -96,7 +182,6 @@ pub fn measure(
     let mut stream = EventStream::new(sub, &head, format);
     let mut publisher = Conn::connect(addr, READ_TIMEOUT).map_err(|e| err(&e))?;
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| err(&e))?;
     let start = Instant::now();
     for k in 0..WARMUP + events {
         // Open loop: event k is due at start + (k + 1) × interval, whatever came before.
@@ -125,12 +210,7 @@ pub fn measure(
             hist.saturating_record(us.max(1));
         }
     }
-    Ok(Crosscheck {
-        transport,
-        events: hist.len(),
-        interval_us: interval.as_micros() as u64,
-        latency_us: Percentiles::of(&hist),
-    })
+    Ok(())
 }
 
 /// `[latency]`'s sentence on the cross-check: each technique's median beside `load`'s.
@@ -164,7 +244,9 @@ pub fn reading(s: &Summary) -> String {
          sharing no code with `load`'s clients) timed each event from its publish write to the \
          read that completed it, by the clock when that read returned (`load` times a delivery \
          by the kernel's arrival stamp instead, so the two also differ by one wake-up of a \
-         blocked reader): {}. Runs more than {:.0}% apart are flagged under Health.",
+         blocked reader), against the same server process as `load`'s run, half its events \
+         just before that run and half just after: {}. Runs more than {:.0}% apart are flagged \
+         under Health.",
         parts.join("; "),
         TOLERANCE * 100.0
     )
@@ -224,6 +306,30 @@ mod tests {
             // 30 events 5 ms apart: paced, not a burst.
             assert!(t0.elapsed() >= Duration::from_millis(150), "{t:?}");
         }
+    }
+
+    #[test]
+    fn a_bracket_pools_both_halves_and_reports_the_first_failure() {
+        let url = server(Transport::Sse);
+        assert!(Bracket::new(Transport::Ws, 10, 200.0).is_none());
+        assert!(Bracket::new(Transport::Sse, 0, 200.0).is_none());
+        let mut b = Bracket::new(Transport::Sse, 9, 200.0).unwrap();
+        b.half(&url);
+        b.half(&url);
+        let c = b.finish().unwrap();
+        assert_eq!(
+            (c.transport, c.events, c.interval_us),
+            (Transport::Sse, 9, 5_000)
+        );
+        // A server gone between the halves: the bracket fails rather than report half.
+        let mut b = Bracket::new(Transport::Sse, 4, 200.0).unwrap();
+        b.half(&url);
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone_url = format!("http://{}", gone.local_addr().unwrap());
+        drop(gone);
+        b.half(&gone_url);
+        let e = b.finish().unwrap_err();
+        assert!(e.to_string().starts_with("cross-check: sse:"), "{e}");
     }
 
     #[test]

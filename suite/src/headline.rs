@@ -130,22 +130,12 @@ pub const METRICS: [Metric; 11] = [
     },
 ];
 
-/// The technique every within-run ratio is taken against.
-pub const REFERENCE: Transport = Transport::Ws;
-
 fn ms(us: u64) -> Option<f64> {
     (us > 0).then(|| us as f64 / 1000.0)
 }
 
 fn nonzero(v: f64) -> Option<f64> {
     (v > 0.0).then_some(v)
-}
-
-/// A metric's value of `t` divided by the reference technique's, within one run.
-pub fn ratio_to_reference(m: &Metric, s: &Summary, t: Transport) -> Option<f64> {
-    let v = (m.read)(s, t)?;
-    let r = (m.read)(s, REFERENCE)?;
-    (r > 0.0 && v > 0.0).then(|| v / r)
 }
 
 /// Formats a value to about three significant figures.

@@ -83,8 +83,9 @@ pub fn render(s: &Summary, figures: &[Figure]) -> String {
          wake-ups are in no latency), so a slow server cannot hide its queueing (no coordinated \
          omission). Both ends read one clock on one machine. Every subscriber keeps one bit per event, so \
          loss, duplicates and reordering are counted exactly. Each run is flagged when the load \
-         generator itself was the bottleneck (its subscribers' threads over 80% of its CPU, or its timers over 5 ms late at \
-         p99). The **floor** is a raw TCP ping-pong between the two cores, back to back and \
+         generator itself may have set a figure (its subscribers' threads over 80% of its CPU; for \
+         long polling, more than 1% of deliveries waiting for a request it sent over 5 ms late; for short polling, its timers \
+         over 5 ms late at p99). The **floor** is a raw TCP ping-pong between the two cores, back to back and \
          paced like [latency]'s events: no technique can beat it. Every figure here comes from the JSON files beside this report; \
          `pushbench report DIR` redraws it from them, and `results/README.md` says how to \
          reproduce and compare a run.\n"

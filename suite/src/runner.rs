@@ -12,11 +12,12 @@ use pushbench_loadgen::Profile;
 use pushbench_servers::Transport;
 use tokio_util::sync::CancellationToken;
 
+use crate::crosscheck::Bracket;
 use crate::pin::Pinning;
 use crate::plan::{Experiment, Params, Scale, Step};
 use crate::server::{nchan_available, ServerProcess};
 use crate::summary::{Failure, Run, Server, Summary, SCHEMA};
-use crate::{crosscheck, fanout_floor, floor, io_err, upstream, SuiteError};
+use crate::{fanout_floor, floor, io_err, upstream, SuiteError};
 
 /// Most subscribers one load-generator process is given; more are split over worker
 /// processes, each with its own open-files limit and source address.
@@ -102,8 +103,6 @@ enum Job {
     /// `[fanout]`'s physical limit at this many subscribers.
     FanoutFloor(usize),
     Load(Step, Server),
-    /// `[latency]`'s independent cross-check client for this technique.
-    Crosscheck(Transport),
     Upstream(Transport),
 }
 
@@ -113,7 +112,6 @@ impl Job {
             Job::Floor => Experiment::Floor,
             Job::FanoutFloor(_) => Experiment::Fanout,
             Job::Load(s, _) => s.experiment,
-            Job::Crosscheck(_) => Experiment::Latency,
             Job::Upstream(_) => Experiment::Upstream,
         }
     }
@@ -124,7 +122,6 @@ impl Job {
             Job::Floor => "[floor] TCP ping-pong".into(),
             Job::FanoutFloor(n) => format!("[fanout] physical limit, {n} sockets"),
             Job::Load(s, _) => format!("[{}] {}", s.experiment.name(), s.transport.name()),
-            Job::Crosscheck(t) => format!("[latency] cross-check {}", t.name()),
             Job::Upstream(t) => format!("[upstream] {}", t.name()),
         }
     }
@@ -225,6 +222,17 @@ pub async fn run(
                     step.transport.name(),
                     step.label
                 ));
+                // `[latency]`'s cross-check brackets its run on pushbench's own server.
+                let mut bracket = (step.experiment == Experiment::Latency
+                    && *server == Server::Pushbench)
+                    .then(|| {
+                        Bracket::new(
+                            step.transport,
+                            params.crosscheck_events,
+                            params.latency_rate,
+                        )
+                    })
+                    .flatten();
                 let result = load_one(
                     &config,
                     &params,
@@ -234,8 +242,15 @@ pub async fn run(
                     source_ip(i),
                     progress,
                     &interrupt,
+                    bracket.as_mut(),
                 )
                 .await;
+                if let (Some(b), Ok(_)) = (bracket, &result) {
+                    match b.finish() {
+                        Ok(c) => summary.crosscheck.push(c),
+                        Err(e) => summary.warnings.push(e.to_string()),
+                    }
+                }
                 match result {
                     Ok(run) => {
                         if run.passed == Some(false) {
@@ -309,17 +324,6 @@ async fn measure(
             let f = fanout_floor::measure(reader, *n, events, gap, pinning)?;
             summary.fanout_floor.push(f);
         }
-        Job::Crosscheck(t) => {
-            let server = ServerProcess::pushbench(&config.exe, *t, pinning)?;
-            let result = crosscheck::measure(
-                &server.url,
-                *t,
-                params.crosscheck_events,
-                params.latency_rate,
-            );
-            server.stop();
-            summary.crosscheck.push(result?);
-        }
         Job::Upstream(t) => {
             let u = upstream_one(&config.exe, *t, pinning, params.upstream_round_trips).await?;
             summary.upstream.push(u);
@@ -357,9 +361,6 @@ fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Jo
                         }
                     }
                 }
-                if e == Experiment::Latency && params.crosscheck_events > 0 {
-                    jobs.extend(crosscheck::MODES.map(Job::Crosscheck));
-                }
             }
         }
     }
@@ -386,7 +387,8 @@ async fn upstream_one(
     result
 }
 
-/// One load run: start the server, run, write the report, stop the server.
+/// One load run: start the server, run, write the report, stop the server. A cross-check
+/// `bracket` times its halves just before and just after the run, on the same server.
 #[allow(clippy::too_many_arguments)]
 async fn load_one(
     config: &SuiteConfig,
@@ -397,6 +399,7 @@ async fn load_one(
     source_ip: std::net::Ipv4Addr,
     progress: &Progress,
     interrupt: &CancellationToken,
+    mut bracket: Option<&mut Bracket>,
 ) -> Result<Run, String> {
     let proc = match server {
         Server::Pushbench => ServerProcess::pushbench(&config.exe, step.transport, pinning),
@@ -441,10 +444,16 @@ async fn load_one(
         }),
         ..LoadConfig::new(step.transport, proc.url.clone())
     };
+    if let Some(b) = bracket.as_deref_mut() {
+        b.half(&proc.url);
+    }
     let bar = progress.run_bar();
     let result = load::run(load_config, &bar, interrupt.clone().cancelled_owned()).await;
     bar.finish_and_clear();
     progress.multi.remove(&bar);
+    if let Some(b) = bracket {
+        b.half(&proc.url);
+    }
     proc.stop();
     let report = result.map_err(|e| e.to_string())?;
     let file = step.file(server == Server::Nchan);

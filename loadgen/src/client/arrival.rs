@@ -22,6 +22,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 
+/// How long after its bytes arrived a read may come before it counts as late: the load
+/// generator was behind its reading. Reports flag a run whose late reads exceed 1% (a read
+/// delay above this at p99; `load/assemble.rs`), because past that a long poll's next request
+/// or a gateway device's ack went out late, and socket buffers filling could hold the server
+/// back. It is the same 5 ms the report allows the load generator's timers.
+pub const LATE_READ: Duration = Duration::from_millis(5);
+
 /// Asks the kernel to stamp what arrives on `socket` from now on.
 pub(crate) fn enable(socket: &impl AsFd) -> io::Result<()> {
     setsockopt(socket, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)

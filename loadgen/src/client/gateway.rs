@@ -107,6 +107,7 @@ impl GatewayClient {
                             id,
                             payload,
                             received,
+                            asked_late: None,
                         }));
                     }
                     GatewayFrame::Deleted(count) if count > 0 => {

@@ -333,7 +333,7 @@ mod tests {
         });
         let counters = Arc::new(Counters::default());
         let config = ClientConfig::new(Transport::Sse, "t");
-        let client = SseClient::connect(Target::from_addr(addr), config, counters)
+        let client = SseClient::connect(Target::from_addr(addr), config, counters.clone())
             .await
             .unwrap();
         let (mut hot, socket) = client.into_hot().unwrap();
@@ -345,6 +345,7 @@ mod tests {
         // The second event waits in the socket while the loop is elsewhere for 40 ms.
         let sent = sent_rx.recv().await.unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;
+        let before = counters.snapshot();
         let Some(Item::Event(second)) = drive(&mut hot, &socket).await else {
             panic!("no second event")
         };
@@ -358,5 +359,8 @@ mod tests {
             second.received.saturating_duration_since(sent),
             read.saturating_duration_since(second.received)
         );
+        // And the read itself counts as late: the loop was behind its reading.
+        let read = counters.snapshot().since(&before);
+        assert_eq!((read.stamped_reads, read.late_reads), (1, 1));
     }
 }

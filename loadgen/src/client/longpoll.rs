@@ -114,6 +114,45 @@ mod tests {
         assert_eq!(counters.snapshot().empty_responses, 2);
     }
 
+    async fn next_event(client: &mut LongPollClient) -> super::super::Delivery {
+        match tokio::time::timeout(Duration::from_secs(5), client.next()).await {
+            Ok(Ok(Item::Event(d))) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_sent_late_marks_the_events_it_fetched() {
+        let (addr, mut rx) = spawn().await;
+        tokio::spawn(async move {
+            let mut a = rx.recv().await.unwrap();
+            let ok = |id: u64| format!(r#"{{"events":[{{"id":{id},"data":"x"}}],"last_id":{id}}}"#);
+            respond(&mut a.socket, "200 OK", "application/json", &ok(1)).await;
+            for id in 2..=3 {
+                read_head(&mut a.socket).await;
+                respond(&mut a.socket, "200 OK", "application/json", &ok(id)).await;
+            }
+            let _keep = a;
+            std::future::pending::<()>().await;
+        });
+        let mut config = ClientConfig::new(Transport::LongPoll, "t");
+        config.after = Some(0);
+        let mut client =
+            LongPollClient::connect(Target::from_addr(addr), config, Counters::new_shared())
+                .await
+                .unwrap();
+        // The first answer; the load generator then dawdles 30 ms before asking again.
+        assert_eq!(next_event(&mut client).await.id, 1);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let resumed = Instant::now();
+        let d = next_event(&mut client).await;
+        assert_eq!(d.id, 2);
+        let asked = d
+            .asked_late
+            .expect("a long poll sent 30 ms after its answer is late");
+        assert!(asked >= resumed);
+    }
+
     #[tokio::test]
     async fn nchan_pins_now_then_follows_last_modified_and_etag() {
         use tokio::io::AsyncWriteExt;

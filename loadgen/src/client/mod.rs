@@ -39,7 +39,7 @@ use crate::error::{check_topic, ClientError};
 use crate::profile::Profile;
 use crate::target::Target;
 
-pub use arrival::Clocks;
+pub use arrival::{Clocks, LATE_READ};
 pub use gateway::GatewayClient;
 pub use hot::HotClient;
 pub use longpoll::LongPollClient;
@@ -129,6 +129,10 @@ pub struct Delivery {
     pub payload: Bytes,
     /// When the bytes completing this event were read (for a poll batch: the whole body).
     pub received: Instant,
+    /// When the long poll that fetched it was sent, if the load generator sent it late: more
+    /// than [`LATE_READ`] after the answer before it arrived. An event due before then waited
+    /// for the load generator, not for the server (`load/saturation.rs`).
+    pub asked_late: Option<Instant>,
 }
 
 /// A subscriber of one transport.
@@ -324,6 +328,7 @@ impl Position {
                     id: e.id,
                     payload: e.payload,
                     received,
+                    asked_late: None,
                 }))
             }
             crate::envelope::Envelope::Gap(g) => {
@@ -345,6 +350,7 @@ impl Position {
             id: self.cursor,
             payload,
             received,
+            asked_late: None,
         })
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use super::answer::{end_head, header, start_get, Reply};
+use super::arrival::LATE_READ;
 use super::nchan::{self, PollCursor};
 use super::raw::RawConn;
 use super::{ClientConfig, Delivery, Item, Retry, Setup};
@@ -34,6 +35,8 @@ const LONGPOLL_GRACE: Duration = Duration::from_secs(10);
 struct Exchange {
     written: usize,
     deadline: Option<Instant>,
+    /// When a long poll was begun, if that was late after the answer before it.
+    asked_late: Option<Instant>,
 }
 
 /// Issues poll requests on one keep-alive connection and queues what they return.
@@ -64,6 +67,8 @@ pub(crate) struct Poller {
     pinned: bool,
     /// Against Nchan: where the next poll resumes (`None` against pushbench).
     nchan: Option<PollCursor>,
+    /// When the last answer arrived on the current connection.
+    answered: Option<Instant>,
 }
 
 impl Poller {
@@ -92,6 +97,7 @@ impl Poller {
             truncated: false,
             pinned: false,
             nchan: None,
+            answered: None,
         };
         if poller.setup.nchan() {
             // An interval poll without a message id never moves on (it answers 304 with no
@@ -190,6 +196,7 @@ impl Poller {
             if !matches!(err, ClientError::Status { .. }) {
                 self.conn = None;
                 self.served = false;
+                self.answered = None;
             }
             if err.is_connection_error() && reused && !stale_retried {
                 stale_retried = true;
@@ -274,9 +281,17 @@ impl Poller {
                 timeout.map(|t| t.max(nchan::LONGPOLL_HOLD))
             }
         };
+        let now = Instant::now();
+        // A long poll goes out as soon as the answer before it is read, so any wait past that
+        // answer's arrival is the load generator's.
+        let asked_late = self
+            .answered
+            .filter(|&a| hold.is_some() && now.saturating_duration_since(a) > LATE_READ)
+            .map(|_| now);
         let exchange = Exchange {
             written: 0,
-            deadline: hold.map(|t| Instant::now() + t + LONGPOLL_GRACE),
+            deadline: hold.map(|t| now + t + LONGPOLL_GRACE),
+            asked_late,
         };
         self.exchange = Some(exchange);
         self.setup.counters.add_request();
@@ -329,26 +344,32 @@ impl Poller {
 
     /// Takes a whole answer: the exchange is over.
     fn finish(&mut self, reply: Reply) -> Result<(), ClientError> {
-        self.exchange = None;
+        let asked_late = self.exchange.take().and_then(|e| e.asked_late);
         self.served = true;
+        self.answered = Some(reply.received);
         if reply.close {
             self.conn = None;
+            self.answered = None;
         }
         if self.nchan.is_some() {
-            return self.absorb_nchan(reply);
+            return self.absorb_nchan(reply, asked_late);
         }
         if !reply.status.is_success() {
             return Err(status_error(reply.status, &reply.body));
         }
         let batch = parse_batch(&reply.body)?;
-        self.absorb(batch, reply.received);
+        self.absorb(batch, reply.received, asked_late);
         Ok(())
     }
 
     /// Takes an Nchan answer: one raw message (after which more may wait, so the next poll
     /// goes at once), or nothing new (`304` from an interval poll, `408` from a long poll held
     /// for its full time).
-    fn absorb_nchan(&mut self, reply: Reply) -> Result<(), ClientError> {
+    fn absorb_nchan(
+        &mut self,
+        reply: Reply,
+        asked_late: Option<Instant>,
+    ) -> Result<(), ClientError> {
         let Some(cursor) = self.nchan.as_mut() else {
             return Err(ClientError::Protocol(
                 "an Nchan answer to a pushbench poll".into(),
@@ -367,6 +388,7 @@ impl Poller {
                     id: self.cursor,
                     payload: reply.body,
                     received: reply.received,
+                    asked_late,
                 }));
                 self.truncated = true;
             }
@@ -384,7 +406,7 @@ impl Poller {
 
     /// Queues a batch's items (the gap first: it is about ids before the first event) and moves
     /// the cursor on.
-    fn absorb(&mut self, batch: Batch, received: Instant) {
+    fn absorb(&mut self, batch: Batch, received: Instant, asked_late: Option<Instant>) {
         let Batch {
             events,
             gap,
@@ -409,6 +431,7 @@ impl Poller {
                 id: event.id,
                 payload: event.payload,
                 received,
+                asked_late,
             }));
         }
         if self.resume.is_none() {

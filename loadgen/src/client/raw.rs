@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::arrival::{self, Clocks};
+use super::arrival::{self, Clocks, LATE_READ};
 use super::readbuf::ReadBuf;
 use http::StatusCode;
 use tokio::io::{AsyncWriteExt, Interest};
@@ -229,9 +229,21 @@ impl RawConn {
 impl RawConn {
     /// When `n` bytes just read arrived: the kernel's stamp, or (counted, so a report says how
     /// often) the clock now when there was none.
+    ///
+    /// A stamped read also counts whether it came more than [`LATE_READ`] after its bytes
+    /// arrived: that is how a report knows whether the load generator kept up with its reading,
+    /// which timers firing late do not tell once deliveries are timed by their stamps.
     fn arrival(&self, n: usize, stamp: Option<Instant>) -> Instant {
         match stamp {
-            Some(at) => at,
+            Some(at) => {
+                if n > 0 {
+                    self.counters.add_stamped_read();
+                    if Instant::now().saturating_duration_since(at) > LATE_READ {
+                        self.counters.add_late_read();
+                    }
+                }
+                at
+            }
             None => {
                 if n > 0 {
                     self.counters.add_unstamped_read();

@@ -149,6 +149,7 @@ impl SseClient {
                 id: self.cursor,
                 payload: event.data,
                 received: self.read_at,
+                asked_late: None,
             }));
         }
         match event.event_type() {
@@ -167,6 +168,7 @@ impl SseClient {
                     id,
                     payload: event.data,
                     received: self.read_at,
+                    asked_late: None,
                 }))
             }
             t if t == SSE_GAP_EVENT.as_bytes() => {

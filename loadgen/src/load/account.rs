@@ -70,6 +70,9 @@ pub(super) fn account(
             if let Some(period) = held {
                 rec.held(&plan.clock, &d.payload, d.received, period);
             }
+            if let Some(asked) = d.asked_late {
+                rec.asked_late(&plan.clock, &d.payload, asked);
+            }
             Accounted::First
         }
         Ok(Item::Gap { from, to }) => {

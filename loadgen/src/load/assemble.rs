@@ -9,13 +9,9 @@ use super::env::Environment;
 use super::publish::PublishResult;
 use super::report::*;
 use super::sampler::{usable_cores, ProcSample};
+use super::saturation::{self, Signs, LAG_SATURATED_US};
 use super::schedule::Schedule;
 use crate::gateway::counters_delta;
-
-/// Loadgen CPU share of its usable cores past which its timings are suspect.
-const CPU_SATURATED: f64 = 0.8;
-/// Timer lateness (p99) past which the loadgen's own scheduling distorts latencies.
-const LAG_SATURATED_US: u64 = 5_000;
 
 /// A gateway run's own section: the devices sent offline for `period` (`at` as asked, `from`
 /// as scheduled, `away`), what was held for them, and the gateway's counters over the run.
@@ -98,20 +94,17 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
     let lateness = Percentiles::of(&b.publish.lateness);
 
     let mut warnings = Vec::new();
-    if subscriber_util > CPU_SATURATED {
-        warnings.push(format!(
-            "the load generator's subscribers used {:.0}% of its {cores} usable core(s): it may \
-             have been the bottleneck, so these latencies may not be the server's",
-            subscriber_util * 100.0
-        ));
-    }
-    if loop_lag.p99 > LAG_SATURATED_US {
-        warnings.push(format!(
-            "load generator timers ran {:.1} ms late at p99: its polls and replies went out \
-             late, and it may have fallen behind reading",
-            loop_lag.p99 as f64 / 1000.0
-        ));
-    }
+    let saturated = saturation::judge(
+        &Signs {
+            transport: config.transport,
+            subscriber_util,
+            cores,
+            delivered,
+            waited_for_generator: r.waited_for_generator,
+            loop_lag_p99_us: loop_lag.p99,
+        },
+        &mut warnings,
+    );
     if lateness.p99 > LAG_SATURATED_US {
         warnings.push(format!(
             "publishes started {:.1} ms late at p99 (more --publishers may help); latency \
@@ -131,7 +124,6 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
             b.publish.skipped
         ));
     }
-    let saturated = subscriber_util > CPU_SATURATED || loop_lag.p99 > LAG_SATURATED_US;
     if b.server_pid.is_none() {
         warnings.push(
             "server CPU and memory not measured: give --server-pid for a server that does not \
@@ -186,6 +178,9 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         requests: counters.requests,
         empty_responses: counters.empty_responses,
         unstamped_reads: counters.unstamped_reads,
+        stamped_reads: counters.stamped_reads,
+        late_reads: counters.late_reads,
+        waited_for_generator: r.waited_for_generator,
         reconnects: b.totals.total.reconnects,
         connect_us: Percentiles::of(&r.connect),
         errors: r.errors.clone(),

@@ -25,6 +25,7 @@ mod handles;
 mod hot;
 mod messages;
 mod run;
+mod saturation;
 mod timers;
 
 pub use config::LoadConfig;

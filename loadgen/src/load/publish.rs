@@ -10,7 +10,7 @@
 //! of VM a thread woken from an idle core starts hundreds of µs late, and that lateness would
 //! otherwise be read as the server's.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,7 +139,11 @@ async fn run(
     let mut tasks = Vec::new();
     for _ in 0..plan.connections {
         let (tx, rx) = mpsc::channel::<u64>(QUEUE_PER_CONNECTION);
-        queues.push(tx);
+        let owed = Rc::new(Cell::new(0));
+        queues.push(Queue {
+            tx,
+            owed: owed.clone(),
+        });
         let (plan, shared, counters, published) = (
             plan.clone(),
             shared.clone(),
@@ -147,7 +151,7 @@ async fn run(
             published.clone(),
         );
         tasks.push(tokio::task::spawn_local(publish_loop(
-            rx, plan, shared, counters, published,
+            rx, owed, plan, shared, counters, published,
         )));
     }
 
@@ -178,14 +182,45 @@ struct Tally {
     interrupted: bool,
 }
 
+/// One publish connection's queue, and how many events it owes: queued or being published.
+struct Queue {
+    tx: mpsc::Sender<u64>,
+    owed: Rc<Cell<usize>>,
+}
+
+impl Queue {
+    fn try_send(&self, k: u64) -> bool {
+        let sent = self.tx.try_send(k).is_ok();
+        if sent {
+            self.owed.set(self.owed.get() + 1);
+        }
+        sent
+    }
+}
+
+/// Hands event `k` to the connection that owes the fewest events, the first of them from
+/// `k`'s turn on, or else to any with room; false when every queue is full. Why: an event
+/// queued behind a publish still waiting for its answer starts as late as that answer comes,
+/// while another connection may be idle.
+fn hand_off(queues: &[Queue], k: u64) -> bool {
+    let n = queues.len();
+    if n == 0 {
+        return false;
+    }
+    let turn = (k as usize) % n;
+    let order = (0..n).map(|i| &queues[(turn + i) % n]);
+    // `min_by_key` keeps the first of equals, so ties go round in turn.
+    let least = order.clone().min_by_key(|q| q.owed.get());
+    least.is_some_and(|q| q.try_send(k)) || order.into_iter().any(|q| q.try_send(k))
+}
+
 /// Hands event `k` to an idle publish connection at its due time, never waiting for one.
 async fn schedule_loop(
     schedule: &Schedule,
-    queues: &[mpsc::Sender<u64>],
+    queues: &[Queue],
     stop: &mut watch::Receiver<bool>,
 ) -> Tally {
     let mut tally = Tally::default();
-    let n = queues.len();
     let stopped = stop.wait_for(|s| *s);
     tokio::pin!(stopped);
     let spin = spin_for(schedule.rate);
@@ -200,8 +235,7 @@ async fn schedule_loop(
             () = wait_until(due, spin) => {}
         }
         tally.scheduled += 1;
-        let sent = (0..n).any(|i| queues[(k as usize + i) % n].try_send(k).is_ok());
-        if !sent {
+        if !hand_off(queues, k) {
             tally.skipped += 1;
         }
         // Let the connection just handed the event run now, before anything else due.
@@ -262,6 +296,7 @@ async fn wait_until(due: Instant, spin: Duration) {
 
 async fn publish_loop(
     mut rx: mpsc::Receiver<u64>,
+    owed: Rc<Cell<usize>>,
     plan: Rc<PublishPlan>,
     shared: Rc<RefCell<PublishResult>>,
     counters: Arc<Counters>,
@@ -291,6 +326,7 @@ async fn publish_loop(
                 Err(e) => Err(e),
             },
         };
+        owed.set(owed.get().saturating_sub(1));
         let mut r = shared.borrow_mut();
         match outcome {
             Ok(_id) => {
@@ -312,5 +348,46 @@ async fn publish_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queues(n: usize, room: usize) -> (Vec<Queue>, Vec<mpsc::Receiver<u64>>) {
+        (0..n)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(room);
+                let q = Queue {
+                    tx,
+                    owed: Rc::new(Cell::new(0)),
+                };
+                (q, rx)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn events_go_to_the_connection_owing_least_then_to_any_with_room() {
+        let (qs, mut rxs) = queues(3, 2);
+        // Idle connections take events in turn.
+        for k in 0..3 {
+            assert!(hand_off(&qs, k));
+        }
+        assert_eq!(
+            qs.iter().map(|q| q.owed.get()).collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
+        // Connection 1 answers: the next event goes there, whoever's turn it is.
+        assert_eq!(rxs[1].try_recv().unwrap(), 1);
+        qs[1].owed.set(0);
+        assert!(hand_off(&qs, 3));
+        assert_eq!(rxs[1].try_recv().unwrap(), 3);
+        // Every queue full: the event is refused, to be counted as skipped.
+        let (full, _rxs) = queues(2, 1);
+        assert!(hand_off(&full, 0) && hand_off(&full, 1));
+        assert!(!hand_off(&full, 2));
+        assert!(!hand_off(&[], 0));
     }
 }

@@ -114,6 +114,10 @@ pub struct Recorder {
     /// Due → received of those deliveries.
     #[serde(with = "hist_serde", default = "latency_histogram")]
     pub held_latency: Histogram<u64>,
+    /// First deliveries that waited for the load generator: events due before the long poll
+    /// that fetched them went out, when it went out late ([`crate::client::Delivery::asked_late`]).
+    #[serde(default)]
+    pub waited_for_generator: u64,
 }
 
 impl Default for Recorder {
@@ -138,6 +142,7 @@ impl Default for Recorder {
             offline_clients: 0,
             held_delivered: 0,
             held_latency: latency_histogram(),
+            waited_for_generator: 0,
         }
     }
 }
@@ -210,6 +215,14 @@ impl Recorder {
         self.held_delivered += 1;
     }
 
+    /// Accounts a first delivery fetched by a long poll sent late, at `asked`: if the event was
+    /// due before then, it waited for the load generator.
+    pub fn asked_late(&mut self, clock: &Clock, payload: &[u8], asked: Instant) {
+        if payload::decode(payload).is_some_and(|s| s.due_unix_ns < clock.unix_ns(asked)) {
+            self.waited_for_generator += 1;
+        }
+    }
+
     /// Counts an error by its kind.
     pub fn error(&mut self, err: &ClientError) {
         *self.errors.entry(error_kind(err)).or_default() += 1;
@@ -241,6 +254,7 @@ impl Recorder {
         self.clients_lost += other.clients_lost;
         self.offline_clients += other.offline_clients;
         self.held_delivered += other.held_delivered;
+        self.waited_for_generator += other.waited_for_generator;
         let _ = self.held_latency.add(&other.held_latency);
         for (k, v) in &other.errors {
             *self.errors.entry(k.clone()).or_default() += v;

@@ -136,7 +136,8 @@ pub struct LoadgenSummary {
     /// what it measured (below 1 is cheaper).
     #[serde(default)]
     pub cpu_vs_server: Option<f64>,
-    /// How late its worker timers fired (µs): deliveries are timed at least this late.
+    /// How late its worker timers fired (µs). Only polls wait on them; deliveries are timed by
+    /// their kernel arrival stamps.
     pub loop_lag_us: Percentiles,
     /// Whether the load generator, not the server, may have limited this run.
     pub saturated: bool,
@@ -276,6 +277,18 @@ pub struct LoadReport {
     /// the clock at the read instead (0 is expected; `client/arrival.rs`).
     #[serde(default)]
     pub unstamped_reads: u64,
+    /// Subscriber reads during the window that the kernel stamped.
+    #[serde(default)]
+    pub stamped_reads: u64,
+    /// Of those, the reads that came more than 5 ms after their bytes arrived
+    /// ([`crate::client::LATE_READ`]): how far behind its reading the load generator was.
+    #[serde(default)]
+    pub late_reads: u64,
+    /// First deliveries that waited for the load generator: events due before the long poll
+    /// that fetched them went out, when it went out late. Over 1% of `delivered` flags the run
+    /// (`load/saturation.rs`).
+    #[serde(default)]
+    pub waited_for_generator: u64,
     /// Reconnects during the whole run.
     pub reconnects: u64,
     /// Time to subscribe (TCP connect to response head), µs.
@@ -376,10 +389,11 @@ impl LoadReport {
         let lg = &self.loadgen;
         let _ = writeln!(
             s,
-            "loadgen   CPU {:.0}% of {} core(s)  loop lag p99 {:.2} ms  connect p50 {:.2} ms p99 {:.2} ms",
+            "loadgen   CPU {:.0}% of {} core(s)  loop lag p99 {:.2} ms  late reads {:.2}%  connect p50 {:.2} ms p99 {:.2} ms",
             lg.cpu_utilization * 100.0,
             lg.cores,
             ms(lg.loop_lag_us.p99),
+            self.late_reads as f64 * 100.0 / self.stamped_reads.max(1) as f64,
             ms(self.connect_us.p50),
             ms(self.connect_us.p99)
         );
