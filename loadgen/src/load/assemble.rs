@@ -13,6 +13,10 @@ use super::saturation::{self, Signs, LAG_SATURATED_US};
 use super::schedule::Schedule;
 use crate::gateway::counters_delta;
 
+/// The share of the machine's CPU time stolen by the hypervisor in the window past which a
+/// report warns: at 1% the stalls already reach every p99 of a paced run.
+const STEAL_WARNED: f64 = 0.01;
+
 /// A gateway run's own section: the devices sent offline for `period` (`at` as asked, `from`
 /// as scheduled, `away`), what was held for them, and the gateway's counters over the run.
 pub(super) fn gateway_summary(
@@ -118,6 +122,19 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
             counters.unstamped_reads
         ));
     }
+    let steal_share = match (b.window_open.steal, b.window_close.steal) {
+        (Some((a, cpus)), Some((z, _))) if window_s > 0.0 && cpus > 0 => {
+            Some(z.saturating_sub(a).as_secs_f64() / (window_s * cpus as f64))
+        }
+        _ => None,
+    };
+    if let Some(steal) = steal_share.filter(|&s| s > STEAL_WARNED) {
+        warnings.push(format!(
+            "the hypervisor held this machine's CPUs off for {:.1}% of the window (steal): \
+             timings on both sides include those stalls",
+            steal * 100.0
+        ));
+    }
     if b.publish.skipped > 0 {
         warnings.push(format!(
             "{} events were never published: every publish connection was backed up",
@@ -181,6 +198,7 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         stamped_reads: counters.stamped_reads,
         late_reads: counters.late_reads,
         waited_for_generator: r.waited_for_generator,
+        steal_share,
         reconnects: b.totals.total.reconnects,
         connect_us: Percentiles::of(&r.connect),
         errors: r.errors.clone(),

@@ -23,6 +23,8 @@ pub(super) struct Marks {
     pub(super) at: Instant,
     pub(super) server: Option<ProcSample>,
     pub(super) loadgen: Option<ProcSample>,
+    /// The machine's steal so far, and its CPU count ([`super::sampler::steal`]).
+    pub(super) steal: Option<(Duration, usize)>,
 }
 
 /// What the workers reported, merged.
@@ -106,6 +108,7 @@ impl Collector {
             at,
             server: sample(self.server_pid),
             loadgen: self.loadgen_sample(),
+            steal: super::sampler::steal(),
         }
     }
 

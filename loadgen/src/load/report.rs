@@ -289,6 +289,11 @@ pub struct LoadReport {
     /// (`load/saturation.rs`).
     #[serde(default)]
     pub waited_for_generator: u64,
+    /// The share of the machine's CPU time (all CPUs) that the hypervisor gave to other guests
+    /// during the window (`steal` of `/proc/stat`); over 1% is warned about. `None` where the
+    /// kernel does not report it.
+    #[serde(default)]
+    pub steal_share: Option<f64>,
     /// Reconnects during the whole run.
     pub reconnects: u64,
     /// Time to subscribe (TCP connect to response head), µs.
@@ -389,11 +394,12 @@ impl LoadReport {
         let lg = &self.loadgen;
         let _ = writeln!(
             s,
-            "loadgen   CPU {:.0}% of {} core(s)  loop lag p99 {:.2} ms  late reads {:.2}%  connect p50 {:.2} ms p99 {:.2} ms",
+            "loadgen   CPU {:.0}% of {} core(s)  loop lag p99 {:.2} ms  late reads {:.2}%  steal {}  connect p50 {:.2} ms p99 {:.2} ms",
             lg.cpu_utilization * 100.0,
             lg.cores,
             ms(lg.loop_lag_us.p99),
             self.late_reads as f64 * 100.0 / self.stamped_reads.max(1) as f64,
+            opt(self.steal_share.map(|s| s * 100.0), "%"),
             ms(self.connect_us.p50),
             ms(self.connect_us.p99)
         );

@@ -92,6 +92,34 @@ pub fn thread_cpu() -> Option<Duration> {
     Some(Duration::from_nanos(ns))
 }
 
+/// The time the hypervisor ran other guests while this machine's virtual CPUs wanted to run
+/// (`steal` of `/proc/stat`), summed over every CPU, and how many CPUs that is.
+///
+/// Why: on a shared virtual machine a vCPU can be held off for milliseconds at a time, which
+/// shows up as late timers and late reads on both sides of a run; a report that gives the
+/// steal of its window tells such a run from a slow server or a saturated generator.
+pub fn steal() -> Option<(Duration, usize)> {
+    parse_steal(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_steal(stat: &str) -> Option<(Duration, usize)> {
+    let mut total = None;
+    let mut cpus = 0;
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        match fields.next() {
+            // user nice system idle iowait irq softirq steal
+            Some("cpu") => total = fields.nth(7).and_then(|v| v.parse::<u64>().ok()),
+            Some(name) if name.starts_with("cpu") => cpus += 1,
+            _ => {}
+        }
+    }
+    Some((
+        Duration::from_millis(total? * 1000 / TICKS_PER_SECOND),
+        cpus,
+    ))
+}
+
 /// Cores this process may run on (its affinity mask), for CPU utilisation.
 pub fn usable_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -100,6 +128,17 @@ pub fn usable_cores() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_steal_of_all_cpus_and_counts_them() {
+        let stat = "cpu  99281 0 28403 271162 782 0 9050 3249 0 0\n\
+                    cpu0 47827 0 14245 138213 136 0 4923 1319 0 0\n\
+                    cpu1 51453 0 14158 132949 645 0 4126 1929 0 0\n\
+                    intr 1 2 3\n";
+        assert_eq!(parse_steal(stat), Some((Duration::from_millis(32_490), 2)));
+        assert_eq!(parse_steal("intr 1\n"), None);
+        assert!(steal().is_some_and(|(_, cpus)| cpus >= 1));
+    }
 
     #[test]
     fn parses_stat_with_awkward_names() {
