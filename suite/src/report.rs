@@ -526,7 +526,7 @@ fn health(o: &mut String, s: &Summary) {
                 r.duplicates,
                 r.out_of_order,
                 if r.loadgen_saturated { "yes" } else { "no" },
-                warnings.join(" ")
+                warnings.join("; ")
             ));
         }
     }
