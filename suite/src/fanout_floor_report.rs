@@ -85,9 +85,14 @@ pub fn reading(s: &Summary) -> String {
                 .find(|r| r.clients == f.sockets);
             let p99 = run.map(|r| r.latency_us.p99 as f64 / 1000.0);
             let cpu = run.and_then(|r| r.server_cpu_ms_per_1k);
+            let flagged = if run.is_some_and(|r| r.loadgen_saturated) {
+                " ‡"
+            } else {
+                ""
+            };
             let _ = write!(
                 o,
-                " {} / {} |",
+                " {} / {}{flagged} |",
                 times(p99, p99_ms),
                 times(cpu, f.cpu_ms_per_1k)
             );
@@ -96,8 +101,9 @@ pub fn reading(s: &Summary) -> String {
     }
     let _ = write!(
         o,
-        "\n–: not measured, or server CPU below the sampler's resolution. Short polling's p99 \
-         is set by its poll interval, not by writing."
+        "\n–: not measured, or server CPU below the sampler's resolution. ‡: the load \
+         generator was flagged in that run. Short polling's p99 is set by its poll interval, \
+         not by writing."
     );
     o
 }

@@ -36,8 +36,9 @@ pub fn section(o: &mut String, s: &Summary) {
             };
             let server_us = r.server_cpu_ms_per_1k;
             format!(
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {}{} | {} | {} | {} | {} | {} | {} |",
                 r.server.label(r.transport),
+                if r.loadgen_saturated { " ‡" } else { "" },
                 r.clients,
                 opt(r.loadgen_cpu_us_per_delivery, 1),
                 opt(server_us, 1),
@@ -72,7 +73,8 @@ pub fn section(o: &mut String, s: &Summary) {
          subscriber, and how late its publisher sent (p99). Below 1 the instrument was the \
          cheaper side; {expensive} run(s) are above {EXPENSIVE}×. {left_out} run(s) in which \
          the server spent under {MEASURABLE_S} s of CPU are left out: `/proc` counts CPU in \
-         10 ms ticks, so their ratios would be mostly rounding.\n"
+         10 ms ticks, so their ratios would be mostly rounding. ‡: the load generator was \
+         flagged in that run.\n"
     );
     let _ = writeln!(
         o,

@@ -104,6 +104,9 @@ pub fn render(s: &Summary, figures: &[Figure]) -> String {
         if !reading.is_empty() {
             let _ = writeln!(o, "{reading}\n");
         }
+        if let Some(note) = flagged_note(s, *e) {
+            let _ = writeln!(o, "{note}\n");
+        }
     }
     health(&mut o, s);
     crate::instrument::section(&mut o, s);
@@ -122,6 +125,26 @@ pub fn render(s: &Summary, figures: &[Figure]) -> String {
         s.scale.name()
     );
     o
+}
+
+/// Which of `e`'s runs had the load generator flagged: their points in the charts and cells in
+/// the tables are its reading, not the server's, and the reader must know which they are.
+fn flagged_note(s: &Summary, e: Experiment) -> Option<String> {
+    let flagged: Vec<String> = s
+        .runs
+        .iter()
+        .filter(|r| r.experiment == e && r.loadgen_saturated)
+        .map(|r| format!("{} {}", name(r), r.label))
+        .collect();
+    (!flagged.is_empty()).then(|| {
+        format!(
+            "‡ The load generator was flagged in {} of this experiment's runs (listed under \
+             Health): {}. Their points in the charts above and their cells marked ‡ are its \
+             reading, not the server's: a latency or cost is at most that, a limit at least that.",
+            flagged.len(),
+            flagged.join(", ")
+        )
+    })
 }
 
 fn belongs(figure: &str, e: Experiment) -> bool {
@@ -617,6 +640,30 @@ pub fn civil(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_flagged_run_of_a_published_report_is_named_beside_its_charts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/full");
+        let s = crate::load_summary(&dir).unwrap();
+        let text = render(&s, &[]);
+        let flagged: Vec<_> = s.runs.iter().filter(|r| r.loadgen_saturated).collect();
+        for r in &flagged {
+            let named = format!("{} {}", name(r), r.label);
+            assert!(
+                text.lines().any(
+                    |l| l.starts_with("‡ The load generator was flagged") && l.contains(&named)
+                ),
+                "{named} is not named beside its charts"
+            );
+        }
+        // A run without flags gets no note.
+        let mut clean = s.clone();
+        clean
+            .runs
+            .iter_mut()
+            .for_each(|r| r.loadgen_saturated = false);
+        assert!(!render(&clean, &[]).contains("‡ The load generator was flagged"));
+    }
 
     #[test]
     fn dates() {
