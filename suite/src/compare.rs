@@ -98,8 +98,11 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
                 }
             }
         }
+        if !m.checked || pairs.len() < 2 {
+            continue;
+        }
         let changes: Vec<f64> = pairs.iter().map(|&(_, a, b)| b / a).collect();
-        let Some(machine) = median(&changes).filter(|_| m.checked && pairs.len() >= 2) else {
+        let Some(machine) = median(&changes) else {
             continue;
         };
         for (t, a, b) in pairs {

@@ -132,20 +132,8 @@ impl Crosscheck {
     }
 }
 
-/// Times `events` events of `transport` against the server at `url` (`http://HOST:PORT`),
-/// published `rate` times a second.
-pub fn measure(
-    url: &str,
-    transport: Transport,
-    events: usize,
-    rate: f64,
-) -> Result<Crosscheck, SuiteError> {
-    let mut hist = histogram();
-    record(url, transport, events, rate, &mut hist)?;
-    Ok(Crosscheck::of(transport, rate, &hist))
-}
-
-/// Times `events` events (after a warm-up of its own) into `hist`.
+/// Times `events` events of `transport` (after a warm-up of its own) against the server at
+/// `url` (`http://HOST:PORT`), published `rate` times a second, into `hist`.
 fn record(
     url: &str,
     transport: Transport,
@@ -269,6 +257,18 @@ pub fn flag(s: &Summary, r: &Run) -> Option<String> {
 mod tests {
     use super::*;
     use pushbench_servers::{Hub, HubConfig};
+
+    /// One cross-check of `events` events, as a bracket's two halves make one.
+    fn measure(
+        url: &str,
+        transport: Transport,
+        events: usize,
+        rate: f64,
+    ) -> Result<Crosscheck, SuiteError> {
+        let mut hist = histogram();
+        record(url, transport, events, rate, &mut hist)?;
+        Ok(Crosscheck::of(transport, rate, &hist))
+    }
 
     /// A pushbench server of `t` on a thread of its own, until the test ends.
     fn server(t: Transport) -> String {

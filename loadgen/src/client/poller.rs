@@ -45,9 +45,6 @@ pub(crate) struct Poller {
     setup: Setup,
     retry: Retry,
     conn: Option<RawConn>,
-    /// An answer already came back on `conn`, so a failure of the next request may just mean
-    /// the server closed it while idle.
-    served: bool,
     /// The request in `out`, while it is being written or awaits its answer.
     exchange: Option<Exchange>,
     /// The current request's bytes, in a buffer reused for every request.
@@ -67,7 +64,8 @@ pub(crate) struct Poller {
     pinned: bool,
     /// Against Nchan: where the next poll resumes (`None` against pushbench).
     nchan: Option<PollCursor>,
-    /// When the last answer arrived on the current connection.
+    /// When the last answer arrived on the current connection (`None` before its first): a
+    /// failure of the next request may then just mean the server closed it while idle.
     answered: Option<Instant>,
 }
 
@@ -86,7 +84,6 @@ impl Poller {
             setup: Setup::new(target, config, counters),
             retry: Retry::default(),
             conn: Some(conn),
-            served: false,
             exchange: None,
             out: Vec::with_capacity(256),
             template: None,
@@ -182,7 +179,7 @@ impl Poller {
     ) -> Result<(), ClientError> {
         let mut stale_retried = false;
         loop {
-            let reused = self.conn.is_some() && self.served;
+            let reused = self.conn.is_some() && self.answered.is_some();
             let err = match self.try_fetch(timeout).await {
                 Ok(()) => {
                     self.retry.succeeded();
@@ -195,7 +192,6 @@ impl Poller {
             // connection is out of step or gone.
             if !matches!(err, ClientError::Status { .. }) {
                 self.conn = None;
-                self.served = false;
                 self.answered = None;
             }
             if err.is_connection_error() && reused && !stale_retried {
@@ -221,7 +217,6 @@ impl Poller {
             let conn = RawConn::connect(&self.setup.target, &self.setup.counters).await?;
             self.setup.counters.add_reconnect();
             self.conn = Some(conn);
-            self.served = false;
         }
         let exchange = match self.exchange {
             Some(exchange) => exchange,
@@ -345,7 +340,6 @@ impl Poller {
     /// Takes a whole answer: the exchange is over.
     fn finish(&mut self, reply: Reply) -> Result<(), ClientError> {
         let asked_late = self.exchange.take().and_then(|e| e.asked_late);
-        self.served = true;
         self.answered = Some(reply.received);
         if reply.close {
             self.conn = None;
