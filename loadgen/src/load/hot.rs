@@ -47,6 +47,13 @@ const WAKE: Token = Token(usize::MAX);
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
 
+/// Readiness events driven between two looks at the timers. Why: when 10,000 long polls are
+/// answered at once, a full batch of [`EVENTS`] takes the loop over 15 ms to drive (each
+/// answer is read and the next poll written), and a timer due meanwhile (a short poll's next
+/// request, the lag probe) waited for all of it. A chunk takes about a millisecond; looking at
+/// the timers costs two clock readings.
+const CHUNK: usize = 64;
+
 /// How early a timer may fire, at most: polls due within the slack of each other go out
 /// together, and their answers come back together, so one wake-up of the loop serves many
 /// instead of one each (at 10,000 polls a second, wake-ups were an eighth of the loop's time).
@@ -227,12 +234,15 @@ impl LoopState {
                 tracing::error!("the readiness loop's poll failed: {e}");
                 break;
             }
-            // One reading of the clocks per batch: it decides whether a poll is due (an early
-            // reading only makes one come a batch later), and it converts the kernel's arrival
-            // stamps of the batch's reads (exact whenever it was read).
-            let clocks = Clocks::now();
+            // One reading of the clocks per chunk of the batch: it decides whether a poll is
+            // due (an early reading only makes one come a chunk later), and it converts the
+            // kernel's arrival stamps of the chunk's reads (exact whenever it was read).
+            let mut clocks = Clocks::now();
             gather = false;
-            for event in events.iter() {
+            for (i, event) in events.iter().enumerate() {
+                if i > 0 && i % CHUNK == 0 {
+                    clocks = self.tend(&mut next_probe, &mut next_interval);
+                }
                 if event.token() == WAKE {
                     stopping |= self.take_messages(&clocks);
                 } else {
@@ -240,23 +250,7 @@ impl LoopState {
                     gather = true;
                 }
             }
-            let clocks = Clocks::now();
-            let now = clocks.mono();
-            self.fire_timers(&clocks);
-            if now >= next_probe {
-                // How late the loop came back to its own timer: with a batch of thousands of
-                // deliveries, the time one batch takes.
-                if self.window_open {
-                    self.rec.loop_lag.saturating_record(lag_us(now, next_probe));
-                }
-                next_probe = now + LAG_PROBE;
-            }
-            if now >= next_interval {
-                let histogram = self.rec.take_interval();
-                let worker = self.plan.index;
-                let _ = self.report.send(WorkerMsg::Interval { worker, histogram });
-                next_interval += INTERVAL;
-            }
+            self.tend(&mut next_probe, &mut next_interval);
         }
         let window_cpu_ns = match (self.cpu_open, thread_cpu()) {
             (Some(open), Some(stop)) => stop.saturating_sub(open).as_nanos() as u64,
@@ -266,6 +260,29 @@ impl LoopState {
             recorder: self.rec,
             window_cpu_ns,
         }
+    }
+
+    /// Fires the timers due now, probes the loop's lag and sends the interval histogram when
+    /// their times came; returns the clocks it read.
+    fn tend(&mut self, next_probe: &mut Instant, next_interval: &mut Instant) -> Clocks {
+        let clocks = Clocks::now();
+        let now = clocks.mono();
+        self.fire_timers(&clocks);
+        if now >= *next_probe {
+            // How late the loop came back to its own timer: at most one chunk of a batch of
+            // thousands of deliveries, or a stall of the whole thread.
+            if self.window_open {
+                self.rec.loop_lag.saturating_record(lag_us(now, *next_probe));
+            }
+            *next_probe = now + LAG_PROBE;
+        }
+        if now >= *next_interval {
+            let histogram = self.rec.take_interval();
+            let worker = self.plan.index;
+            let _ = self.report.send(WorkerMsg::Interval { worker, histogram });
+            *next_interval += INTERVAL;
+        }
+        clocks
     }
 
     /// After a batch of reads, lets the next deliveries gather for up to the coalescing
