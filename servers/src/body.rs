@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
+use http::Response;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::app::App;
 use crate::http::Body;
 use crate::hub::{Item, Subscription};
 use crate::stats::GaugeGuard;
@@ -28,6 +30,51 @@ pub(crate) struct Framing {
     pub encode: fn(&Item) -> Bytes,
     /// What is sent on an idle stream so proxies and clients see it is alive.
     pub keepalive: &'static [u8],
+}
+
+/// A streaming subscription opened, before anything is written: what a transport answers with,
+/// through hyper ([`Opened::into_response`]) or without it ([`crate::lean`]).
+pub(crate) struct Opened {
+    pub sub: Subscription,
+    pub framing: Framing,
+    /// Sent before the first item (the SSE `retry:` hint).
+    pub preamble: Option<Bytes>,
+    /// The response's status and headers.
+    pub head: Response<()>,
+    /// Keeps `subscribers_open` up while the subscription lives.
+    pub open: GaugeGuard,
+}
+
+impl Opened {
+    /// `sub`, to be answered with `head` and then `framing`'s items.
+    pub(crate) fn new(
+        app: &App,
+        sub: Subscription,
+        framing: Framing,
+        preamble: Option<Bytes>,
+        head: Response<()>,
+    ) -> Opened {
+        Opened {
+            sub,
+            framing,
+            preamble,
+            head,
+            open: GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open),
+        }
+    }
+
+    /// The subscription as hyper's response: its head and an endless body.
+    pub(crate) fn into_response(self, app: &App) -> Response<Body> {
+        let body = subscriber_body(
+            self.sub,
+            self.framing,
+            self.preamble,
+            app.config.keepalive,
+            &app.shutdown,
+            self.open,
+        );
+        self.head.map(|()| body)
+    }
 }
 
 struct State {
@@ -44,7 +91,7 @@ struct State {
 }
 
 /// A body that streams `sub` until shutdown or until the hub disconnects it as slow.
-pub(crate) fn subscriber_body(
+fn subscriber_body(
     sub: Subscription,
     framing: Framing,
     preamble: Option<Bytes>,

@@ -107,7 +107,12 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
 /// no caching (push data is never fresh twice) and CORS open to any origin, so a browser page
 /// served from anywhere (the demo, a teacher's own page) can subscribe.
 pub fn response(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
-    let mut resp = Response::new(body);
+    head(status, content_type).map(|()| body)
+}
+
+/// The status and headers of [`response`], without a body yet.
+pub fn head(status: StatusCode, content_type: &'static str) -> Response<()> {
+    let mut resp = Response::new(());
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

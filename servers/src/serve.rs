@@ -16,8 +16,10 @@ use tokio::sync::Semaphore;
 use crate::app::{self, App, Conn, ConnGuard};
 use crate::config::ServerConfig;
 use crate::drop_switch::Ended;
+use crate::head::{self, Prefixed, Sniffed};
 use crate::http::ApiError;
 use crate::hub::Hub;
+use crate::lean;
 use crate::protocol::Transport;
 use crate::stats::{GaugeGuard, Stats};
 use crate::write_timeout::WriteTimeout;
@@ -129,6 +131,54 @@ fn spawn_connection(
         _permit: permit,
         _open: GaugeGuard::new(stats, |s| &s.connections_open),
     }));
+    // Fires at shutdown or at a drop-all; waited on instead of the shutdown token, so the
+    // drop switch costs this task nothing more per wake-up.
+    let ended = app.drops.signal();
+    let builder = builder.clone();
+    let app = app.clone();
+    app.tasks.clone().spawn(async move {
+        // The first request decides who answers: a streaming subscription is served without
+        // hyper (`crate::head`, `crate::lean`), everything else by hyper. An idle connection
+        // closes at shutdown or a drop-all, as hyper closes its idle ones.
+        let first = tokio::select! {
+            biased;
+            () = ended.cancelled() => return,
+            sniffed = head::sniff(&stream, app.config.header_read_timeout) => match sniffed {
+                Sniffed::Bytes(first) => first,
+                Sniffed::Nothing => return,
+            },
+        };
+        if let Some(opened) = head::parse(&first).and_then(|h| lean::route(&app, &h)) {
+            // Nothing of the request is kept while the subscription lives.
+            drop(first);
+            drop(builder);
+            lean::serve(&app, stream, opened, &ended).await;
+            drop(slot);
+            return;
+        }
+        let io = WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
+        // Boxed: this task's future is as large as its largest state, and hyper's connection
+        // is several times a lean subscription's.
+        Box::pin(serve_http(
+            &app,
+            &builder,
+            Prefixed::new(first, io),
+            slot,
+            ended,
+        ))
+        .await;
+    });
+}
+
+/// Serves a connection's requests with hyper until it closes, the shutdown deadline passes or
+/// a drop-all cuts it.
+async fn serve_http(
+    app: &Arc<App>,
+    builder: &http1::Builder,
+    io: Prefixed<WriteTimeout<TcpStream>>,
+    slot: Arc<Conn>,
+    ended: tokio_util::sync::CancellationToken,
+) {
     let svc_app = app.clone();
     let svc_slot = slot.clone();
     let service = service_fn(move |req| {
@@ -136,36 +186,29 @@ fn spawn_connection(
         let slot = svc_slot.clone();
         async move { Ok::<_, Infallible>(app::handle(app, req, slot).await) }
     });
-    let io = WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    // Fires at shutdown or at a drop-all; waited on instead of the shutdown token, so the
-    // drop switch costs this task nothing more per wake-up.
-    let ended = app.drops.signal();
-    let app = app.clone();
-    app.tasks.clone().spawn(async move {
-        tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            () = ended.cancelled() => match Ended::cause(&app.shutdown) {
-                // Dropping `conn` closes the socket mid-response, as a network failure would.
-                Ended::Dropped => return,
-                Ended::Shutdown => {
-                    // Idle keep-alive connections close at once; busy ones finish their
-                    // response, and every streaming body ends itself on the same signal.
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = app.hard_stop.cancelled() => {}
-                    }
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = ended.cancelled() => match Ended::cause(&app.shutdown) {
+            // Dropping `conn` closes the socket mid-response, as a network failure would.
+            Ended::Dropped => return,
+            Ended::Shutdown => {
+                // Idle keep-alive connections close at once; busy ones finish their
+                // response, and every streaming body ends itself on the same signal.
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = app.hard_stop.cancelled() => {}
                 }
-            },
-        }
-        if slot.drop_all_requested() {
-            app.drops.drop_all();
-        }
-    });
+            }
+        },
+    }
+    if slot.drop_all_requested() {
+        app.drops.drop_all();
+    }
 }
 
 /// Answers a connection past the cap with 503 and closes it, so the client learns why instead

@@ -45,6 +45,11 @@ impl<T> WriteTimeout<T> {
         }
     }
 
+    /// The wrapped socket, for what bypasses the timeout: reads, and writes that never wait.
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// Handles one write-side poll result: progress clears the timer; `Pending` arms it (once)
     /// and turns into an error when it has fired.
     fn check<R>(

@@ -272,7 +272,9 @@ impl LoopState {
             // How late the loop came back to its own timer: at most one chunk of a batch of
             // thousands of deliveries, or a stall of the whole thread.
             if self.window_open {
-                self.rec.loop_lag.saturating_record(lag_us(now, *next_probe));
+                self.rec
+                    .loop_lag
+                    .saturating_record(lag_us(now, *next_probe));
             }
             *next_probe = now + LAG_PROBE;
         }

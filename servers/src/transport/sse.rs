@@ -7,11 +7,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 
 use crate::app::App;
-use crate::body::{subscriber_body, Framing};
-use crate::http::{response, ApiError, Body, Query};
+use crate::body::{Framing, Opened};
+use crate::http::{head, ApiError, Body, Query};
 use crate::hub::Item;
 use crate::protocol::Transport;
-use crate::stats::GaugeGuard;
 
 super::transport_server!(Transport::Sse);
 
@@ -29,38 +28,43 @@ pub fn encode_item(item: &Item) -> Bytes {
     }
 }
 
-pub(crate) fn handle<B>(
-    app: &Arc<App>,
-    req: &Request<B>,
+/// The subscription `GET /sse` opens, resuming after `last_event_id` (the header's raw value)
+/// if sent, else after `after=`.
+pub(crate) fn open(
+    app: &App,
+    last_event_id: Option<&[u8]>,
     query: Query,
-) -> Result<Response<Body>, ApiError> {
-    let after = match req.headers().get("last-event-id") {
+) -> Result<Opened, ApiError> {
+    let after = match last_event_id {
         // The header wins over `after=`: a reconnecting EventSource repeats its original URL,
         // whose `after` is stale by then.
         Some(v) => Some(
-            v.to_str()
+            std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
-                    ApiError::BadRequest(format!("Last-Event-ID must be a whole number, got {v:?}"))
+                    ApiError::BadRequest(format!(
+                        "Last-Event-ID must be a whole number, got {:?}",
+                        String::from_utf8_lossy(v)
+                    ))
                 })?,
         ),
         None => query.after,
     };
     let sub = app.hub.subscribe(&query.topic, after)?;
-    let open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
     let preamble = Bytes::from(format!("retry: {}\n\n", app.config.sse_retry_ms));
-    let body = subscriber_body(
-        sub,
-        FRAMING,
-        Some(preamble),
-        app.config.keepalive,
-        &app.shutdown,
-        open,
-    );
-    let mut resp = response(StatusCode::OK, "text/event-stream", body);
+    let mut head = head(StatusCode::OK, "text/event-stream");
     // Tells nginx-style proxies in front of the server not to buffer the stream.
-    resp.headers_mut()
+    head.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
+    Ok(Opened::new(app, sub, FRAMING, Some(preamble), head))
+}
+
+pub(crate) fn handle<B>(
+    app: &Arc<App>,
+    req: &Request<B>,
+    query: Query,
+) -> Result<Response<Body>, ApiError> {
+    let last_event_id = req.headers().get("last-event-id").map(|v| v.as_bytes());
+    Ok(open(app, last_event_id, query)?.into_response(app))
 }

@@ -7,11 +7,10 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 
 use crate::app::App;
-use crate::body::{subscriber_body, Framing};
-use crate::http::{response, ApiError, Body, Query};
+use crate::body::{Framing, Opened};
+use crate::http::{head, ApiError, Body, Query};
 use crate::hub::Item;
 use crate::protocol::Transport;
-use crate::stats::GaugeGuard;
 
 super::transport_server!(Transport::Stream);
 
@@ -29,16 +28,13 @@ pub fn encode_item(item: &Item) -> Bytes {
     }
 }
 
-pub(crate) fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, ApiError> {
+/// The subscription `GET /stream` opens.
+pub(crate) fn open(app: &App, query: Query) -> Result<Opened, ApiError> {
     let sub = app.hub.subscribe(&query.topic, query.after)?;
-    let open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
-    let body = subscriber_body(
-        sub,
-        FRAMING,
-        None,
-        app.config.keepalive,
-        &app.shutdown,
-        open,
-    );
-    Ok(response(StatusCode::OK, "application/x-ndjson", body))
+    let head = head(StatusCode::OK, "application/x-ndjson");
+    Ok(Opened::new(app, sub, FRAMING, None, head))
+}
+
+pub(crate) fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, ApiError> {
+    Ok(open(app, query)?.into_response(app))
 }

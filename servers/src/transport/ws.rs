@@ -32,11 +32,17 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 
 pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
+/// What tungstenite reads per system call, and allocates up front for every socket. Clients
+/// send a subscriber little but control frames, and the largest of those (125 bytes of payload
+/// and a 14-byte header) fits in one read; a larger message takes a few reads more.
+const READ_BUFFER: usize = 256;
+
 /// Small buffers: thousands of mostly idle sockets must stay cheap (tungstenite's defaults are
-/// 128 KiB each way). Messages are capped at the protocol's payload limit plus the envelope.
+/// 128 KiB each way, and its read buffer is allocated when the socket opens). Messages are
+/// capped at the protocol's payload limit plus the envelope.
 pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(Some(MAX_PAYLOAD_BYTES + 1024))
         .max_frame_size(Some(MAX_PAYLOAD_BYTES + 1024))
