@@ -11,10 +11,23 @@ use pushbench_servers::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+const WS_UPGRADE: &str =
+    "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
 /// Opens `path` with its head in one write (served lean), or split over two writes 100 ms
 /// apart (the first read finds it incomplete, so hyper serves it).
 async fn subscribe(addr: std::net::SocketAddr, path: &str, split: bool) -> TcpStream {
-    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\nLast-Event-ID: 1\r\n\r\n");
+    subscribe_with(addr, path, "Last-Event-ID: 1\r\n", split).await
+}
+
+async fn subscribe_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extra: &str,
+    split: bool,
+) -> TcpStream {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.set_nodelay(true).unwrap();
     if split {
@@ -78,6 +91,43 @@ async fn lean_and_hyper_answer_a_subscription_alike_and_end_it_alike() {
             lean.text()
         );
     }
+}
+
+/// Reads up to the end of the response head.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(STEP, s.read(&mut byte))
+            .await
+            .expect("head in time")
+            .unwrap();
+        assert_eq!(n, 1, "closed before the head ended");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn lean_and_hyper_upgrade_a_websocket_alike() {
+    let mut server = TestServer::start(&[Transport::Ws]).await;
+    publish(server.addr, "w", "first").await;
+    let mut lean = subscribe_with(server.addr, "/ws?topic=w&after=0", WS_UPGRADE, false).await;
+    let mut hyper = subscribe_with(server.addr, "/ws?topic=w&after=0", WS_UPGRADE, true).await;
+    let (lean_head, hyper_head) = (read_head(&mut lean).await, read_head(&mut hyper).await);
+    assert!(lean_head.starts_with("HTTP/1.1 101 "), "{lean_head}");
+    assert_eq!(dateless(&lean_head), dateless(&hyper_head));
+    // The same unmasked text frame follows on both: 0x81, the length, the event's JSON.
+    let want = b"\x81\x17{\"id\":1,\"data\":\"first\"}";
+    for s in [&mut lean, &mut hyper] {
+        let mut frame = vec![0; want.len()];
+        tokio::time::timeout(STEP, s.read_exact(&mut frame))
+            .await
+            .expect("a frame in time")
+            .unwrap();
+        assert_eq!(frame, want, "{}", String::from_utf8_lossy(&frame));
+    }
+    assert_eq!(server.shutdown().await.forced, 0);
 }
 
 #[tokio::test]

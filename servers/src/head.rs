@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -66,8 +67,8 @@ pub(crate) struct Head {
     pub path: String,
     /// The query, without the `?`.
     pub query: Option<String>,
-    /// The `Last-Event-ID` header's raw value, if sent.
-    pub last_event_id: Option<Vec<u8>>,
+    /// The headers, as hyper would have given them.
+    pub headers: HeaderMap,
     /// The request line and headers as [`crate::app`] sizes them against
     /// `max_header_bytes`.
     pub size: usize,
@@ -76,8 +77,8 @@ pub(crate) struct Head {
 /// Parses `bytes` as one complete HTTP/1.1 `GET` head with no body, and nothing after it (a
 /// pipelined second request is hyper's to answer). `None` for anything else.
 pub(crate) fn parse(bytes: &[u8]) -> Option<Head> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
+    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut parsed);
     let httparse::Status::Complete(len) = req.parse(bytes).ok()? else {
         return None;
     };
@@ -93,37 +94,34 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<Head> {
         return None;
     }
     let mut size = target.len() + 16;
-    let mut last_event_id = None;
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         size += h.name.len() + h.value.len() + 4;
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") && h.value != b"0"
-            || name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("expect")
-        {
-            return None;
-        }
-        if name.eq_ignore_ascii_case("connection")
-            && h.value
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(h.value).ok()?;
+        headers.append(name, value);
+    }
+    let has = |name: HeaderName, token: &[u8]| {
+        headers.get_all(name).iter().any(|v| {
+            v.as_bytes()
                 .to_ascii_lowercase()
-                .windows(5)
-                .any(|w| w == b"close")
-        {
-            // The client wants the connection closed after the answer; hyper does that.
-            return None;
-        }
-        if name.eq_ignore_ascii_case("last-event-id") {
-            if last_event_id.is_some() {
-                return None;
-            }
-            last_event_id = Some(h.value.to_vec());
-        }
+                .windows(token.len())
+                .any(|w| w == token)
+        })
+    };
+    let body = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    // The client wants the connection closed after the answer, or expects a 100 first: hyper
+    // does both.
+    if body || headers.contains_key(header::EXPECT) || has(header::CONNECTION, b"close") {
+        return None;
     }
     Some(Head {
         path: path.to_owned(),
         query,
-        last_event_id,
+        headers,
         size,
     })
 }
@@ -204,12 +202,12 @@ mod tests {
             .unwrap();
         assert_eq!(h.path, "/sse");
         assert_eq!(h.query.as_deref(), Some("topic=a&after=3"));
-        assert_eq!(h.last_event_id.as_deref(), Some(&b"7"[..]));
+        assert_eq!(h.headers["last-event-id"], "7");
+        assert_eq!(h.size, "/sse?topic=a&after=3".len() + 16 + 9 + 18);
         let h = parse(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!(
-            (h.path.as_str(), h.query, h.last_event_id),
-            ("/stream", None, None)
-        );
+        assert_eq!((h.path.as_str(), h.query), ("/stream", None));
+        let h = parse(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+        assert_eq!(h.unwrap().headers["upgrade"], "websocket");
     }
 
     #[test]
@@ -221,9 +219,9 @@ mod tests {
             b"GET /sse HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             b"GET /sse HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /sse HTTP/1.1\r\nConnection: Close\r\n\r\n",
-            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /sse HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             b"GET /sse HTTP/1.1\r\n\r\nGET /stats HTTP/1.1\r\n\r\n",
-            b"GET /sse HTTP/1.1\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n",
+            b"GET /sse HTTP/1.1\r\nBad Name: 1\r\n\r\n",
             b"GET http://x/sse HTTP/1.1\r\n\r\n",
             b"\x16\x03\x01garbage",
         ] {

@@ -1,4 +1,4 @@
-//! HTTP streaming and SSE subscriptions served without hyper, once their head is parsed.
+//! Streaming, SSE and WebSocket subscriptions served without hyper, once their head is parsed.
 //!
 //! Why: through hyper, a streaming response keeps the connection's read and write buffers
 //! (about 14 KiB together) for its whole life, though after the head it only ever writes. Here
@@ -14,13 +14,19 @@
 //!
 //! A burst of events (all that is ready when the subscriber wakes, up to [`BURST`]) goes out
 //! as one chunk in one `writev`.
+//!
+//! A WebSocket upgrade is answered here with the 101 head hyper would send, and the bare socket
+//! goes to tokio-tungstenite ([`transport::ws::serve_upgraded`]). Through hyper, the upgraded
+//! socket lived inside hyper's `Upgraded` (a boxed socket and its read-ahead), under the
+//! session's own buffers.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::Response;
+use http::{Response, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -43,17 +49,76 @@ const BURST: usize = 16;
 /// The end of a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// A subscription opened from a head, to be served here.
+pub(crate) enum Lean {
+    /// HTTP streaming or SSE.
+    Stream(Opened),
+    /// A WebSocket whose upgrade was accepted: `accept` is its `Sec-WebSocket-Accept`.
+    Ws {
+        accept: String,
+        sub: Subscription,
+        topic: String,
+    },
+}
+
 /// The subscription `head` opens, if it is one this module serves and the transport accepts it.
-pub(crate) fn route(app: &App, head: &Head) -> Option<Opened> {
+pub(crate) fn route(app: &App, head: &Head) -> Option<Lean> {
     if app.gateway.is_some() || head.size > app.config.max_header_bytes {
         return None;
     }
     let transport = *app.transports.iter().find(|t| t.path() == head.path)?;
     let query = Query::parse(head.query.as_deref()).ok()?;
     match transport {
-        Transport::Stream => transport::stream::open(app, query).ok(),
-        Transport::Sse => transport::sse::open(app, head.last_event_id.as_deref(), query).ok(),
-        Transport::Poll | Transport::LongPoll | Transport::Ws => None,
+        Transport::Stream => transport::stream::open(app, query).ok().map(Lean::Stream),
+        Transport::Sse => {
+            let last_event_id = head.headers.get("last-event-id").map(|v| v.as_bytes());
+            transport::sse::open(app, last_event_id, query)
+                .ok()
+                .map(Lean::Stream)
+        }
+        Transport::Ws => {
+            let (accept, sub) =
+                transport::ws::open(app, Version::HTTP_11, &head.headers, &query).ok()?;
+            Some(Lean::Ws {
+                accept,
+                sub,
+                topic: query.topic,
+            })
+        }
+        Transport::Poll | Transport::LongPoll => None,
+    }
+}
+
+/// Serves `lean` on `stream` until it ends (see [`serve_stream`] and
+/// [`transport::ws::serve_upgraded`]). Boxed: the connection task that awaits it stays as
+/// small as the subscription it serves.
+pub(crate) fn serve<'a>(
+    app: &'a App,
+    stream: TcpStream,
+    lean: Lean,
+    ended: &'a CancellationToken,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Stats::inc(&app.hub.stats().requests);
+    let io = WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
+    match lean {
+        Lean::Stream(opened) => Box::pin(serve_stream(app, io, opened, ended)),
+        Lean::Ws { accept, sub, topic } => {
+            let mut conn = Conn {
+                io,
+                pending: Vec::new(),
+            };
+            match transport::ws::switching_protocols(&accept) {
+                Ok(resp) => conn.try_write(&[&head_bytes(&resp.map(|_| ()), false)]),
+                // Never: `accept` is base64, a valid header value.
+                Err(_) => return Box::pin(std::future::ready(())),
+            }
+            let ended = ended.clone();
+            Box::pin(async move {
+                if conn.flush().await.is_ok() {
+                    transport::ws::serve_upgraded(app, conn.io, sub, &topic, ended).await;
+                }
+            })
+        }
     }
 }
 
@@ -66,19 +131,18 @@ enum End {
     Cut,
 }
 
-/// Streams `opened` on `stream` until the peer leaves, the hub disconnects it as slow, or
+/// Streams `opened` on `io` until the peer leaves, the hub disconnects it as slow, or
 /// `ended` fires (shutdown or a drop-all).
 ///
 /// Not an `async fn`: the future keeps only what the stream needs. An `async fn` would keep its
 /// arguments (the request's whole response head among them) for its whole life beside the
 /// parts taken out of them.
-pub(crate) fn serve<'a>(
+fn serve_stream<'a>(
     app: &'a App,
-    stream: TcpStream,
+    io: WriteTimeout<TcpStream>,
     opened: Opened,
     ended: &'a CancellationToken,
-) -> impl Future<Output = ()> + 'a {
-    Stats::inc(&app.hub.stats().requests);
+) -> impl Future<Output = ()> + Send + 'a {
     let Opened {
         mut sub,
         framing,
@@ -87,10 +151,10 @@ pub(crate) fn serve<'a>(
         open,
     } = opened;
     let mut conn = Conn {
-        io: WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone()),
+        io,
         pending: Vec::new(),
     };
-    conn.try_write(&[&head_bytes(&head)]);
+    conn.try_write(&[&head_bytes(&head, true)]);
     drop(head);
     if let Some(p) = preamble {
         conn.try_chunk(&[p]);
@@ -286,8 +350,9 @@ fn chunk_size(len: usize, buf: &mut [u8; 18]) -> &[u8] {
     &buf[..digits + 2]
 }
 
-/// The status line and headers of `head`, as hyper writes them for a chunked body.
-fn head_bytes(head: &Response<()>) -> Vec<u8> {
+/// The status line and headers of `head`, as hyper writes them (for a chunked body if
+/// `chunked`).
+fn head_bytes(head: &Response<()>, chunked: bool) -> Vec<u8> {
     let status = head.status();
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -301,7 +366,10 @@ fn head_bytes(head: &Response<()>) -> Vec<u8> {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"transfer-encoding: chunked\r\ndate: ");
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"date: ");
     out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     out
@@ -329,7 +397,7 @@ mod tests {
     #[test]
     fn the_head_is_what_hyper_would_send() {
         let head = crate::http::head(http::StatusCode::OK, "text/event-stream");
-        let text = String::from_utf8(head_bytes(&head)).unwrap();
+        let text = String::from_utf8(head_bytes(&head, true)).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"));
         assert!(text.contains("\r\naccess-control-allow-origin: *\r\n"));
         assert!(text.contains("\r\ntransfer-encoding: chunked\r\ndate: "));

@@ -17,7 +17,8 @@
 //! - `body`: the endless response body of HTTP streaming and SSE.
 //! - `serve`: the accept loop: connection cap, HTTP settings, graceful shutdown.
 //! - `head`: reads a connection's first request head before hyper, and hands hyper the bytes.
-//! - `lean`: streaming and SSE subscriptions served without hyper once their head is parsed.
+//! - `lean`: streaming, SSE and WebSocket subscriptions served without hyper once their head is
+//!   parsed.
 //! - `write_timeout`: the socket wrapper that cuts a connection whose peer stops reading.
 //! - `drop_switch`: cuts every open connection on demand (the demo's drop-all button).
 //! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each

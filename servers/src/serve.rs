@@ -148,11 +148,11 @@ fn spawn_connection(
                 Sniffed::Nothing => return,
             },
         };
-        if let Some(opened) = head::parse(&first).and_then(|h| lean::route(&app, &h)) {
+        if let Some(lean) = head::parse(&first).and_then(|h| lean::route(&app, &h)) {
             // Nothing of the request is kept while the subscription lives.
             drop(first);
             drop(builder);
-            lean::serve(&app, stream, opened, &ended).await;
+            lean::serve(&app, stream, lean, &ended).await;
             drop(slot);
             return;
         }

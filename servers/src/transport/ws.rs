@@ -10,6 +10,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Versio
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -48,20 +49,51 @@ pub(crate) fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_PAYLOAD_BYTES + 1024))
 }
 
+/// Checks the upgrade and opens the subscription `GET /ws` asks for; returns its
+/// `Sec-WebSocket-Accept` value with it.
+pub(crate) fn open(
+    app: &App,
+    version: Version,
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<(String, Subscription), ApiError> {
+    let accept = check_upgrade(version, headers)?;
+    let sub = app.hub.subscribe(&query.topic, query.after)?;
+    Ok((accept, sub))
+}
+
 pub(crate) fn handle(
     app: &Arc<App>,
     req: Request<Incoming>,
     query: Query,
     slot: &ConnSlot,
 ) -> Result<Response<Body>, ApiError> {
-    let accept = check_upgrade(req.version(), req.headers())?;
-    let sub = app.hub.subscribe(&query.topic, query.after)?;
+    let (accept, sub) = open(app, req.version(), req.headers(), &query)?;
     let ended = app.drops.signal();
     let task_app = app.clone();
     spawn_session(app, req, slot, move |ws| async move {
         run_session(&task_app, ws, sub, &query.topic, ended).await;
     });
     switching_protocols(&accept)
+}
+
+/// Serves a subscription whose upgrade was answered without hyper ([`crate::lean`]) on `io`,
+/// until it ends or the shutdown deadline cuts it.
+pub(crate) async fn serve_upgraded<S>(
+    app: &App,
+    io: S,
+    sub: Subscription,
+    topic: &str,
+    ended: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
+    tokio::select! {
+        () = run_session(app, ws, sub, topic, ended) => {}
+        () = app.hard_stop.cancelled() => {}
+    }
 }
 
 /// The 101 answer to a WebSocket upgrade whose key gave `accept`.
@@ -122,7 +154,10 @@ pub(crate) fn spawn_session<F, Fut>(
 
 /// Closes with `code` and `reason`, then gives the client a moment to answer the Close, as
 /// RFC 6455 asks, before the socket is dropped.
-pub(crate) async fn close(ws: &mut Socket, code: CloseCode, reason: &'static str) {
+pub(crate) async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let frame = CloseFrame {
         code,
         reason: reason.into(),
@@ -195,13 +230,15 @@ fn is_base64_16_bytes(key: &[u8]) -> bool {
 /// Serves one WebSocket until the client leaves, the hub disconnects it as slow, or `ended`
 /// fires: at shutdown it closes with 1001; at a drop-all it just drops the socket, with no
 /// Close frame, as a network failure would.
-async fn run_session(
+async fn run_session<S>(
     app: &App,
-    mut ws: Socket,
+    mut ws: WebSocketStream<S>,
     mut sub: Subscription,
     topic: &str,
     ended: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let period = app.config.keepalive;
     let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -257,11 +294,14 @@ const BURST: usize = 64;
 /// Sends `first` and whatever else is already waiting (up to [`BURST`] frames) with one flush,
 /// so a burst of events costs one write instead of one per event. `Ok(false)`: the subscriber
 /// turned out too slow while the burst was gathered.
-async fn send_burst(
-    ws: &mut Socket,
+async fn send_burst<S>(
+    ws: &mut WebSocketStream<S>,
     sub: &mut Subscription,
     first: Item,
-) -> Result<bool, tokio_tungstenite::tungstenite::Error> {
+) -> Result<bool, tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let frame = |item: Item| match item {
         Item::Event(e) => Message::Text(e.ws_text().clone()),
         Item::Gap(g) => Message::text(g.json()),
