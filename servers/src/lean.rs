@@ -394,6 +394,39 @@ mod tests {
         }
     }
 
+    /// What a lean subscription's future holds, for the README's account of a connection's
+    /// memory and against regressions: the whole of its state but the socket's registration,
+    /// the keep-alive timer's entry and, for a WebSocket, tungstenite's buffers.
+    #[tokio::test]
+    async fn a_subscriptions_future_stays_small() {
+        use crate::config::{HubConfig, ServerConfig};
+        let transports = [Transport::Stream, Transport::Sse, Transport::Ws];
+        let hub = crate::hub::Hub::new(HubConfig::default());
+        let app = App::new(hub, ServerConfig::default(), &transports, None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ended = CancellationToken::new();
+        for (request, most) in [
+            (&b"GET /stream HTTP/1.1\r\n\r\n"[..], 1024),
+            (b"GET /sse HTTP/1.1\r\n\r\n", 1024),
+            (
+                b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                2048,
+            ),
+        ] {
+            let _client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (socket, _) = listener.accept().await.unwrap();
+            let head = crate::head::parse(request).unwrap();
+            let lean = route(&app, &head).unwrap();
+            let future = serve(&app, socket, lean, &ended);
+            let size = std::mem::size_of_val(&*future);
+            println!("{}: {size} bytes", head.path);
+            assert!(size <= most, "{}: {size} bytes", head.path);
+        }
+    }
+
     #[test]
     fn the_head_is_what_hyper_would_send() {
         let head = crate::http::head(http::StatusCode::OK, "text/event-stream");
