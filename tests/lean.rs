@@ -93,21 +93,6 @@ async fn lean_and_hyper_answer_a_subscription_alike_and_end_it_alike() {
     }
 }
 
-/// Reads up to the end of the response head.
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(STEP, s.read(&mut byte))
-            .await
-            .expect("head in time")
-            .unwrap();
-        assert_eq!(n, 1, "closed before the head ended");
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).unwrap()
-}
-
 #[tokio::test]
 async fn lean_and_hyper_upgrade_a_websocket_alike() {
     let mut server = TestServer::start(&[Transport::Ws]).await;

@@ -13,7 +13,7 @@ use crate::config::ServerConfig;
 use crate::demo::{self, Demo};
 use crate::drop_switch::DropSwitch;
 use crate::gateway::{self, Gateway};
-use crate::http::{full, json_response, read_body, response, ApiError, Body, Query};
+use crate::http::{full, head_size, json_response, read_body, response, ApiError, Body, Query};
 use crate::hub::Hub;
 use crate::protocol::{Transport, MAX_PAYLOAD_BYTES, PATH_METRICS, PATH_PUBLISH, PATH_STATS};
 use crate::stats::{GaugeGuard, Stats};
@@ -218,11 +218,7 @@ pub(crate) fn allow(
 /// hyper itself refuses heads past its buffer (with a bare 431); this smaller, configurable
 /// limit answers with a JSON body like every other refusal.
 fn check_header_size(req: &Request<Incoming>, limit: usize) -> Result<(), ApiError> {
-    let mut size = req.uri().to_string().len() + 16;
-    for (name, value) in req.headers() {
-        size += name.as_str().len() + value.len() + 4;
-    }
-    if size > limit {
+    if head_size(req.uri().to_string().len(), req.headers()) > limit {
         return Err(ApiError::HeadersTooLarge(limit));
     }
     Ok(())

@@ -18,6 +18,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::http::head_size;
+
 /// Bytes read to find the first head. A browser's `EventSource` request is well under 1 KiB;
 /// a head that does not fit goes to hyper, which reads the rest.
 const SNIFF_BYTES: usize = 4096;
@@ -69,8 +71,8 @@ pub(crate) struct Head {
     pub query: Option<String>,
     /// The headers, as hyper would have given them.
     pub headers: HeaderMap,
-    /// The request line and headers as [`crate::app`] sizes them against
-    /// `max_header_bytes`.
+    /// The request line and headers as they are held against `max_header_bytes`
+    /// ([`head_size`]).
     pub size: usize,
 }
 
@@ -93,10 +95,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<Head> {
     if !path.starts_with('/') {
         return None;
     }
-    let mut size = target.len() + 16;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        size += h.name.len() + h.value.len() + 4;
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(h.value).ok()?;
         headers.append(name, value);
@@ -121,8 +121,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<Head> {
     Some(Head {
         path: path.to_owned(),
         query,
+        size: head_size(target.len(), &headers),
         headers,
-        size,
     })
 }
 

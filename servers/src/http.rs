@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
@@ -78,6 +78,18 @@ impl From<HubError> for ApiError {
             other => ApiError::BadRequest(other.to_string()),
         }
     }
+}
+
+/// The size of a request head with a request target of `target_len` bytes and `headers`, as
+/// it is held against `max_header_bytes`: the target, 16 bytes for the method and version, and
+/// each header with its separators.
+pub(crate) fn head_size(target_len: usize, headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + target_len
+        + 16
 }
 
 /// Reads a request body of at most `limit` bytes; a larger one is refused with 413, whether

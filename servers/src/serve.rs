@@ -66,12 +66,13 @@ pub(crate) async fn serve_app(
 ) -> ShutdownReport {
     let permits = Arc::new(Semaphore::new(app.config.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
         .header_read_timeout(app.config.header_read_timeout)
         .max_buf_size(HYPER_MAX_HEAD)
         .keep_alive(true);
+    // Shared by every connection task, which holds it only until its first request is read.
+    let builder = Arc::new(http);
 
     tokio::pin!(shutdown);
     loop {
@@ -121,7 +122,7 @@ pub(crate) async fn serve_app(
 
 fn spawn_connection(
     app: &Arc<App>,
-    builder: &http1::Builder,
+    builder: &Arc<http1::Builder>,
     stream: TcpStream,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -231,7 +232,7 @@ fn spawn_rejection(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         Ok::<_, Infallible>(resp)
     });
-    let mut builder = builder.clone();
+    let mut builder = http1::Builder::clone(builder);
     builder.keep_alive(false);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let shutdown = app.shutdown.clone();

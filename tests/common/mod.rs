@@ -198,6 +198,12 @@ pub async fn open_stream(addr: SocketAddr, path: &str, extra_headers: &str) -> (
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra_headers}\r\n").as_bytes())
         .await
         .unwrap();
+    let head = read_head(&mut s).await;
+    (s, head)
+}
+
+/// Reads a response head byte by byte, so nothing after it is consumed.
+pub async fn read_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -208,7 +214,7 @@ pub async fn open_stream(addr: SocketAddr, path: &str, extra_headers: &str) -> (
         assert!(n == 1, "connection closed before the response head");
         head.push(byte[0]);
     }
-    (s, String::from_utf8(head).unwrap())
+    String::from_utf8(head).unwrap()
 }
 
 /// Payloads that exercise escaping in every format.
