@@ -159,3 +159,101 @@ async fn a_refused_subscription_gets_the_json_error_it_always_got() {
         assert!(r.json()["error"].is_string(), "{path}: {}", r.text());
     }
 }
+
+/// Reads one answer with a `content-length` body, leaving the connection open.
+async fn read_answer(s: &mut TcpStream) -> Reply {
+    let head = read_head(s).await;
+    let mut reply = parse_reply(head.as_bytes());
+    let len: usize = reply
+        .header("content-length")
+        .expect("a content-length")
+        .parse()
+        .unwrap();
+    reply.body = vec![0; len];
+    tokio::time::timeout(STEP, s.read_exact(&mut reply.body))
+        .await
+        .expect("a body in time")
+        .unwrap();
+    reply
+}
+
+/// Waits until `what` of the server's counters holds.
+async fn until(server: &TestServer, what: impl Fn(&pushbench_servers::stats::Snapshot) -> bool) {
+    let started = Instant::now();
+    while !what(&server.hub.stats().snapshot()) && started.elapsed() < STEP {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn long_polls_on_one_connection_are_held_and_answered_like_hyper_does() {
+    let mut server = TestServer::start(&[Transport::LongPoll]).await;
+    publish(server.addr, "p", "zero").await;
+    let poll = |after: u64| format!("/longpoll?topic=p&after={after}&timeout_ms=60000");
+    let mut lean = subscribe_with(server.addr, &poll(1), "", false).await;
+    let mut hyper = subscribe_with(server.addr, &poll(1), "", true).await;
+    for round in 0..3u64 {
+        // Both polls are held (nothing after the cursor yet) until the publish.
+        until(&server, |s| s.subscribers_open == 2).await;
+        assert_eq!(server.hub.stats().snapshot().subscribers_open, 2);
+        let id = publish(server.addr, "p", &payload(round as usize)).await;
+        let (a, b) = (read_answer(&mut lean).await, read_answer(&mut hyper).await);
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(dateless(&a.head), dateless(&b.head), "round {round}");
+        assert_eq!(a.body, b.body, "round {round}");
+        assert_eq!(a.json()["events"][0]["data"], payload(round as usize));
+        assert_eq!(a.json()["last_id"], id);
+        // The next poll goes on the same connection; one whose events are there already is
+        // answered at once.
+        for s in [&mut lean, &mut hyper] {
+            let req = format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", poll(id - 1));
+            s.write_all(req.as_bytes()).await.unwrap();
+            let again = read_answer(s).await;
+            assert_eq!(again.json()["events"][0]["id"], id, "{}", again.text());
+            let req = format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", poll(id));
+            s.write_all(req.as_bytes()).await.unwrap();
+        }
+    }
+    // At shutdown a held poll is answered (empty), and its connection closes after it.
+    until(&server, |s| s.subscribers_open == 2).await;
+    let report = server.shutdown().await;
+    assert_eq!(report.forced, 0);
+    let (lean, hyper) = (read_to_end(lean).await, read_to_end(hyper).await);
+    let (lean, hyper) = (parse_reply(&lean), parse_reply(&hyper));
+    assert_eq!(dateless(&lean.head), dateless(&hyper.head));
+    assert_eq!(lean.json()["events"], serde_json::json!([]));
+    assert_eq!(lean.body, hyper.body);
+}
+
+#[tokio::test]
+async fn a_held_long_poll_keeps_a_pipelined_request_and_lets_a_leaver_go() {
+    let mut server = TestServer::start(&[Transport::LongPoll]).await;
+    let held = "GET /longpoll?topic=q&timeout_ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut s = subscribe_with(server.addr, "/longpoll?topic=q&timeout_ms=60000", "", false).await;
+    until(&server, |st| st.subscribers_open == 1).await;
+    // A second request sent while the first is held is answered after it, in order.
+    s.write_all(b"GET /longpoll?topic=q&after=1&timeout_ms=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(server.addr, "q", "one").await;
+    let first = read_answer(&mut s).await;
+    assert_eq!(first.json()["events"][0]["data"], "one", "{}", first.text());
+    let second = read_answer(&mut s).await;
+    assert_eq!(
+        second.json()["events"],
+        serde_json::json!([]),
+        "{}",
+        second.text()
+    );
+    assert_eq!(second.json()["last_id"], 1);
+    // A client that leaves while held is let go at once, not at its timeout.
+    s.write_all(held.as_bytes()).await.unwrap();
+    until(&server, |st| st.subscribers_open == 1).await;
+    assert_eq!(server.hub.stats().snapshot().subscribers_open, 1);
+    drop(s);
+    until(&server, |st| st.connections_open == 0).await;
+    let st = server.hub.stats().snapshot();
+    assert_eq!((st.subscribers_open, st.connections_open), (0, 0), "{st:?}");
+    assert_eq!(server.shutdown().await.forced, 0);
+}

@@ -58,13 +58,19 @@ impl ApiError {
 
     /// The error as a JSON response.
     pub fn response(&self) -> Response<Body> {
+        let (head, body) = self.parts();
+        head.map(|()| full(body))
+    }
+
+    /// [`ApiError::response`]'s head and body apart, for what writes them without hyper.
+    pub(crate) fn parts(&self) -> (Response<()>, Bytes) {
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
-        let mut resp = json_response(self.status(), Bytes::from(body));
+        let mut head = head(self.status(), "application/json");
         if let ApiError::MethodNotAllowed { allow, .. } = self {
-            resp.headers_mut()
+            head.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        resp
+        (head, Bytes::from(body))
     }
 }
 

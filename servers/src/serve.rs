@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -138,36 +139,47 @@ fn spawn_connection(
     let builder = builder.clone();
     let app = app.clone();
     app.tasks.clone().spawn(async move {
-        // The first request decides who answers: a streaming subscription is served without
-        // hyper (`crate::head`, `crate::lean`), everything else by hyper. An idle connection
-        // closes at shutdown or a drop-all, as hyper closes its idle ones.
-        let first = tokio::select! {
-            biased;
-            () = ended.cancelled() => return,
-            sniffed = head::sniff(&stream, app.config.header_read_timeout) => match sniffed {
-                Sniffed::Bytes(first) => first,
-                Sniffed::Nothing => return,
-            },
-        };
-        if let Some(lean) = head::parse(&first).and_then(|h| lean::route(&app, &h)) {
+        // Each request decides who answers: a subscription is served without hyper
+        // (`crate::head`, `crate::lean`), anything else by hyper, which then keeps the
+        // connection. An idle connection closes at shutdown or a drop-all, as hyper closes its
+        // idle ones.
+        let mut stream = stream;
+        let mut read_ahead = Bytes::new();
+        loop {
+            let first = if read_ahead.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = ended.cancelled() => return,
+                    sniffed = head::sniff(&stream, app.config.header_read_timeout) => match sniffed {
+                        Sniffed::Bytes(first) => first,
+                        Sniffed::Nothing => return,
+                    },
+                }
+            } else {
+                std::mem::take(&mut read_ahead)
+            };
+            let Some(lean) = head::parse(&first).and_then(|h| lean::route(&app, &h)) else {
+                let io =
+                    WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
+                // Boxed: this task's future is as large as its largest state, and hyper's
+                // connection is several times a lean subscription's.
+                Box::pin(serve_http(
+                    &app,
+                    &builder,
+                    Prefixed::new(first, io),
+                    slot,
+                    ended,
+                ))
+                .await;
+                return;
+            };
             // Nothing of the request is kept while the subscription lives.
             drop(first);
-            drop(builder);
-            lean::serve(&app, stream, lean, &ended).await;
-            drop(slot);
-            return;
+            let Some(kept) = lean::serve(&app, stream, lean, &ended).await else {
+                return;
+            };
+            (stream, read_ahead) = (kept.stream, kept.read_ahead);
         }
-        let io = WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
-        // Boxed: this task's future is as large as its largest state, and hyper's connection
-        // is several times a lean subscription's.
-        Box::pin(serve_http(
-            &app,
-            &builder,
-            Prefixed::new(first, io),
-            slot,
-            ended,
-        ))
-        .await;
     });
 }
 

@@ -50,6 +50,11 @@ impl<T> WriteTimeout<T> {
         &self.inner
     }
 
+    /// The wrapped socket, once nothing is being written.
+    pub(crate) fn into_inner(self) -> T {
+        self.inner
+    }
+
     /// Handles one write-side poll result: progress clears the timer; `Pending` arms it (once)
     /// and turns into an error when it has fired.
     fn check<R>(

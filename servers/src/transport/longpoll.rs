@@ -1,13 +1,20 @@
 //! Long polling: `GET /longpoll?topic=T&after=ID&timeout_ms=MS` is held until an event exists
 //! after ID or the timeout passes, then answers like a short poll.
+//!
+//! A poll is checked and read first ([`start`]); only one that finds nothing is held
+//! ([`Hold`]). hyper answers through [`handle`]; a connection whose requests are all long
+//! polls is answered by [`crate::lean`] with the same two steps, so that a held poll keeps
+//! neither hyper's buffers nor the request.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Response;
+use tokio::time::Instant;
 
 use crate::app::App;
 use crate::http::{ApiError, Body, Query};
+use crate::hub::{Batch, Waiter};
 use crate::protocol::Transport;
 use crate::stats::GaugeGuard;
 
@@ -15,7 +22,27 @@ use super::poll::batch_response;
 
 super::transport_server!(Transport::LongPoll);
 
-pub(crate) async fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, ApiError> {
+/// A long poll, checked and read once.
+pub(crate) enum Start {
+    /// Events (or a gap) are there already, or the client asked not to wait: answer now.
+    Now(Batch),
+    /// Nothing yet: hold the request.
+    Hold(Hold),
+}
+
+/// A held long poll: what it waits for, and for how long.
+pub(crate) struct Hold {
+    waiter: Waiter,
+    topic: String,
+    after: u64,
+    /// When the poll answers empty; a deadline, so a wait cut short and begun again keeps it.
+    deadline: Instant,
+    /// Keeps `subscribers_open` up while the poll is held.
+    _open: GaugeGuard,
+}
+
+/// Checks `query` and reads what is there.
+pub(crate) fn start(app: &App, query: Query) -> Result<Start, ApiError> {
     let max = app.config.longpoll_max_timeout;
     let timeout = match query.timeout_ms {
         None => app.config.longpoll_default_timeout,
@@ -30,19 +57,49 @@ pub(crate) async fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body
     let hub = &app.hub;
     let batch = hub.read(&query.topic, query.after, app.config.max_batch)?;
     if !batch.events.is_empty() || batch.gap.is_some() || timeout.is_zero() {
-        return Ok(batch_response(&batch));
+        return Ok(Start::Now(batch));
     }
-    // Nothing yet: hold the request. Watching from the batch's last id cannot miss an event
-    // published since the read, because the waiter sees it as already there. The waiter counts
-    // no gaps: only the read that answers does, so nothing is counted twice.
-    let mut waiter = hub.watch(&query.topic, batch.last_id)?;
-    let _open = GaugeGuard::new(hub.stats().clone(), |s| &s.subscribers_open);
-    tokio::select! {
-        () = waiter.ready() => {}
-        () = tokio::time::sleep(timeout) => {}
-        // A held poll answers (empty) at shutdown instead of being cut.
-        () = app.shutdown.cancelled() => {}
+    // Watching from the batch's last id cannot miss an event published since the read, because
+    // the waiter sees it as already there. The waiter counts no gaps: only the read that
+    // answers does, so nothing is counted twice.
+    let waiter = hub.watch(&query.topic, batch.last_id)?;
+    Ok(Start::Hold(Hold {
+        waiter,
+        topic: query.topic,
+        after: batch.last_id,
+        deadline: Instant::now() + timeout,
+        _open: GaugeGuard::new(hub.stats().clone(), |s| &s.subscribers_open),
+    }))
+}
+
+impl Hold {
+    /// Waits for an event after the cursor, or for the deadline. Cancel-safe.
+    pub(crate) async fn wait(&mut self) {
+        tokio::select! {
+            () = self.waiter.ready() => {}
+            () = tokio::time::sleep_until(self.deadline) => {}
+        }
     }
-    let batch = hub.read(&query.topic, Some(batch.last_id), app.config.max_batch)?;
+
+    /// What the poll answers once [`Hold::wait`] is over.
+    pub(crate) fn answer(self, app: &App) -> Result<Batch, ApiError> {
+        Ok(app
+            .hub
+            .read(&self.topic, Some(self.after), app.config.max_batch)?)
+    }
+}
+
+pub(crate) async fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, ApiError> {
+    let batch = match start(app, query)? {
+        Start::Now(batch) => batch,
+        Start::Hold(mut hold) => {
+            // A held poll answers (empty) at shutdown instead of being cut.
+            tokio::select! {
+                () = hold.wait() => {}
+                () = app.shutdown.cancelled() => {}
+            }
+            hold.answer(app)?
+        }
+    };
     Ok(batch_response(&batch))
 }

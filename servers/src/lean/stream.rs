@@ -1,0 +1,161 @@
+//! HTTP streaming and SSE without hyper: the head hyper would write, chunked coding, a burst
+//! of ready events as one chunk in one `writev`, and the terminating chunk when the stream
+//! ends at a shutdown or a slow-subscriber disconnect.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::body::{Framing, Opened};
+use crate::drop_switch::Ended;
+use crate::hub::{Item, Subscription};
+use crate::write_timeout::WriteTimeout;
+
+use super::conn::{head_bytes, Conn, Length, BURST};
+
+/// The end of a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// What ended the stream.
+enum End {
+    /// The server shuts down, or the subscriber is too slow and disconnected: the body ends
+    /// properly, so the client knows to resume rather than suspect the network.
+    Finish,
+    /// The peer left, a write failed, or the demo cut every connection: close at once.
+    Cut,
+}
+
+/// Streams `opened` on `io` until the peer leaves, the hub disconnects it as slow, or
+/// `ended` fires (shutdown or a drop-all).
+///
+/// Not an `async fn`: the future keeps only what the stream needs. An `async fn` would keep its
+/// arguments (the request's whole response head among them) for its whole life beside the
+/// parts taken out of them.
+pub(super) fn serve_stream<'a>(
+    app: &'a App,
+    io: WriteTimeout<TcpStream>,
+    opened: Opened,
+    ended: &'a CancellationToken,
+) -> impl Future<Output = ()> + Send + 'a {
+    let Opened {
+        mut sub,
+        framing,
+        preamble,
+        head,
+        open,
+    } = opened;
+    let mut conn = Conn::new(io);
+    conn.try_write(&[&head_bytes(&head, Length::Chunked)]);
+    drop(head);
+    if let Some(p) = preamble {
+        conn.try_chunk(&[p]);
+    }
+    async move {
+        let _open = open;
+        let end = match conn.flush().await {
+            Ok(()) => stream_items(&mut conn, &mut sub, framing, app, ended).await,
+            Err(_) => End::Cut,
+        };
+        if let End::Finish = end {
+            conn.try_write(&[LAST_CHUNK]);
+            // A peer that stopped reading does not hold the shutdown past its deadline.
+            tokio::select! {
+                _ = conn.flush() => {}
+                () = app.hard_stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// What the stream does next.
+enum Next {
+    Stop(End),
+    Item(Item),
+    KeepAlive,
+    Readable,
+}
+
+async fn stream_items(
+    conn: &mut Conn,
+    sub: &mut Subscription,
+    framing: Framing,
+    app: &App,
+    ended: &CancellationToken,
+) -> End {
+    let keepalive = app.config.keepalive;
+    let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Registered once, not per event: a fresh `cancelled()` per wake-up would lock the token's
+    // waiter list for every delivery.
+    let cancelled = ended.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = &mut cancelled => Next::Stop(match Ended::cause(&app.shutdown) {
+                Ended::Dropped => End::Cut,
+                Ended::Shutdown => End::Finish,
+            }),
+            item = sub.next() => match item {
+                Ok(item) => Next::Item(item),
+                Err(_slow) => Next::Stop(End::Finish),
+            },
+            _ = ticker.tick() => Next::KeepAlive,
+            ready = conn.io.get_ref().readable() => match ready {
+                Ok(()) => Next::Readable,
+                Err(_) => Next::Stop(End::Cut),
+            },
+        };
+        let stop = match next {
+            Next::Stop(end) => return end,
+            Next::Item(first) => try_burst(conn, sub, framing, first),
+            Next::KeepAlive => {
+                conn.try_chunk(&[Bytes::from_static(framing.keepalive)]);
+                None
+            }
+            Next::Readable => match conn.drain_input() {
+                Ok(()) => None,
+                Err(_) => return End::Cut,
+            },
+        };
+        if conn.flush().await.is_err() {
+            return End::Cut;
+        }
+        if let Some(end) = stop {
+            return end;
+        }
+    }
+}
+
+/// Writes `first` and whatever else is ready, up to [`BURST`] items, as one chunk; returns how
+/// the stream must end if the hub found the subscriber too slow meanwhile.
+fn try_burst(
+    conn: &mut Conn,
+    sub: &mut Subscription,
+    framing: Framing,
+    first: Item,
+) -> Option<End> {
+    let mut items: [Bytes; BURST] = Default::default();
+    items[0] = (framing.encode)(&first);
+    let mut n = 1;
+    let mut stop = None;
+    while n < BURST {
+        match sub.try_next() {
+            Ok(Some(item)) => {
+                items[n] = (framing.encode)(&item);
+                n += 1;
+            }
+            Ok(None) => break,
+            Err(_slow) => {
+                stop = Some(End::Finish);
+                break;
+            }
+        }
+    }
+    conn.try_chunk(&items[..n]);
+    stop
+}
