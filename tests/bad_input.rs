@@ -178,10 +178,17 @@ async fn read_until(s: &mut tokio::net::TcpStream, want: &str) -> String {
 }
 
 /// A subscriber that falls behind is handled by the policy, over a real socket; a resume with
-/// a backlog past the bound is not "falling behind" under either policy.
+/// a backlog past the bound is not "falling behind" under either policy. The same through
+/// hyper (`Connection: close`) and without it, where a caught-up subscriber is written to by
+/// the topic's fan-out.
 #[tokio::test]
 async fn slow_subscriber_policies() {
-    for policy in [SlowPolicy::Drop, SlowPolicy::Disconnect] {
+    for (policy, extra) in [
+        (SlowPolicy::Drop, "Connection: close\r\n"),
+        (SlowPolicy::Disconnect, "Connection: close\r\n"),
+        (SlowPolicy::Drop, ""),
+        (SlowPolicy::Disconnect, ""),
+    ] {
         let hub = HubConfig {
             max_lag: 4,
             slow_policy: policy,
@@ -195,8 +202,7 @@ async fn slow_subscriber_policies() {
         }
         // Resuming from 0 finds 10 events, past the bound of 4: the subscriber starts 4 behind
         // the newest, with a gap for the rest, and is not disconnected.
-        let (mut s, head) =
-            open_stream(a, "/stream?topic=t&after=0", "Connection: close\r\n").await;
+        let (mut s, head) = open_stream(a, "/stream?topic=t&after=0", extra).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         let text = read_until(&mut s, "\"id\":10").await;
         assert!(
@@ -212,7 +218,7 @@ async fn slow_subscriber_policies() {
 
         // A live subscriber that then falls behind: 10 events published at once (no await
         // between them, so the server cannot deliver any first) put it 10 behind.
-        let (mut s, head) = open_stream(a, "/stream?topic=t", "Connection: close\r\n").await;
+        let (mut s, head) = open_stream(a, "/stream?topic=t", extra).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         for i in 10..20 {
             server.hub.publish("t", format!("e{i}").as_bytes()).unwrap();

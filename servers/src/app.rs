@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::demo::{self, Demo};
 use crate::drop_switch::DropSwitch;
+use crate::fanout::Fanout;
 use crate::gateway::{self, Gateway};
 use crate::http::{full, head_size, json_response, read_body, response, ApiError, Body, Query};
 use crate::hub::Hub;
@@ -34,6 +35,8 @@ pub(crate) struct App {
     pub tasks: TaskTracker,
     /// Cuts every open connection on demand (the demo's drop-all button).
     pub drops: DropSwitch,
+    /// Writes events to caught-up lean subscribers from the publishing side.
+    pub fanout: Fanout,
     /// The browser demo's page, controls and publisher, when this server is the demo.
     pub demo: Option<Arc<Demo>>,
     /// The push gateway's devices and queues, when this server is the gateway: then every
@@ -50,14 +53,16 @@ impl App {
         demo: Option<Arc<Demo>>,
     ) -> App {
         let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
         App {
+            fanout: Fanout::new(hub.clone(), shutdown.clone(), tasks.clone()),
             hub,
             config,
             transports: transports.to_vec(),
             drops: DropSwitch::new(&shutdown),
             shutdown,
             hard_stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            tasks,
             demo,
             gateway: None,
         }

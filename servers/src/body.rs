@@ -26,6 +26,8 @@ use crate::stats::GaugeGuard;
 /// How a streaming transport writes items.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Framing {
+    /// Which framing this is: framings with the same name encode alike.
+    pub name: &'static str,
     /// The bytes of one item.
     pub encode: fn(&Item) -> Bytes,
     /// What is sent on an idle stream so proxies and clients see it is alive.

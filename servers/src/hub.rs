@@ -275,6 +275,7 @@ impl Hub {
             newest,
             cursor,
             pending_gap: gap,
+            counted: true,
         })
     }
 
@@ -348,9 +349,30 @@ pub struct Subscription {
     cursor: u64,
     /// A resume gap found at subscribe time, handed out first.
     pending_gap: Option<Gap>,
+    /// Whether what this subscription reads counts as deliveries, drops and gaps: not when it
+    /// only reads events for others, who count their own (`crate::fanout`).
+    counted: bool,
 }
 
 impl Subscription {
+    /// This subscription, counting nothing it reads: it reads on behalf of subscribers who
+    /// count their own deliveries.
+    pub(crate) fn uncounted(mut self) -> Subscription {
+        self.counted = false;
+        self
+    }
+
+    /// Whether every event published so far has been handed out (nothing pending, no gap).
+    pub(crate) fn caught_up(&self) -> bool {
+        self.pending_gap.is_none() && read(&self.topic.ring).last_id <= self.cursor
+    }
+
+    /// Moves the cursor to `id`, whose events were delivered to this subscriber by someone
+    /// else (the publishing side's fan-out). Never moves it back.
+    pub(crate) fn advance_to(&mut self, id: u64) {
+        self.cursor = self.cursor.max(id);
+    }
+
     /// Id of the last event handed out (or skipped by a gap).
     pub fn cursor(&self) -> u64 {
         self.cursor
@@ -384,12 +406,17 @@ impl Subscription {
         }
         let cfg = &self.hub.inner.config;
         let stats = &self.hub.inner.stats;
+        let count = |counter, n| {
+            if self.counted {
+                Stats::add(counter, n);
+            }
+        };
         let pending = ring.last_id - self.cursor;
         let fell_off = self.cursor + 1 < ring.first_id();
         if fell_off || pending > cfg.max_lag {
             match cfg.slow_policy {
                 SlowPolicy::Disconnect => {
-                    Stats::inc(&stats.slow_disconnects);
+                    count(&stats.slow_disconnects, 1);
                     return Err(SlowSubscriber { pending });
                 }
                 SlowPolicy::Drop => {
@@ -399,15 +426,15 @@ impl Subscription {
                         to: ring.last_id - keep,
                     };
                     self.cursor = gap.to;
-                    Stats::add(&stats.drops, gap.len());
-                    Stats::inc(&stats.gaps);
+                    count(&stats.drops, gap.len());
+                    count(&stats.gaps, 1);
                     return Ok(Some(Item::Gap(gap)));
                 }
             }
         }
         self.cursor += 1;
         let event = ring.get(self.cursor).clone();
-        Stats::inc(&stats.deliveries);
+        count(&stats.deliveries, 1);
         Ok(Some(Item::Event(event)))
     }
 }

@@ -17,8 +17,11 @@
 //! - `body`: the endless response body of HTTP streaming and SSE.
 //! - `serve`: the accept loop: connection cap, HTTP settings, graceful shutdown.
 //! - `head`: reads a connection's first request head before hyper, and hands hyper the bytes.
-//! - `lean`: streaming, SSE and WebSocket subscriptions served without hyper once their head is
-//!   parsed.
+//! - `lean`: streaming, SSE and WebSocket subscriptions, and held long polls, served without
+//!   hyper once their head is parsed.
+//! - `fanout`: one task per topic that writes each burst of events to every caught-up lean
+//!   streaming or SSE subscriber itself, instead of waking one task per subscriber.
+//! - `chunked`: chunked writes gathered into one `writev`, the rest kept for later.
 //! - `write_timeout`: the socket wrapper that cuts a connection whose peer stops reading.
 //! - `drop_switch`: cuts every open connection on demand (the demo's drop-all button).
 //! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each
@@ -39,7 +42,9 @@ pub mod transport;
 
 mod app;
 mod body;
+mod chunked;
 mod drop_switch;
+mod fanout;
 mod head;
 mod http;
 mod lean;

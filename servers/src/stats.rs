@@ -91,6 +91,9 @@ counters! {
     accept_errors: "counter",
     /// Connections cut because the peer read nothing for the write timeout.
     write_timeouts: "counter",
+    /// Streaming subscribers the publishing side's fan-out handed back to their own task: their
+    /// socket was full, or the fan-out itself fell behind.
+    handbacks: "counter",
 }
 
 impl Stats {

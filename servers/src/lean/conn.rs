@@ -1,7 +1,8 @@
 //! A lean connection's socket and its writes: what the socket could not take yet, chunked
 //! coding, and response heads as hyper writes them.
 
-use std::io::{self, IoSlice};
+use std::future::Future;
+use std::io;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -9,10 +10,8 @@ use http::Response;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::chunked;
 use crate::write_timeout::WriteTimeout;
-
-/// Items written together at most, as one chunk.
-pub(super) const BURST: usize = 16;
 
 /// How a response's body is delimited.
 #[derive(Debug, Clone, Copy)]
@@ -25,15 +24,41 @@ pub(super) enum Length {
     Upgrade,
 }
 
+/// A socket a lean connection writes to: owned, or shared with the publishing side's fan-out.
+pub(super) trait Socket {
+    /// The socket, for what never waits: tried writes and reads, readiness.
+    fn tcp(&self) -> &TcpStream;
+
+    /// Writes all of `buf`, waiting for room; a peer that takes nothing for the write timeout
+    /// is an error.
+    fn write_all<'a>(
+        &'a mut self,
+        buf: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+}
+
+impl Socket for WriteTimeout<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref()
+    }
+
+    fn write_all<'a>(
+        &'a mut self,
+        buf: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        AsyncWriteExt::write_all(self, buf)
+    }
+}
+
 /// A subscriber's socket, and what it could not take yet.
-pub(super) struct Conn {
-    pub io: WriteTimeout<TcpStream>,
+pub(super) struct Conn<S = WriteTimeout<TcpStream>> {
+    pub io: S,
     /// Bytes the socket had no room for. Empty, and unallocated, but while the socket is full.
     pending: Vec<u8>,
 }
 
-impl Conn {
-    pub(super) fn new(io: WriteTimeout<TcpStream>) -> Conn {
+impl<S: Socket> Conn<S> {
+    pub(super) fn new(io: S) -> Conn<S> {
         Conn {
             io,
             pending: Vec::new(),
@@ -42,43 +67,22 @@ impl Conn {
 
     /// Writes `items` as one chunk, as far as the socket takes it.
     pub(super) fn try_chunk(&mut self, items: &[Bytes]) {
-        let len: usize = items.iter().map(Bytes::len).sum();
-        if len == 0 {
-            // An empty chunk would end the body.
-            return;
-        }
-        let mut size = [0u8; 18];
-        let size = chunk_size(len, &mut size);
-        let mut parts: [&[u8]; BURST + 2] = [&[]; BURST + 2];
-        parts[0] = size;
-        for (part, item) in parts[1..].iter_mut().zip(items) {
-            *part = item;
-        }
-        parts[items.len() + 1] = b"\r\n";
-        self.try_write(&parts[..items.len() + 2]);
+        chunked::try_chunk(self.io.tcp(), items, &mut self.pending);
     }
 
     /// Writes `parts` in one system call as far as the socket takes them, and keeps the rest
     /// for [`Conn::flush`]. Nothing is written past bytes already pending.
     pub(super) fn try_write(&mut self, parts: &[&[u8]]) {
-        let mut written = 0;
+        chunked::try_write(self.io.tcp(), parts, &mut self.pending);
+    }
+
+    /// Puts `bytes`, which someone else could not write to this socket, in front of what is
+    /// written next (behind anything already pending).
+    pub(super) fn push_pending(&mut self, bytes: Vec<u8>) {
         if self.pending.is_empty() {
-            let mut slices = [IoSlice::new(&[]); BURST + 2];
-            for (slice, part) in slices.iter_mut().zip(parts) {
-                *slice = IoSlice::new(part);
-            }
-            // Any error (a full socket, a peer gone) leaves the bytes pending; the flush meets
-            // it again and decides.
-            written = self
-                .io
-                .get_ref()
-                .try_write_vectored(&slices[..parts.len()])
-                .unwrap_or(0);
-        }
-        for part in parts {
-            let skip = written.min(part.len());
-            written -= skip;
-            self.pending.extend_from_slice(&part[skip..]);
+            self.pending = bytes;
+        } else {
+            self.pending.extend_from_slice(&bytes);
         }
     }
 
@@ -97,7 +101,7 @@ impl Conn {
     /// error if the peer closed or failed.
     pub(super) fn try_read(&self) -> io::Result<Option<Bytes>> {
         let mut buf = [0u8; 256];
-        match self.io.get_ref().try_read(&mut buf) {
+        match self.io.tcp().try_read(&mut buf) {
             Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
             Err(e)
@@ -118,19 +122,6 @@ impl Conn {
         while self.try_read()?.is_some() {}
         Ok(())
     }
-}
-
-/// `len` as a chunk-size line, in `buf`.
-fn chunk_size(len: usize, buf: &mut [u8; 18]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, slot) in buf[..digits].iter_mut().enumerate() {
-        let shift = 4 * (digits - 1 - i);
-        *slot = HEX[(len >> shift) & 0xf];
-    }
-    buf[digits] = b'\r';
-    buf[digits + 1] = b'\n';
-    &buf[..digits + 2]
 }
 
 /// The status line and headers of `head`, as hyper writes them for a body delimited by
@@ -167,21 +158,6 @@ pub(super) fn head_bytes(head: &Response<()>, length: Length) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunk_sizes_are_lowercase_hex() {
-        let mut buf = [0; 18];
-        for (len, want) in [
-            (1, "1\r\n"),
-            (15, "f\r\n"),
-            (16, "10\r\n"),
-            (85, "55\r\n"),
-            (4096, "1000\r\n"),
-            (usize::MAX, "ffffffffffffffff\r\n"),
-        ] {
-            assert_eq!(chunk_size(len, &mut buf), want.as_bytes(), "{len}");
-        }
-    }
 
     #[test]
     fn the_head_is_what_hyper_would_send() {

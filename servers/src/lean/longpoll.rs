@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{header, HeaderValue, StatusCode};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -41,10 +41,10 @@ pub(super) fn serve_longpoll<'a>(
                 hold.answer(app)
             }
         };
-        // A poll answered because the server shuts down is the connection's last, as hyper's
-        // graceful shutdown makes it (with the same head: hyper adds no `connection: close`).
+        // A poll answered because the server shuts down is the connection's last, and says so,
+        // as hyper's graceful shutdown does when it comes first.
         let last = app.shutdown.is_cancelled();
-        write_answer(&mut conn, batch);
+        write_answer(&mut conn, batch, last);
         tokio::select! {
             flushed = conn.flush() => flushed.ok()?,
             () = app.hard_stop.cancelled() => return None,
@@ -57,14 +57,18 @@ pub(super) fn serve_longpoll<'a>(
 }
 
 /// Writes the poll's answer as far as the socket takes it: the head and body hyper would send.
-fn write_answer(conn: &mut Conn, batch: Result<Batch, ApiError>) {
-    let (head, body) = match batch {
+fn write_answer(conn: &mut Conn, batch: Result<Batch, ApiError>, last: bool) {
+    let (mut head, body) = match batch {
         Ok(batch) => (
             crate::http::head(StatusCode::OK, "application/json"),
             encode_batch(&batch),
         ),
         Err(err) => err.parts(),
     };
+    if last {
+        head.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     conn.try_write(&[&head_bytes(&head, Length::Known(body.len())), &body]);
 }
 

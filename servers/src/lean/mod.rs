@@ -54,8 +54,8 @@ use conn::{head_bytes, Conn, Length};
 
 /// A subscription opened from a head, to be served here.
 pub(crate) enum Lean {
-    /// HTTP streaming or SSE.
-    Stream(Opened),
+    /// HTTP streaming or SSE on `topic`.
+    Stream { opened: Opened, topic: String },
     /// A WebSocket whose upgrade was accepted: `accept` is its `Sec-WebSocket-Accept`.
     Ws {
         accept: String,
@@ -80,12 +80,16 @@ pub(crate) fn route(app: &App, head: &Head) -> Option<Lean> {
     let transport = *app.transports.iter().find(|t| t.path() == head.path)?;
     let query = Query::parse(head.query.as_deref()).ok()?;
     match transport {
-        Transport::Stream => transport::stream::open(app, query).ok().map(Lean::Stream),
+        Transport::Stream => {
+            let topic = query.topic.clone();
+            let opened = transport::stream::open(app, query).ok()?;
+            Some(Lean::Stream { opened, topic })
+        }
         Transport::Sse => {
+            let topic = query.topic.clone();
             let last_event_id = head.headers.get("last-event-id").map(|v| v.as_bytes());
-            transport::sse::open(app, last_event_id, query)
-                .ok()
-                .map(Lean::Stream)
+            let opened = transport::sse::open(app, last_event_id, query).ok()?;
+            Some(Lean::Stream { opened, topic })
         }
         Transport::Ws => {
             let (accept, sub) =
@@ -113,16 +117,16 @@ pub(crate) fn serve<'a>(
     ended: &'a CancellationToken,
 ) -> Pin<Box<dyn Future<Output = Option<Kept>> + Send + 'a>> {
     Stats::inc(&app.hub.stats().requests);
-    let io = WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
+    let io = |stream| WriteTimeout::new(stream, app.config.write_timeout, app.hub.stats().clone());
     match lean {
         // Built before it is boxed: an `async` block around the call would keep its
         // arguments beside the future made of them.
-        Lean::Stream(opened) => {
-            Box::pin(stream::serve_stream(app, io, opened, ended).map(|()| None))
+        Lean::Stream { opened, topic } => {
+            Box::pin(stream::serve_stream(app, stream, topic, opened, ended).map(|()| None))
         }
-        Lean::LongPoll(start) => Box::pin(longpoll::serve_longpoll(app, io, start, ended)),
+        Lean::LongPoll(start) => Box::pin(longpoll::serve_longpoll(app, io(stream), start, ended)),
         Lean::Ws { accept, sub, topic } => {
-            let mut conn = Conn::new(io);
+            let mut conn = Conn::new(io(stream));
             match transport::ws::switching_protocols(&accept) {
                 Ok(resp) => conn.try_write(&[&head_bytes(&resp.map(|_| ()), Length::Upgrade)]),
                 // Never: `accept` is base64, a valid header value.

@@ -1,8 +1,13 @@
 //! HTTP streaming and SSE without hyper: the head hyper would write, chunked coding, a burst
 //! of ready events as one chunk in one `writev`, and the terminating chunk when the stream
 //! ends at a shutdown or a slow-subscriber disconnect.
+//!
+//! The socket is registered with the topic's fan-out (`crate::fanout`): while the subscriber is
+//! caught up, the publishing side writes its events and this task only waits for its timer, its
+//! peer, the end of the server, or a hand-back.
 
 use std::future::Future;
+use std::io;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -11,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::body::{Framing, Opened};
+use crate::chunked::BURST;
 use crate::drop_switch::Ended;
+use crate::fanout::Registration;
 use crate::hub::{Item, Subscription};
-use crate::write_timeout::WriteTimeout;
+use crate::write_timeout::write_all_shared;
 
-use super::conn::{head_bytes, Conn, Length, BURST};
+use super::conn::{head_bytes, Conn, Length, Socket};
 
 /// The end of a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
@@ -29,7 +36,27 @@ enum End {
     Cut,
 }
 
-/// Streams `opened` on `io` until the peer leaves, the hub disconnects it as slow, or
+/// A stream's socket, shared with its topic's fan-out.
+struct Shared<'a> {
+    registration: Registration,
+    app: &'a App,
+}
+
+impl Socket for Shared<'_> {
+    fn tcp(&self) -> &TcpStream {
+        self.registration.entry().socket()
+    }
+
+    fn write_all<'a>(
+        &'a mut self,
+        buf: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        let config = &self.app.config;
+        write_all_shared(self.tcp(), buf, config.write_timeout, self.app.hub.stats())
+    }
+}
+
+/// Streams `opened` on `stream` (under `topic`'s fan-out) until the peer leaves, the hub disconnects it as slow, or
 /// `ended` fires (shutdown or a drop-all).
 ///
 /// Not an `async fn`: the future keeps only what the stream needs. An `async fn` would keep its
@@ -37,7 +64,8 @@ enum End {
 /// parts taken out of them.
 pub(super) fn serve_stream<'a>(
     app: &'a App,
-    io: WriteTimeout<TcpStream>,
+    stream: TcpStream,
+    topic: String,
     opened: Opened,
     ended: &'a CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'a {
@@ -48,7 +76,9 @@ pub(super) fn serve_stream<'a>(
         head,
         open,
     } = opened;
-    let mut conn = Conn::new(io);
+    let registration = app.fanout.register(&topic, stream, framing);
+    drop(topic);
+    let mut conn = Conn::new(Shared { registration, app });
     conn.try_write(&[&head_bytes(&head, Length::Chunked)]);
     drop(head);
     if let Some(p) = preamble {
@@ -77,10 +107,12 @@ enum Next {
     Item(Item),
     KeepAlive,
     Readable,
+    /// The fan-out handed the subscriber back.
+    HandedBack,
 }
 
 async fn stream_items(
-    conn: &mut Conn,
+    conn: &mut Conn<Shared<'_>>,
     sub: &mut Subscription,
     framing: Framing,
     app: &App,
@@ -94,22 +126,34 @@ async fn stream_items(
     let cancelled = ended.cancelled();
     tokio::pin!(cancelled);
     loop {
+        // Nothing is pending here (the last flush wrote it all): if the subscriber has every
+        // event, the fan-out writes the next ones (see `crate::fanout`).
+        let entry = conn.io.registration.entry();
+        let direct = entry.go_direct(sub);
         let next = tokio::select! {
             biased;
             () = &mut cancelled => Next::Stop(match Ended::cause(&app.shutdown) {
                 Ended::Dropped => End::Cut,
                 Ended::Shutdown => End::Finish,
             }),
-            item = sub.next() => match item {
+            () = entry.handed_back(), if direct => Next::HandedBack,
+            item = sub.next(), if !direct => match item {
                 Ok(item) => Next::Item(item),
                 Err(_slow) => Next::Stop(End::Finish),
             },
             _ = ticker.tick() => Next::KeepAlive,
-            ready = conn.io.get_ref().readable() => match ready {
+            ready = entry.socket().readable() => match ready {
                 Ok(()) => Next::Readable,
                 Err(_) => Next::Stop(End::Cut),
             },
         };
+        if direct {
+            // Whatever woke it, the subscriber is this task's again until it has caught up:
+            // the fan-out writes nothing more to it, and what the socket did not take goes
+            // out first.
+            let rest = entry.take_back(sub);
+            conn.push_pending(rest);
+        }
         let stop = match next {
             Next::Stop(end) => return end,
             Next::Item(first) => try_burst(conn, sub, framing, first),
@@ -121,6 +165,7 @@ async fn stream_items(
                 Ok(()) => None,
                 Err(_) => return End::Cut,
             },
+            Next::HandedBack => None,
         };
         if conn.flush().await.is_err() {
             return End::Cut;
@@ -134,7 +179,7 @@ async fn stream_items(
 /// Writes `first` and whatever else is ready, up to [`BURST`] items, as one chunk; returns how
 /// the stream must end if the hub found the subscriber too slow meanwhile.
 fn try_burst(
-    conn: &mut Conn,
+    conn: &mut Conn<Shared<'_>>,
     sub: &mut Subscription,
     framing: Framing,
     first: Item,

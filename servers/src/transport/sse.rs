@@ -16,6 +16,7 @@ super::transport_server!(Transport::Sse);
 
 /// One SSE event per item; a comment line is the keep-alive.
 pub(crate) const FRAMING: Framing = Framing {
+    name: "sse",
     encode: encode_item,
     keepalive: b": keep-alive\n\n",
 };

@@ -16,6 +16,7 @@ super::transport_server!(Transport::Stream);
 
 /// One NDJSON line per item; a blank line is the keep-alive.
 pub(crate) const FRAMING: Framing = Framing {
+    name: "ndjson",
     encode: encode_item,
     keepalive: b"\n",
 };
