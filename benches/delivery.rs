@@ -17,15 +17,16 @@
 //! the latest `Delivery::received` among the clients. With 100 clients on one thread, that
 //! includes the clients reading their sockets one after another, as a real load generator would.
 
-use std::sync::mpsc as std_mpsc;
-use std::thread;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Server, STEP};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use pushbench_loadgen::{Client, ClientConfig, Counters, Item, Publisher, Target};
-use pushbench_servers::{serve, Hub, HubConfig, ServerConfig, ShutdownReport, Transport};
+use pushbench_servers::Transport;
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 const CLIENTS: [usize; 2] = [1, 100];
@@ -34,81 +35,10 @@ const TOPIC: &str = "bench";
 /// Short polling's interval in this bench (the client default is 1 s).
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Every network step is bounded by this, so a bug shows as a failure, not a hang.
-const STEP: Duration = Duration::from_secs(10);
-
 /// A payload with some characters JSON must escape, as real text has.
 fn payload(len: usize) -> String {
     let unit = "lorem \"ipsum\" dolor\\sit ";
     unit.repeat(len / unit.len() + 1)[..len].to_owned()
-}
-
-/// One server on its own thread and runtime.
-struct Server {
-    addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: std_mpsc::Receiver<ShutdownReport>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(transport: Transport) -> Server {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (report, done) = std_mpsc::channel();
-        let thread = thread::Builder::new()
-            .name(format!("server-{transport}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("server runtime");
-                let result = rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    let hub = Hub::new(HubConfig::default());
-                    let shutdown = async {
-                        let _ = stopped.await;
-                    };
-                    serve(
-                        listener,
-                        hub,
-                        ServerConfig::default(),
-                        &[transport],
-                        shutdown,
-                    )
-                    .await
-                });
-                let _ = report.send(result);
-            })
-            .expect("spawn the server thread");
-        Server {
-            addr,
-            stop: Some(stop),
-            done,
-            thread: Some(thread),
-        }
-    }
-
-    /// Starts graceful shutdown and waits (bounded) for the server to finish it.
-    fn shutdown(mut self) -> ShutdownReport {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        // `serve` cuts what is left after its 5 s shutdown deadline, so this is generous.
-        let report = self
-            .done
-            .recv_timeout(ServerConfig::default().shutdown_deadline + STEP)
-            .expect("server shut down in time");
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("server thread");
-        }
-        report
-    }
 }
 
 /// What a client task reports: one event's id and receive time, or why it stopped.

@@ -268,52 +268,120 @@ async fn a_held_long_poll_keeps_a_pipelined_request_and_lets_a_leaver_go() {
 
 /// A caught-up subscriber is written to by its topic's fan-out; when its socket fills, it is
 /// handed back to its own task with what the socket did not take, and nothing is lost,
-/// duplicated or reordered on the way back.
+/// duplicated or reordered on the way back. For streaming and for WebSocket frames alike.
 #[tokio::test]
 async fn a_subscriber_whose_socket_fills_is_handed_back_and_loses_nothing() {
-    let hub = pushbench_servers::HubConfig {
-        replay_events: 100_000,
-        replay_bytes: 1 << 30,
-        max_lag: 100_000,
-        ..Default::default()
-    };
-    let config = pushbench_servers::ServerConfig::default();
-    let mut server = TestServer::start_with(&[Transport::Stream], hub, config).await;
-    // A small receive buffer, and nobody reading yet: the server's side fills.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut s = socket.connect(server.addr).await.unwrap();
-    s.write_all(b"GET /stream?topic=f HTTP/1.1\r\nHost: t\r\n\r\n")
+    for (transport, request) in [
+        (
+            Transport::Stream,
+            "GET /stream?topic=f HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            Transport::Ws,
+            format!("GET /ws?topic=f HTTP/1.1\r\nHost: t\r\n{WS_UPGRADE}\r\n"),
+        ),
+    ] {
+        let hub = pushbench_servers::HubConfig {
+            replay_events: 100_000,
+            replay_bytes: 1 << 30,
+            max_lag: 100_000,
+            ..Default::default()
+        };
+        let config = pushbench_servers::ServerConfig::default();
+        let mut server = TestServer::start_with(&[transport], hub, config).await;
+        // A small receive buffer, and nobody reading yet: the server's side fills.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(server.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 "), "{head}");
+        let n = 1000;
+        let payload = "x".repeat(8 * 1024);
+        for _ in 0..n {
+            server.hub.publish("f", payload.as_bytes()).unwrap();
+            tokio::task::yield_now().await;
+        }
+        let mut got = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        let needle = format!("{{\"id\":{n},");
+        while !String::from_utf8_lossy(&got[got.len().saturating_sub(16 * 1024)..])
+            .contains(&needle)
+        {
+            let read = tokio::time::timeout(STEP, s.read(&mut buf))
+                .await
+                .expect("the events in time")
+                .unwrap();
+            assert!(read > 0, "{transport}: the stream ended early");
+            got.extend_from_slice(&buf[..read]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        let ids: Vec<u64> = text
+            .split("{\"id\":")
+            .skip(1)
+            .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "{transport}");
+        let stats = server.hub.stats().snapshot();
+        assert!(
+            stats.handbacks >= 1,
+            "{transport}: the socket never filled: {stats:?}"
+        );
+        assert_eq!(stats.deliveries, n, "{transport}");
+        assert_eq!((stats.gaps, stats.drops), (0, 0), "{transport}: {stats:?}");
+        server.shutdown().await;
+    }
+}
+
+/// While the fan-out writes a WebSocket's events, the session still answers its client: a ping
+/// gets its pong, a text frame is published, and shutdown closes with 1001.
+#[tokio::test]
+async fn a_websocket_written_by_the_fanout_still_answers_its_client() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut server = TestServer::start(&[Transport::Ws]).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let url = format!("ws://{}/ws?topic=u", server.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    // Caught up, the subscriber is direct: this event is written by the fan-out.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.hub.publish("u", b"first").unwrap();
+    let first = tokio::time::timeout(STEP, ws.next())
         .await
+        .unwrap()
+        .unwrap()
         .unwrap();
-    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
-    let n = 1000;
-    let payload = "x".repeat(8 * 1024);
-    for _ in 0..n {
-        server.hub.publish("f", payload.as_bytes()).unwrap();
-        tokio::task::yield_now().await;
+    assert!(first.to_text().unwrap().contains("\"first\""), "{first}");
+    ws.send(Message::Ping("hi".into())).await.unwrap();
+    let pong = tokio::time::timeout(STEP, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, Message::Pong("hi".into()));
+    ws.send(Message::text("up")).await.unwrap();
+    let echoed = tokio::time::timeout(STEP, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        echoed
+            .to_text()
+            .unwrap()
+            .contains("{\"id\":2,\"data\":\"up\"}"),
+        "{echoed}"
+    );
+    assert!(server.hub.stats().snapshot().handbacks == 0);
+    let report = server.shutdown().await;
+    assert_eq!(report.forced, 0);
+    let close = tokio::time::timeout(STEP, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match close {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("{other:?}"),
     }
-    let mut got = Vec::new();
-    let mut buf = vec![0; 64 * 1024];
-    let needle = format!("{{\"id\":{n},");
-    while !String::from_utf8_lossy(&got[got.len().saturating_sub(16 * 1024)..]).contains(&needle) {
-        let read = tokio::time::timeout(STEP, s.read(&mut buf))
-            .await
-            .expect("the events in time")
-            .unwrap();
-        assert!(read > 0, "the stream ended early");
-        got.extend_from_slice(&buf[..read]);
-    }
-    let text = String::from_utf8_lossy(&got);
-    let ids: Vec<u64> = text
-        .split("{\"id\":")
-        .skip(1)
-        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(ids, (1..=n).collect::<Vec<_>>());
-    let stats = server.hub.stats().snapshot();
-    assert!(stats.handbacks >= 1, "the socket never filled: {stats:?}");
-    assert_eq!(stats.deliveries, n);
-    assert_eq!((stats.gaps, stats.drops), (0, 0), "{stats:?}");
-    server.shutdown().await;
 }

@@ -32,6 +32,9 @@ pub(crate) struct Framing {
     pub encode: fn(&Item) -> Bytes,
     /// What is sent on an idle stream so proxies and clients see it is alive.
     pub keepalive: &'static [u8],
+    /// Whether items go out as HTTP/1.1 chunks (streaming, SSE) or as they are (WebSocket
+    /// frames).
+    pub chunked: bool,
 }
 
 /// A streaming subscription opened, before anything is written: what a transport answers with,

@@ -127,6 +127,12 @@ impl Registration {
     pub(crate) fn entry(&self) -> &Entry {
         &self.entry
     }
+
+    /// The entry, for a task that hands its socket to a library (a WebSocket's) and still
+    /// needs to change hands with the fan-out.
+    pub(crate) fn entry_arc(&self) -> Arc<Entry> {
+        self.entry.clone()
+    }
 }
 
 impl Drop for Registration {
@@ -188,7 +194,15 @@ impl Entry {
         let skip = (state.cursor + 1 - burst.from) as usize;
         state.cursor = burst.to();
         let items = &burst.encoded(self.framing)[skip..];
-        chunked::try_chunk(&self.socket, items, &mut state.pending);
+        if self.framing.chunked {
+            chunked::try_chunk(&self.socket, items, &mut state.pending);
+        } else {
+            let mut parts: [&[u8]; BURST] = [&[]; BURST];
+            for (part, item) in parts.iter_mut().zip(items) {
+                *part = item;
+            }
+            chunked::try_write(&self.socket, &parts[..items.len()], &mut state.pending);
+        }
         let n = items.len() as u64;
         if !state.pending.is_empty() {
             self.hand_back(state, stats);

@@ -17,7 +17,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::stats::Stats;
@@ -81,35 +80,6 @@ impl<T> WriteTimeout<T> {
             }
         }
     }
-}
-
-/// Writes all of `buf` to a socket shared by reference (with the publishing side's fan-out,
-/// `crate::fanout`), under the same rule as [`WriteTimeout`]: waiting longer than `timeout`
-/// for room fails with [`io::ErrorKind::TimedOut`] and is counted.
-pub(crate) async fn write_all_shared(
-    socket: &TcpStream,
-    mut buf: &[u8],
-    timeout: Duration,
-    stats: &Stats,
-) -> io::Result<()> {
-    while !buf.is_empty() {
-        match socket.try_write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if tokio::time::timeout(timeout, socket.writable())
-                    .await
-                    .is_err()
-                {
-                    Stats::inc(&stats.write_timeouts);
-                    return Err(timed_out(timeout));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn timed_out(timeout: Duration) -> io::Error {

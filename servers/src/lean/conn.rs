@@ -1,13 +1,12 @@
 //! A lean connection's socket and its writes: what the socket could not take yet, chunked
 //! coding, and response heads as hyper writes them.
 
-use std::future::Future;
 use std::io;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::Response;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::chunked;
@@ -24,41 +23,28 @@ pub(super) enum Length {
     Upgrade,
 }
 
-/// A socket a lean connection writes to: owned, or shared with the publishing side's fan-out.
-pub(super) trait Socket {
+/// What a lean connection's IO is built on: a socket it owns, or one shared with the publishing
+/// side's fan-out ([`super::shared::Shared`]).
+pub(super) trait AsTcp {
     /// The socket, for what never waits: tried writes and reads, readiness.
     fn tcp(&self) -> &TcpStream;
-
-    /// Writes all of `buf`, waiting for room; a peer that takes nothing for the write timeout
-    /// is an error.
-    fn write_all<'a>(
-        &'a mut self,
-        buf: &'a [u8],
-    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
 }
 
-impl Socket for WriteTimeout<TcpStream> {
+impl AsTcp for TcpStream {
     fn tcp(&self) -> &TcpStream {
-        self.get_ref()
-    }
-
-    fn write_all<'a>(
-        &'a mut self,
-        buf: &'a [u8],
-    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
-        AsyncWriteExt::write_all(self, buf)
+        self
     }
 }
 
 /// A subscriber's socket, and what it could not take yet.
-pub(super) struct Conn<S = WriteTimeout<TcpStream>> {
-    pub io: S,
+pub(super) struct Conn<T = TcpStream> {
+    pub io: WriteTimeout<T>,
     /// Bytes the socket had no room for. Empty, and unallocated, but while the socket is full.
     pending: Vec<u8>,
 }
 
-impl<S: Socket> Conn<S> {
-    pub(super) fn new(io: S) -> Conn<S> {
+impl<T: AsTcp + AsyncWrite + Unpin> Conn<T> {
+    pub(super) fn new(io: WriteTimeout<T>) -> Conn<T> {
         Conn {
             io,
             pending: Vec::new(),
@@ -67,13 +53,13 @@ impl<S: Socket> Conn<S> {
 
     /// Writes `items` as one chunk, as far as the socket takes it.
     pub(super) fn try_chunk(&mut self, items: &[Bytes]) {
-        chunked::try_chunk(self.io.tcp(), items, &mut self.pending);
+        chunked::try_chunk(self.io.get_ref().tcp(), items, &mut self.pending);
     }
 
     /// Writes `parts` in one system call as far as the socket takes them, and keeps the rest
     /// for [`Conn::flush`]. Nothing is written past bytes already pending.
     pub(super) fn try_write(&mut self, parts: &[&[u8]]) {
-        chunked::try_write(self.io.tcp(), parts, &mut self.pending);
+        chunked::try_write(self.io.get_ref().tcp(), parts, &mut self.pending);
     }
 
     /// Puts `bytes`, which someone else could not write to this socket, in front of what is
@@ -101,7 +87,7 @@ impl<S: Socket> Conn<S> {
     /// error if the peer closed or failed.
     pub(super) fn try_read(&self) -> io::Result<Option<Bytes>> {
         let mut buf = [0u8; 256];
-        match self.io.tcp().try_read(&mut buf) {
+        match self.io.get_ref().tcp().try_read(&mut buf) {
             Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
             Err(e)

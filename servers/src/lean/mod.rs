@@ -25,9 +25,11 @@
 //! - `conn`: the socket and its writes, chunked coding, response heads.
 //! - `stream`: HTTP streaming and SSE.
 //! - `longpoll`: held long polls.
+//! - `shared`: a socket shared with the topic's fan-out, as IO for the subscriber's task.
 
 mod conn;
 mod longpoll;
+mod shared;
 mod stream;
 
 use std::future::Future;
@@ -51,6 +53,7 @@ use crate::transport::longpoll::Start;
 use crate::write_timeout::WriteTimeout;
 
 use conn::{head_bytes, Conn, Length};
+use shared::Shared;
 
 /// A subscription opened from a head, to be served here.
 pub(crate) enum Lean {
@@ -126,7 +129,16 @@ pub(crate) fn serve<'a>(
         }
         Lean::LongPoll(start) => Box::pin(longpoll::serve_longpoll(app, io(stream), start, ended)),
         Lean::Ws { accept, sub, topic } => {
-            let mut conn = Conn::new(io(stream));
+            // Registered with the topic's fan-out, which writes its events while it is caught
+            // up (`transport::ws::serve_upgraded`).
+            let registration = app.fanout.register(&topic, stream, transport::ws::FRAMING);
+            let entry = registration.entry_arc();
+            let io = WriteTimeout::new(
+                Shared::new(registration),
+                app.config.write_timeout,
+                app.hub.stats().clone(),
+            );
+            let mut conn = Conn::new(io);
             match transport::ws::switching_protocols(&accept) {
                 Ok(resp) => conn.try_write(&[&head_bytes(&resp.map(|_| ()), Length::Upgrade)]),
                 // Never: `accept` is base64, a valid header value.
@@ -135,7 +147,8 @@ pub(crate) fn serve<'a>(
             let ended = ended.clone();
             Box::pin(async move {
                 if conn.flush().await.is_ok() {
-                    transport::ws::serve_upgraded(app, conn.io, sub, &topic, ended).await;
+                    let direct = Some(entry);
+                    transport::ws::serve_upgraded(app, conn.io, sub, &topic, ended, direct).await;
                 }
                 None
             })

@@ -7,7 +7,6 @@
 //! peer, the end of the server, or a hand-back.
 
 use std::future::Future;
-use std::io;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -18,11 +17,11 @@ use crate::app::App;
 use crate::body::{Framing, Opened};
 use crate::chunked::BURST;
 use crate::drop_switch::Ended;
-use crate::fanout::Registration;
 use crate::hub::{Item, Subscription};
-use crate::write_timeout::write_all_shared;
+use crate::write_timeout::WriteTimeout;
 
-use super::conn::{head_bytes, Conn, Length, Socket};
+use super::conn::{head_bytes, Conn, Length};
+use super::shared::Shared;
 
 /// The end of a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
@@ -34,26 +33,6 @@ enum End {
     Finish,
     /// The peer left, a write failed, or the demo cut every connection: close at once.
     Cut,
-}
-
-/// A stream's socket, shared with its topic's fan-out.
-struct Shared<'a> {
-    registration: Registration,
-    app: &'a App,
-}
-
-impl Socket for Shared<'_> {
-    fn tcp(&self) -> &TcpStream {
-        self.registration.entry().socket()
-    }
-
-    fn write_all<'a>(
-        &'a mut self,
-        buf: &'a [u8],
-    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
-        let config = &self.app.config;
-        write_all_shared(self.tcp(), buf, config.write_timeout, self.app.hub.stats())
-    }
 }
 
 /// Streams `opened` on `stream` (under `topic`'s fan-out) until the peer leaves, the hub disconnects it as slow, or
@@ -78,7 +57,12 @@ pub(super) fn serve_stream<'a>(
     } = opened;
     let registration = app.fanout.register(&topic, stream, framing);
     drop(topic);
-    let mut conn = Conn::new(Shared { registration, app });
+    let io = WriteTimeout::new(
+        Shared::new(registration),
+        app.config.write_timeout,
+        app.hub.stats().clone(),
+    );
+    let mut conn = Conn::new(io);
     conn.try_write(&[&head_bytes(&head, Length::Chunked)]);
     drop(head);
     if let Some(p) = preamble {
@@ -112,7 +96,7 @@ enum Next {
 }
 
 async fn stream_items(
-    conn: &mut Conn<Shared<'_>>,
+    conn: &mut Conn<Shared>,
     sub: &mut Subscription,
     framing: Framing,
     app: &App,
@@ -128,7 +112,7 @@ async fn stream_items(
     loop {
         // Nothing is pending here (the last flush wrote it all): if the subscriber has every
         // event, the fan-out writes the next ones (see `crate::fanout`).
-        let entry = conn.io.registration.entry();
+        let entry = conn.io.get_ref().entry();
         let direct = entry.go_direct(sub);
         let next = tokio::select! {
             biased;
@@ -179,7 +163,7 @@ async fn stream_items(
 /// Writes `first` and whatever else is ready, up to [`BURST`] items, as one chunk; returns how
 /// the stream must end if the hub found the subscriber too slow meanwhile.
 fn try_burst(
-    conn: &mut Conn<Shared<'_>>,
+    conn: &mut Conn<Shared>,
     sub: &mut Subscription,
     framing: Framing,
     first: Item,

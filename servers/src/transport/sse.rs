@@ -19,6 +19,7 @@ pub(crate) const FRAMING: Framing = Framing {
     name: "sse",
     encode: encode_item,
     keepalive: b": keep-alive\n\n",
+    chunked: true,
 };
 
 /// The bytes this transport writes for one item.

@@ -19,6 +19,7 @@ pub(crate) const FRAMING: Framing = Framing {
     name: "ndjson",
     encode: encode_item,
     keepalive: b"\n",
+    chunked: true,
 };
 
 /// The bytes this transport writes for one item.

@@ -1,26 +1,29 @@
 //! WebSocket: `GET /ws?topic=T&after=ID` upgrades, then sends one text frame per event. Text
 //! frames from the client are published to the topic: the in-band upstream path.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::app::{take_guard, App, ConnGuard, ConnSlot};
+use crate::body::Framing;
 use crate::drop_switch::Ended;
+use crate::fanout::Entry;
 use crate::http::{full, response, ApiError, Body, Query};
 use crate::hub::{Item, Subscription};
 use crate::protocol::{Transport, MAX_PAYLOAD_BYTES};
@@ -49,6 +52,41 @@ pub(crate) fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_PAYLOAD_BYTES + 1024))
 }
 
+/// How the publishing side's fan-out (`crate::fanout`) writes events to a lean WebSocket: one
+/// text frame each, with no chunking.
+pub(crate) const FRAMING: Framing = Framing {
+    name: "ws",
+    encode: frame_bytes,
+    // Unused: a WebSocket's keep-alive is a ping, which its own task sends.
+    keepalive: b"",
+    chunked: false,
+};
+
+/// `item` as one unmasked text frame (RFC 6455 §5.2), the bytes tungstenite writes for it.
+pub fn frame_bytes(item: &Item) -> Bytes {
+    let payload = match item {
+        Item::Event(e) => e.json(),
+        Item::Gap(g) => Bytes::from(g.json()),
+    };
+    let len = payload.len();
+    let mut out = BytesMut::with_capacity(len + 10);
+    // FIN and the text opcode; a server's frames are not masked.
+    out.put_u8(0x81);
+    match u16::try_from(len) {
+        Ok(short) if short < 126 => out.put_u8(short as u8),
+        Ok(medium) => {
+            out.put_u8(126);
+            out.put_u16(medium);
+        }
+        Err(_) => {
+            out.put_u8(127);
+            out.put_u64(len as u64);
+        }
+    }
+    out.put_slice(&payload);
+    out.freeze()
+}
+
 /// Checks the upgrade and opens the subscription `GET /ws` asks for; returns its
 /// `Sec-WebSocket-Accept` value with it.
 pub(crate) fn open(
@@ -72,26 +110,28 @@ pub(crate) fn handle(
     let ended = app.drops.signal();
     let task_app = app.clone();
     spawn_session(app, req, slot, move |ws| async move {
-        run_session(&task_app, ws, sub, &query.topic, ended).await;
+        run_session(&task_app, ws, sub, &query.topic, ended, None).await;
     });
     switching_protocols(&accept)
 }
 
 /// Serves a subscription whose upgrade was answered without hyper ([`crate::lean`]) on `io`,
-/// until it ends or the shutdown deadline cuts it.
+/// until it ends or the shutdown deadline cuts it. `direct`: the socket's entry with its topic's
+/// fan-out, which writes the events while the subscriber is caught up.
 pub(crate) async fn serve_upgraded<S>(
     app: &App,
     io: S,
     sub: Subscription,
     topic: &str,
     ended: CancellationToken,
+    direct: Option<Arc<Entry>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
     tokio::select! {
-        () = run_session(app, ws, sub, topic, ended) => {}
+        () = run_session(app, ws, sub, topic, ended, direct) => {}
         () = app.hard_stop.cancelled() => {}
     }
 }
@@ -229,13 +269,15 @@ fn is_base64_16_bytes(key: &[u8]) -> bool {
 
 /// Serves one WebSocket until the client leaves, the hub disconnects it as slow, or `ended`
 /// fires: at shutdown it closes with 1001; at a drop-all it just drops the socket, with no
-/// Close frame, as a network failure would.
+/// Close frame, as a network failure would. With `direct`, the topic's fan-out writes the events
+/// while the subscriber is caught up ([`direct_turn`]).
 async fn run_session<S>(
     app: &App,
     mut ws: WebSocketStream<S>,
     mut sub: Subscription,
     topic: &str,
     ended: CancellationToken,
+    direct: Option<Arc<Entry>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -251,23 +293,26 @@ async fn run_session<S>(
         if app.shutdown.is_cancelled() {
             break Some((CloseCode::Away, "server shutting down"));
         }
+        if let Some(entry) = &direct {
+            let ticks = &mut keepalive;
+            let turn = direct_turn(app, &mut ws, &mut sub, topic, entry, &mut ended, ticks);
+            match turn.await {
+                Turn::Direct(Ok(())) => continue,
+                Turn::Own => {}
+                Turn::Direct(Err(_)) | Turn::Left => break None,
+                Turn::Dropped => return,
+            }
+        }
         // A send that cannot make progress is bounded by the socket's write timeout.
         let sent = tokio::select! {
             () = &mut ended => match Ended::cause(&app.shutdown) {
                 Ended::Shutdown => continue,
                 Ended::Dropped => return,
             },
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(text))) => match app.hub.publish(topic, text.as_bytes()) {
-                    Ok(_) => Ok(()),
-                    Err(err) => ws.send(error_frame(&err.to_string())).await,
-                },
-                Some(Ok(Message::Binary(_))) => {
-                    ws.send(error_frame("binary frames are not accepted; send text")).await
-                }
-                // tungstenite answers pings itself; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+            msg = ws.next() => match answer(app, &mut ws, topic, msg).await {
+                Ok(true) => Ok(()),
+                Ok(false) => break None,
+                Err(e) => Err(e),
             },
             item = sub.next() => match item {
                 Ok(first) => match send_burst(&mut ws, &mut sub, first).await {
@@ -285,6 +330,103 @@ async fn run_session<S>(
     };
     if let Some((code, reason)) = close {
         self::close(&mut ws, code, reason).await;
+    }
+}
+
+/// How a turn with the fan-out went.
+enum Turn {
+    /// The subscriber was direct until something woke it, and is this task's again: the result
+    /// of writing what the fan-out left, and the ping if the timer woke it.
+    Direct(Result<(), WsError>),
+    /// It is not caught up: this task sends its events.
+    Own,
+    /// The client closed or failed.
+    Left,
+    /// A drop-all: cut at once.
+    Dropped,
+}
+
+/// Hands the subscriber to its topic's fan-out if it is caught up, and waits until something
+/// needs this task: the keep-alive timer, input from the client, the end of the server, or a
+/// hand-back.
+///
+/// Before that, the client's frames that tungstenite has read already, or that wait in the
+/// socket, are answered, and anything tungstenite holds (an automatic pong) is written: while
+/// direct, only new input wakes the task, and tungstenite writes nothing.
+async fn direct_turn<S>(
+    app: &App,
+    ws: &mut WebSocketStream<S>,
+    sub: &mut Subscription,
+    topic: &str,
+    entry: &Entry,
+    ended: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    keepalive: &mut Interval,
+) -> Turn
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(msg) = ws.next().now_or_never() {
+        match answer(app, ws, topic, msg).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Turn::Left,
+        }
+    }
+    if ws.flush().await.is_err() {
+        return Turn::Left;
+    }
+    if !entry.go_direct(sub) {
+        return Turn::Own;
+    }
+    enum Woke {
+        Ended,
+        Tick,
+        Other,
+    }
+    let woke = tokio::select! {
+        biased;
+        () = ended.as_mut() => Woke::Ended,
+        () = entry.handed_back() => Woke::Other,
+        _ = keepalive.tick() => Woke::Tick,
+        _ = entry.socket().readable() => Woke::Other,
+    };
+    // The fan-out writes nothing more to this socket; what it could not write goes first.
+    let rest = entry.take_back(sub);
+    if let (Woke::Ended, Ended::Dropped) = (&woke, Ended::cause(&app.shutdown)) {
+        return Turn::Dropped;
+    }
+    let mut result = Ok(());
+    if !rest.is_empty() {
+        result = ws.get_mut().write_all(&rest).await.map_err(WsError::Io);
+    }
+    if let (Woke::Tick, Ok(())) = (woke, &result) {
+        result = ws.send(Message::Ping(Bytes::new())).await;
+    }
+    Turn::Direct(result)
+}
+
+/// Answers one frame from the client: text is published to the topic, binary is refused, and
+/// control frames need nothing (tungstenite answers pings itself). `Ok(false)`: the client
+/// closed, failed or left.
+async fn answer<S>(
+    app: &App,
+    ws: &mut WebSocketStream<S>,
+    topic: &str,
+    msg: Option<Result<Message, WsError>>,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match msg {
+        Some(Ok(Message::Text(text))) => match app.hub.publish(topic, text.as_bytes()) {
+            Ok(_) => Ok(true),
+            Err(err) => ws.send(error_frame(&err.to_string())).await.map(|()| true),
+        },
+        Some(Ok(Message::Binary(_))) => ws
+            .send(error_frame("binary frames are not accepted; send text"))
+            .await
+            .map(|()| true),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(true),
+        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Ok(false),
     }
 }
 
@@ -324,4 +466,39 @@ where
 
 pub(crate) fn error_frame(message: &str) -> Message {
     Message::text(serde_json::json!({ "error": message }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Gap};
+    use tokio_tungstenite::tungstenite::protocol::WebSocket;
+
+    /// What the fan-out writes must read back, through tungstenite as a client, as the very
+    /// message the session would send: every length encoding (7-bit, 16-bit, 64-bit).
+    #[test]
+    fn fanout_frames_read_back_as_the_sessions_messages() {
+        for len in [0, 10, 125, 126, 200, 65_535, 70_000] {
+            let event = Event::encode(7, &"p".repeat(len));
+            let item = Item::Event(Arc::new(event.clone()));
+            let bytes = frame_bytes(&item);
+            let mut client = WebSocket::from_raw_socket(
+                std::io::Cursor::new(bytes.to_vec()),
+                Role::Client,
+                None,
+            );
+            match client.read() {
+                Ok(Message::Text(text)) => assert_eq!(text, *event.ws_text(), "{len}"),
+                other => panic!("{len}: {other:?}"),
+            }
+        }
+        let gap = Gap { from: 3, to: 9 };
+        let bytes = frame_bytes(&Item::Gap(gap));
+        let mut client =
+            WebSocket::from_raw_socket(std::io::Cursor::new(bytes.to_vec()), Role::Client, None);
+        match client.read() {
+            Ok(Message::Text(text)) => assert_eq!(text.as_str(), gap.json()),
+            other => panic!("{other:?}"),
+        }
+    }
 }
