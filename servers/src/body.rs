@@ -19,23 +19,10 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::app::App;
+use crate::framing::Framing;
 use crate::http::Body;
-use crate::hub::{Item, Subscription};
+use crate::hub::Subscription;
 use crate::stats::GaugeGuard;
-
-/// How a streaming transport writes items.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Framing {
-    /// Which framing this is: framings with the same name encode alike.
-    pub name: &'static str,
-    /// The bytes of one item.
-    pub encode: fn(&Item) -> Bytes,
-    /// What is sent on an idle stream so proxies and clients see it is alive.
-    pub keepalive: &'static [u8],
-    /// Whether items go out as HTTP/1.1 chunks (streaming, SSE) or as they are (WebSocket
-    /// frames).
-    pub chunked: bool,
-}
 
 /// A streaming subscription opened, before anything is written: what a transport answers with,
 /// through hyper ([`Opened::into_response`]) or without it ([`crate::lean`]).

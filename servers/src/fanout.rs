@@ -29,9 +29,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::Framing;
 use crate::chunked::{self, BURST};
 use crate::event::Event;
+use crate::framing::Framing;
 use crate::hub::{Hub, Item, Subscription};
 use crate::stats::Stats;
 
@@ -267,6 +267,12 @@ async fn run(hub: Hub, topic: String, registry: Arc<Registry>, shutdown: Cancell
             () = shutdown.cancelled() => return,
             item = sub.next() => item,
         };
+        // Let whatever else is ready run first (publish requests among them) before reading
+        // the burst: a burst to many sockets is a lot of work for one poll, and while events
+        // keep coming the next one would be ready at once, so without this the task would keep
+        // the runtime to itself, publishes would wait behind it, and each burst would hold one
+        // event. Idle, this costs one turn of the scheduler; busy, the bursts grow.
+        tokio::task::yield_now().await;
         let Some(mut burst) = read_burst(first, sub) else {
             // The fan-out fell behind the replay buffer: every subscriber goes back to its own
             // task, which applies the slow-subscriber policy to itself, and the fan-out starts

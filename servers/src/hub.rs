@@ -6,6 +6,10 @@
 //! queue costs no memory of its own. A subscriber whose cursor falls more than
 //! [`HubConfig::max_lag`] behind, or off the ring, is slow: the [`SlowPolicy`] decides whether it
 //! skips ahead with a gap signal or is disconnected, and both are counted.
+//!
+//! A lean subscriber that is caught up is not woken at all: its topic's fan-out
+//! (`crate::fanout`) reads each burst once, with an uncounted subscription of its own, and writes
+//! it to the subscriber's socket.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

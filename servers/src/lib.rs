@@ -15,6 +15,7 @@
 //! - `http`: the response body type, JSON errors, query parsing.
 //! - `app`: routing, and the shared endpoints (publish, stats, metrics).
 //! - `body`: the endless response body of HTTP streaming and SSE.
+//! - `framing`: how a long-lived subscription's transport puts items on the wire.
 //! - `serve`: the accept loop: connection cap, HTTP settings, graceful shutdown.
 //! - `head`: reads a connection's first request head before hyper, and hands hyper the bytes.
 //! - `lean`: streaming, SSE and WebSocket subscriptions, and held long polls, served without
@@ -45,6 +46,7 @@ mod body;
 mod chunked;
 mod drop_switch;
 mod fanout;
+mod framing;
 mod head;
 mod http;
 mod lean;

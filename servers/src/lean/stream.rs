@@ -14,9 +14,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::body::{Framing, Opened};
+use crate::body::Opened;
 use crate::chunked::BURST;
 use crate::drop_switch::Ended;
+use crate::framing::Framing;
 use crate::hub::{Item, Subscription};
 use crate::write_timeout::WriteTimeout;
 

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 
 use crate::app::App;
-use crate::body::{Framing, Opened};
+use crate::body::Opened;
+use crate::framing::Framing;
 use crate::http::{head, ApiError, Body, Query};
 use crate::hub::Item;
 use crate::protocol::Transport;

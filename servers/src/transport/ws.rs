@@ -21,9 +21,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::app::{take_guard, App, ConnGuard, ConnSlot};
-use crate::body::Framing;
 use crate::drop_switch::Ended;
 use crate::fanout::Entry;
+use crate::framing::Framing;
 use crate::http::{full, response, ApiError, Body, Query};
 use crate::hub::{Item, Subscription};
 use crate::protocol::{Transport, MAX_PAYLOAD_BYTES};
