@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +14,7 @@ use crate::drop_switch::Ended;
 use crate::http::ApiError;
 use crate::hub::Batch;
 use crate::transport::longpoll::{Hold, Start};
-use crate::transport::poll::encode_batch;
+use crate::transport::poll::batch_parts;
 use crate::write_timeout::WriteTimeout;
 
 use super::conn::{head_bytes, Conn, Length};
@@ -59,10 +59,7 @@ pub(super) fn serve_longpoll<'a>(
 /// Writes the poll's answer as far as the socket takes it: the head and body hyper would send.
 fn write_answer(conn: &mut Conn, batch: Result<Batch, ApiError>, last: bool) {
     let (mut head, body) = match batch {
-        Ok(batch) => (
-            crate::http::head(StatusCode::OK, "application/json"),
-            encode_batch(&batch),
-        ),
+        Ok(batch) => batch_parts(&batch),
         Err(err) => err.parts(),
     };
     if last {

@@ -63,14 +63,7 @@ impl AsyncWrite for Shared {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let tcp = self.tcp();
-        loop {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                written => return Poll::Ready(written),
-            }
-        }
+        poll_write_with(self.tcp(), cx, |tcp| tcp.try_write(buf))
     }
 
     fn poll_write_vectored(
@@ -78,14 +71,7 @@ impl AsyncWrite for Shared {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let tcp = self.tcp();
-        loop {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                written => return Poll::Ready(written),
-            }
-        }
+        poll_write_with(self.tcp(), cx, |tcp| tcp.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -101,5 +87,21 @@ impl AsyncWrite for Shared {
         // The socket is shared by reference, so it cannot be half-closed here; it closes when
         // the subscription ends and its registration is dropped.
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Waits until `tcp` is writable and tries `write` on it, until a try does not find the
+/// readiness stale.
+fn poll_write_with(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        match write(tcp) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            written => return Poll::Ready(written),
+        }
     }
 }

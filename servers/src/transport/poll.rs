@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
 
 use crate::app::App;
-use crate::http::{json_response, ApiError, Body, Query};
+use crate::http::{full, head, ApiError, Body, Query};
 use crate::hub::Batch;
 use crate::protocol::Transport;
 
@@ -27,7 +27,16 @@ pub(crate) fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, Api
 /// `{"events":[...],"last_id":N}` plus `"gap":{...}` when the replay buffer missed ids. Shared
 /// with long polling, which answers in the same shape.
 pub(crate) fn batch_response(batch: &Batch) -> Response<Body> {
-    json_response(StatusCode::OK, encode_batch(batch))
+    let (head, body) = batch_parts(batch);
+    head.map(|()| full(body))
+}
+
+/// [`batch_response`]'s head and body apart, for what writes them without hyper.
+pub(crate) fn batch_parts(batch: &Batch) -> (Response<()>, Bytes) {
+    (
+        head(StatusCode::OK, "application/json"),
+        encode_batch(batch),
+    )
 }
 
 /// The batch body; each event's JSON was encoded once at publish and is only copied here.
