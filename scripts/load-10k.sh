@@ -2,9 +2,14 @@
 # The headline load benchmark: every transport at 10,000 subscribers, a broadcast of 1 event/s for
 # 30 s (polling every 1 s), server pinned to core 0 and load generator to core 1, one after another
 # in one run. With --nchan, the same five runs against Nchan (restarted before each, so its
-# memory per connection is measured from a fresh process).
+# memory per connection is measured from a fresh process). With --gateway, one more run: the
+# FCM-style gateway (`pushbench serve gateway`), one topic send per event fanned out to every
+# device, each device acknowledging each message: the relay hop beside direct WebSocket.
 #
-#   scripts/load-10k.sh [--nchan] [--out DIR] [--clients N] [--duration D]
+#   scripts/load-10k.sh [--nchan] [--gateway] [--only-ws] [--out DIR] [--clients N] [--duration D]
+#
+# --only-ws runs WebSocket alone of the five transports (with --gateway: the relay against
+# direct push, side by side).
 #
 # Writes DIR/<server>-<transport>.json (docs/RESULTS.md) and DIR/summary.txt, and prints the
 # summaries. Needs a release build (it makes one) and, for --nchan, nginx-light and
@@ -16,13 +21,17 @@ out="$here/results/load-10k"
 clients=10000
 duration=30s
 nchan=0
+gateway=0
+only_ws=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --nchan) nchan=1 ;;
+        --gateway) gateway=1 ;;
+        --only-ws) only_ws=1 ;;
         --out) out="$2"; shift ;;
         --clients) clients="$2"; shift ;;
         --duration) duration="$2"; shift ;;
-        *) echo "usage: $0 [--nchan] [--out DIR] [--clients N] [--duration D]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--nchan] [--gateway] [--only-ws] [--out DIR] [--clients N] [--duration D]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -30,6 +39,7 @@ mkdir -p "$out"
 (cd "$here" && cargo build --release --quiet)
 bin="$here/target/release/pushbench"
 transports=(poll longpoll stream sse ws)
+[[ $only_ws -eq 1 ]] && transports=(ws)
 server_core=0
 load_core=1
 if [[ $(nproc) -lt 2 ]]; then
@@ -46,17 +56,27 @@ load() { # server-label transport target [extra args]
 }
 
 : >"$out/summary.txt"
-for t in "${transports[@]}"; do
+serve_and_load() { # what-to-serve label transport [load args]
+    local what=$1 label=$2 t=$3
+    shift 3
+    local log pid target
     log=$(mktemp)
-    taskset -c "$server_core" "$bin" serve "$t" --addr 127.0.0.1:0 >"$log" 2>&1 &
+    taskset -c "$server_core" "$bin" serve "$what" --addr 127.0.0.1:0 >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do grep -q '^listening on ' "$log" && break; sleep 0.1; done
     target=$(sed -n 's/^listening on //p' "$log")
-    load pushbench "$t" "$target" | tee -a "$out/summary.txt" || true
+    load "$label" "$t" "$target" "$@" | tee -a "$out/summary.txt" || true
     kill -TERM "$pid"
     wait "$pid" || true
     rm -f "$log"
+}
+
+for t in "${transports[@]}"; do
+    serve_and_load "$t" pushbench "$t"
 done
+if [[ $gateway -eq 1 ]]; then
+    serve_and_load gateway gateway ws --target-profile gateway --send-to topic
+fi
 
 if [[ $nchan -eq 1 ]]; then
     for t in "${transports[@]}"; do

@@ -720,3 +720,61 @@ async fn without_a_token_any_app_server_may_send_and_shutdown_closes_devices() {
     assert_eq!(report.forced, 0);
     expect_close(&mut ws, CloseCode::Away).await;
 }
+
+/// A device that stops reading fills its socket: the send path, which writes a caught-up
+/// device's messages itself, hands the rest of a frame to the device's session, which finishes
+/// it and goes on. Once the device reads again, it gets every message, whole and in order.
+#[tokio::test]
+async fn a_device_that_stops_reading_gets_every_message_whole_and_in_order() {
+    let gw = gateway_with(GatewayConfig {
+        auth_token: Some(AUTH.into()),
+        queue_capacity: 5_000,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let token = register(gw.addr).await;
+    let mut ws = connect(gw.addr, &token).await;
+    // One message first, so the session is caught up and has handed its socket over.
+    let first = send_ok(gw.addr, json!({"token": token, "data": {"n": "0"}})).await;
+    assert_eq!(receive(&mut ws).await["message_id"], first);
+    // Then the device stops reading while ~3.9 KiB messages keep coming, until its socket has
+    // no room (a frame is handed back) and a few more wait in the queue behind it.
+    let filler = "x".repeat(3_900);
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut after_full = 0;
+    while after_full < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline && ids.len() < 4_000,
+            "the socket never filled: {}",
+            gateway_stats(gw.addr).await
+        );
+        let n = ids.len().to_string();
+        ids.push(
+            send_ok(
+                gw.addr,
+                json!({"token": token, "data": {"n": n, "f": filler}}),
+            )
+            .await,
+        );
+        if gateway_stats(gw.addr).await["handbacks"].as_u64() > Some(0) {
+            after_full += 1;
+        }
+    }
+    // Reading again: every message once, in the order sent, each frame whole (it parses).
+    for (n, id) in ids.iter().enumerate() {
+        let m = receive(&mut ws).await;
+        assert_eq!(m["message_id"], *id, "message {n}");
+        assert_eq!(m["data"]["n"], n.to_string());
+        assert_eq!(m["data"]["f"].as_str().map(str::len), Some(filler.len()));
+    }
+    let s = stats_until(gw.addr, |s| s["acked"] == ids.len() as u64 + 1).await;
+    assert_eq!(s["handbacks"], 1, "{s}");
+    assert_eq!(
+        (s["queued"].as_u64(), s["resent"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // Caught up again, the device is written to directly once more.
+    let last = send_ok(gw.addr, json!({"token": token, "data": {"n": "last"}})).await;
+    assert_eq!(receive(&mut ws).await["message_id"], last);
+}

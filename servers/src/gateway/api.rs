@@ -38,7 +38,7 @@ const MAX_BATCH: usize = 1000;
 pub const DEFAULT_PROJECT: &str = "pushbench";
 
 const PROJECTS: &str = "/v1/projects/";
-const DEVICES: &str = "/v1/devices/";
+pub(super) const DEVICES: &str = "/v1/devices/";
 const REGISTER: &str = "/v1/devices:register";
 const BATCH_ADD: &str = "/iid/v1:batchAdd";
 const BATCH_REMOVE: &str = "/iid/v1:batchRemove";

@@ -12,6 +12,7 @@
 //! - this file: [`GatewayConfig`], the shared state, fan-out, and the TTL sweeper;
 //! - `api`: the HTTP endpoints (send, devices, Instance ID topics, device groups, upstream);
 //! - `session`: a device's WebSocket: delivery, acknowledgements, upstream;
+//! - `direct`: who writes a connected device's messages: its session, or the send itself;
 //! - `message`: the send request, its validation, and the frame devices receive;
 //! - `condition`: the topic-condition language (`&&`, `||`, `!`, parentheses);
 //! - `registry`: devices, topics, groups, and resolving a target to devices;
@@ -22,6 +23,7 @@
 
 mod api;
 mod condition;
+mod direct;
 mod error;
 mod message;
 mod queue;
@@ -32,7 +34,7 @@ mod stats;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
@@ -50,9 +52,11 @@ pub use message::{parse_ttl, Kind, Send, Target, MAX_MESSAGE_BYTES, MAX_TTL};
 pub use stats::{GatewaySnapshot, GatewayStats};
 
 pub(crate) use api::route;
+pub(crate) use registry::Device;
+pub(crate) use session::{open_lean, serve_lean};
 
 use queue::Queued;
-use registry::{sub, Device, Limits, Registry};
+use registry::{sub, DeviceState, Limits, Registry};
 
 /// How often offline devices' queues are swept for expired messages, so `expired` and `queued`
 /// stay current while nobody connects.
@@ -100,8 +104,9 @@ pub(crate) struct Gateway {
     stats: Arc<GatewayStats>,
     next_message: AtomicU64,
     next_session: AtomicU64,
-    /// Held while a send takes its id and fans out (see [`Gateway::send`]).
-    send_order: std::sync::Mutex<()>,
+    /// Held exclusively while a send to several devices takes its id and fans out, shared by
+    /// sends to one device (see [`Gateway::send`]).
+    send_order: std::sync::RwLock<()>,
 }
 
 impl Gateway {
@@ -119,7 +124,7 @@ impl Gateway {
             stats: Arc::default(),
             next_message: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
-            send_order: std::sync::Mutex::new(()),
+            send_order: std::sync::RwLock::new(()),
             config,
         }
     }
@@ -131,60 +136,89 @@ impl Gateway {
 
     /// Resolves `send`'s target, queues it, encoded once, for every recipient, and returns its id.
     ///
-    /// Ids are given and queued in one order: two sends on different threads never reach a
-    /// device in the opposite order of their ids (which a device would rightly see as
-    /// reordering). Fan-out is therefore one at a time; it only pushes to queues.
+    /// Ids are given and queued in one order: two sends never reach a device in the opposite
+    /// order of their ids (which a device would rightly see as reordering). A send to several
+    /// devices takes its id and fans out alone, under `send_order` held exclusively. A send to
+    /// one device needs only that device in order: it shares `send_order` with other such sends
+    /// and takes its id under the device's own lock, so unicasts to different devices do not
+    /// wait for each other.
     fn send(&self, project: &str, send: &Send) -> Result<u64, FcmError> {
         let (devices, from) = self.registry.recipients(&send.target, project)?;
-        let _order = self
-            .send_order
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let id = self.next_message.fetch_add(1, Ordering::Relaxed);
         Stats::inc(&self.stats.sends);
         if send.validate_only {
-            return Ok(id);
+            return Ok(self.next_message.fetch_add(1, Ordering::Relaxed));
         }
+        Stats::add(&self.stats.targeted, devices.len() as u64);
         let now = Instant::now();
         let sent_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let msg = Arc::new(Queued {
-            id,
-            frame: send.frame(id, &from, sent_ms),
-            collapse_key: send.collapse_key.clone(),
-            expires: now + send.ttl,
-        });
-        Stats::add(&self.stats.targeted, devices.len() as u64);
-        for device in devices {
-            self.enqueue(&device, &msg, now);
+        let message = |id| {
+            Arc::new(Queued {
+                id,
+                frame: send.frame(id, &from, sent_ms),
+                collapse_key: send.collapse_key.clone(),
+                expires: now + send.ttl,
+            })
+        };
+        if let [device] = &devices[..] {
+            let _shared = self
+                .send_order
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let st = device.state();
+            let id = self.next_message.fetch_add(1, Ordering::Relaxed);
+            let delivered = self.enqueue(device, st, &message(id), now);
+            Stats::add(&self.stats.delivered, u64::from(delivered));
+            return Ok(id);
         }
+        let _alone = self
+            .send_order
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = self.next_message.fetch_add(1, Ordering::Relaxed);
+        let msg = message(id);
+        let delivered = devices
+            .iter()
+            .filter(|device| self.enqueue(device, device.state(), &msg, now))
+            .count();
+        Stats::add(&self.stats.delivered, delivered as u64);
         Ok(id)
     }
 
-    fn enqueue(&self, device: &Device, msg: &Arc<Queued>, now: Instant) {
+    /// Queues `msg` for `device`, whose state `st` is locked, and writes it at once if the
+    /// device's session gave the send path its socket. Returns whether it wrote it.
+    fn enqueue(
+        &self,
+        device: &Device,
+        mut st: MutexGuard<'_, DeviceState>,
+        msg: &Arc<Queued>,
+        now: Instant,
+    ) -> bool {
         let s = &self.stats;
-        let (pushed, online) = {
-            let mut st = device.state();
-            if !st.registered {
-                return;
-            }
-            let online = st.session.is_some();
-            let pushed = st.queue.push(msg.clone(), online, now);
-            // Under the device's lock, so an ack or expiry of this very message cannot bring
-            // the gauge down before it went up.
-            if pushed.queued {
-                Stats::inc(&s.queued);
-            }
-            sub(&s.queued, pushed.collapsed + pushed.overflowed);
-            (pushed, online)
+        if !st.registered {
+            return false;
+        }
+        let online = st.session.is_some();
+        let pushed = st.queue.push(msg.clone(), online, now);
+        // Under the device's lock, so an ack or expiry of this very message cannot bring the
+        // gauge down before it went up.
+        if pushed.queued {
+            Stats::inc(&s.queued);
+        }
+        sub(&s.queued, pushed.collapsed + pushed.overflowed);
+        let (written, wake) = match pushed.queued {
+            true => st.push_direct(s),
+            false => (false, false),
         };
+        drop(st);
         Stats::add(&s.expired, pushed.expired);
         Stats::add(&s.collapsed, pushed.collapsed);
         Stats::add(&s.overflowed, pushed.overflowed);
-        if pushed.queued && online {
+        if wake || (pushed.queued && online && !written) {
             device.wake.notify_one();
         }
+        written
     }
 
     /// Expires what waits for offline devices, until `stop`.

@@ -120,18 +120,24 @@ impl Queue {
         out
     }
 
-    /// Moves up to `max` unsent messages into `out` in order, marking them sent; expired ones
-    /// on the way are removed. Returns how many expired, and how many of those moved had been
-    /// sent before (on an earlier connection).
+    /// Whether a message waits to be written.
+    pub fn has_unsent(&self) -> bool {
+        self.entries.iter().any(|e| !e.sent)
+    }
+
+    /// Gives up to `max` unsent messages' frames to `out` in order, marking them sent; expired
+    /// ones on the way are removed. Returns how many expired, and how many of those given had
+    /// been sent before (on an earlier connection).
     pub fn take_unsent(
         &mut self,
         max: usize,
         now: Instant,
-        out: &mut Vec<Utf8Bytes>,
+        mut out: impl FnMut(Utf8Bytes),
     ) -> (u64, u64) {
         let (mut expired, mut resent) = (0, 0);
+        let mut given = 0;
         let mut i = 0;
-        while i < self.entries.len() && out.len() < max {
+        while i < self.entries.len() && given < max {
             let e = &mut self.entries[i];
             if e.sent {
                 i += 1;
@@ -141,7 +147,8 @@ impl Queue {
             } else {
                 e.sent = true;
                 resent += u64::from(e.resend);
-                out.push(e.msg.frame.clone());
+                out(e.msg.frame.clone());
+                given += 1;
                 i += 1;
             }
         }
@@ -207,7 +214,7 @@ mod tests {
 
     fn take(q: &mut Queue, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
-        q.take_unsent(100, now, &mut out);
+        q.take_unsent(100, now, |f| out.push(f));
         out.iter().map(|b| b.as_str().to_owned()).collect()
     }
 

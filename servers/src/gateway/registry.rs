@@ -12,6 +12,7 @@ use base64::Engine as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::direct::{Direct, Leftover};
 use super::error::FcmError;
 use super::message::{Target, TopicName};
 use super::queue::Queue;
@@ -42,6 +43,11 @@ pub struct DeviceState {
     pub topics: HashSet<TopicName>,
     /// False once unregistered: nothing more is queued.
     pub registered: bool,
+    /// The session whose socket the send path writes to, while it is caught up
+    /// (`super::direct`).
+    pub direct: Option<Direct>,
+    /// What that socket did not take, for its session to write.
+    pub leftover: Option<Leftover>,
 }
 
 impl Device {
@@ -133,6 +139,8 @@ impl Registry {
                 session: None,
                 topics: HashSet::new(),
                 registered: true,
+                direct: None,
+                leftover: None,
             }),
             wake: Notify::new(),
         });

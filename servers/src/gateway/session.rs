@@ -13,30 +13,35 @@
 //! What was sent and not acknowledged goes again on the next connection.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use http::{Request, Response};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio::time::MissedTickBehavior;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_util::sync::CancellationToken;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::api::upstream_topic;
+use super::api::{upstream_topic, DEVICES};
 use super::error::FcmError;
 use super::message::MAX_MESSAGE_BYTES;
 use super::registry::{sub, Device};
 use super::{Gateway, GatewayStats};
 use crate::app::{App, ConnSlot};
 use crate::drop_switch::Ended;
+use crate::head::Head;
 use crate::http::Body;
 use crate::stats::{GaugeGuard, Stats};
 use crate::transport::ws::{
-    check_upgrade, close, error_frame, spawn_session, switching_protocols, Socket,
+    check_upgrade, close, error_frame, raw_socket, spawn_session, switching_protocols,
 };
 
 /// Most frames written before one flush.
@@ -59,9 +64,19 @@ pub(crate) fn connect(
     let ended = app.drops.signal();
     let (app2, gw2) = (app.clone(), gw.clone());
     spawn_session(app, req, slot, move |ws| async move {
-        run(&app2, &gw2, device, ws, ended).await;
+        run(&app2, &gw2, device, ws, ended, None).await;
     });
     Ok(switching_protocols(&accept)?)
+}
+
+/// The device whose connection `head` asks for, and its `Sec-WebSocket-Accept`, if `head` is
+/// a valid upgrade for a registered device. Anything else is hyper's to answer (`connect`), so
+/// every refusal keeps FCM's shape.
+pub(crate) fn open_lean(gw: &Gateway, head: &Head) -> Option<(String, Arc<Device>)> {
+    let token = head.path.strip_prefix(DEVICES)?.strip_suffix("/connect")?;
+    let accept = check_upgrade(Version::HTTP_11, &head.headers).ok()?;
+    let device = gw.registry.device(token)?;
+    Some((accept, device))
 }
 
 /// Marks the device online for this session, and offline again when dropped (if no newer
@@ -75,6 +90,7 @@ struct Online {
 impl Drop for Online {
     fn drop(&mut self) {
         let mut st = self.device.state();
+        st.forget(self.id);
         if st.session.as_ref().is_some_and(|(id, _)| *id == self.id) {
             st.session = None;
             st.queue.disconnected();
@@ -97,13 +113,39 @@ struct Upstream {
     data: BTreeMap<String, String>,
 }
 
-async fn run(
+/// Serves a device's connection whose upgrade was answered without hyper (`crate::lean`):
+/// `socket` is shared with the send path, which writes the device's messages while the session
+/// is caught up (`super::direct`).
+pub(crate) async fn serve_lean<S>(
+    app: &App,
+    device: Arc<Device>,
+    io: S,
+    socket: Arc<TcpStream>,
+    ended: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(gw) = app.gateway.as_ref() else {
+        return;
+    };
+    let _open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
+    let ws = raw_socket(io).await;
+    tokio::select! {
+        () = run(app, gw, device, ws, ended, Some(socket)) => {}
+        () = app.hard_stop.cancelled() => {}
+    }
+}
+
+async fn run<S>(
     app: &App,
     gw: &Gateway,
     device: Arc<Device>,
-    mut ws: Socket,
+    mut ws: WebSocketStream<S>,
     ended: CancellationToken,
-) {
+    direct: Option<Arc<TcpStream>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let kicked = CancellationToken::new();
     let id = gw
         .next_session
@@ -115,6 +157,8 @@ async fn run(
             if let Some((_, old)) = st.session.replace((id, kicked.clone())) {
                 old.cancel();
             }
+            // The send path writes no more to the old session's socket.
+            st.direct = None;
             st.queue.disconnected();
             Some(st.queue.take_deleted())
         } else {
@@ -145,17 +189,15 @@ async fn run(
     let period = app.config.keepalive;
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Registered once, so each turn of the loop does not lock the tokens' waiter lists.
     let mut ended = Box::pin(ended.cancelled_owned());
+    let mut kicked_fut = Box::pin(kicked.clone().cancelled_owned());
     let mut frames = Vec::with_capacity(BURST);
     // Whatever waited while the device was away goes first.
     let mut pending = true;
+    // Each way out is noticed where it fires, not by looking at the tokens every turn: a
+    // look locks the token's tree.
     let close_with = loop {
-        if app.shutdown.is_cancelled() {
-            break Some((CloseCode::Away, "server shutting down"));
-        }
-        if kicked.is_cancelled() {
-            break Some(kicked_close(&device));
-        }
         if pending {
             match deliver(gw, &device, id, &mut ws, &mut frames).await {
                 Ok(more) => pending = more,
@@ -163,36 +205,171 @@ async fn run(
             }
             continue;
         }
-        let sent = tokio::select! {
-            () = &mut ended => match Ended::cause(&app.shutdown) {
-                Ended::Shutdown => continue,
+        let woke = match &direct {
+            Some(socket) => {
+                let session = Session {
+                    app,
+                    gw,
+                    device: &device,
+                    id,
+                    socket,
+                };
+                let waits = Waits {
+                    ended: &mut ended,
+                    kicked: &mut kicked_fut,
+                    keepalive: &mut keepalive,
+                };
+                session.direct_turn(&mut ws, waits).await
+            }
+            None => tokio::select! {
+                () = &mut ended => Ok(Woke::Ended),
+                () = &mut kicked_fut => Ok(Woke::Kicked),
+                () = device.wake.notified() => Ok(Woke::Messages),
+                msg = ws.next() => match answer(app, gw, &device, &mut ws, msg).await {
+                    Ok(true) => Ok(Woke::Input),
+                    Ok(false) => Err(()),
+                    Err(_) => Err(()),
+                },
+                _ = keepalive.tick() => match ws.send(Message::Ping(Bytes::new())).await {
+                    Ok(()) => Ok(Woke::Input),
+                    Err(_) => Err(()),
+                },
+            },
+        };
+        match woke {
+            Ok(Woke::Messages) => pending = true,
+            Ok(Woke::Input) => {}
+            Ok(Woke::Ended) => match Ended::cause(&app.shutdown) {
+                Ended::Shutdown => break Some((CloseCode::Away, "server shutting down")),
                 Ended::Dropped => return,
             },
-            () = kicked.cancelled() => break Some(kicked_close(&device)),
-            () = device.wake.notified() => {
-                pending = true;
-                Ok(())
-            }
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(text))) => match upward(app, gw, &device, text.as_bytes()) {
-                    Ok(None) => Ok(()),
-                    Ok(Some(reply)) => ws.send(Message::text(reply)).await,
-                    Err(err) => ws.send(error_frame(&err)).await,
-                },
-                Some(Ok(Message::Binary(_))) => {
-                    ws.send(error_frame("binary frames are not accepted; send text")).await
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
-            },
-            _ = keepalive.tick() => ws.send(Message::Ping(Bytes::new())).await,
-        };
-        if sent.is_err() {
-            break None;
+            Ok(Woke::Kicked) => break Some(kicked_close(&device)),
+            Err(()) => break None,
         }
     };
     if let Some((code, reason)) = close_with {
         close(&mut ws, code, reason).await;
+    }
+}
+
+/// What a turn of a session's loop ended with.
+enum Woke {
+    /// Messages may wait in the queue.
+    Messages,
+    /// The device's input was answered, a ping sent, or nothing needs doing.
+    Input,
+    /// The server is shutting down, or a drop-all cuts every connection.
+    Ended,
+    /// A newer connection replaced this one, or the device unregistered.
+    Kicked,
+}
+
+/// A session whose socket the send path may write to.
+struct Session<'a> {
+    app: &'a App,
+    gw: &'a Gateway,
+    device: &'a Device,
+    id: u64,
+    socket: &'a Arc<TcpStream>,
+}
+
+/// What a session waits for besides its device's messages and its client's input.
+struct Waits<'a> {
+    ended: &'a mut Pin<Box<WaitForCancellationFutureOwned>>,
+    kicked: &'a mut Pin<Box<WaitForCancellationFutureOwned>>,
+    keepalive: &'a mut Interval,
+}
+
+impl Session<'_> {
+    /// Hands the socket to the send path if everything queued is written, and waits until
+    /// something needs this task: the keep-alive timer, input from the device, the end of the
+    /// server, a newer connection, or a hand-back (a frame the socket did not take whole).
+    /// `Err`: the device closed, failed or left.
+    ///
+    /// Before that, frames tungstenite has read already, or that wait in the socket, are
+    /// answered, and anything tungstenite holds is written: while direct, only new input wakes
+    /// the task, and tungstenite writes nothing.
+    async fn direct_turn<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        waits: Waits<'_>,
+    ) -> Result<Woke, ()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        while let Some(msg) = ws.next().now_or_never() {
+            if !answer(self.app, self.gw, self.device, ws, msg)
+                .await
+                .map_err(drop)?
+            {
+                return Err(());
+            }
+        }
+        ws.flush().await.map_err(drop)?;
+        if !self.device.state().go_direct(self.id, self.socket) {
+            return Ok(Woke::Messages);
+        }
+        let woke = tokio::select! {
+            biased;
+            () = waits.ended.as_mut() => Woke::Ended,
+            () = waits.kicked.as_mut() => Woke::Kicked,
+            () = self.device.wake.notified() => Woke::Messages,
+            _ = waits.keepalive.tick() => {
+                let rest = self.device.state().take_back(self.id);
+                write_rest(ws, &rest).await?;
+                ws.send(Message::Ping(Bytes::new())).await.map_err(drop)?;
+                return Ok(Woke::Input);
+            }
+            _ = self.socket.readable() => Woke::Input,
+        };
+        // The send path writes nothing more to this socket; what it could not write goes first.
+        let rest = self.device.state().take_back(self.id);
+        // A drop-all cuts the socket as a network failure would; anything else may still
+        // write (a Close frame at shutdown), so the frame is finished first.
+        let dropped = matches!(woke, Woke::Ended)
+            && matches!(Ended::cause(&self.app.shutdown), Ended::Dropped);
+        if !dropped {
+            write_rest(ws, &rest).await?;
+        }
+        Ok(woke)
+    }
+}
+
+/// Writes what the send path left of a frame, before anything else goes on the socket.
+async fn write_rest<S>(ws: &mut WebSocketStream<S>, rest: &[u8]) -> Result<(), ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if rest.is_empty() {
+        return Ok(());
+    }
+    ws.get_mut().write_all(rest).await.map_err(drop)
+}
+
+/// Answers one frame from the device: an ack or an upstream message, or an error frame for
+/// anything else. `Ok(false)`: the device closed, failed or left.
+async fn answer<S>(
+    app: &App,
+    gw: &Gateway,
+    device: &Device,
+    ws: &mut WebSocketStream<S>,
+    msg: Option<Result<Message, WsError>>,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match msg {
+        Some(Ok(Message::Text(text))) => match upward(app, gw, device, text.as_bytes()) {
+            Ok(None) => Ok(true),
+            Ok(Some(reply)) => ws.send(Message::text(reply)).await.map(|()| true),
+            Err(err) => ws.send(error_frame(&err)).await.map(|()| true),
+        },
+        Some(Ok(Message::Binary(_))) => ws
+            .send(error_frame("binary frames are not accepted; send text"))
+            .await
+            .map(|()| true),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(true),
+        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Ok(false),
     }
 }
 
@@ -209,32 +386,26 @@ fn kicked_close(device: &Device) -> (CloseCode, &'static str) {
 ///
 /// Only the device's current session (`session`) takes messages: one that was replaced but has
 /// not noticed yet must not mark the new session's messages as written.
-async fn deliver(
+async fn deliver<S>(
     gw: &Gateway,
     device: &Device,
     session: u64,
-    ws: &mut Socket,
+    ws: &mut WebSocketStream<S>,
     frames: &mut Vec<Utf8Bytes>,
-) -> Result<bool, tokio_tungstenite::tungstenite::Error> {
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     frames.clear();
-    let s = &gw.stats;
-    {
-        let mut st = device.state();
-        if st.session.as_ref().map(|(id, _)| *id) != Some(session) {
-            return Ok(false);
-        }
-        let (expired, resent) = st.queue.take_unsent(BURST, Instant::now(), frames);
-        sub(&s.queued, expired);
-        drop(st);
-        Stats::add(&s.expired, expired);
-        Stats::add(&s.resent, resent);
-    }
-    if frames.is_empty() {
+    let taken = device
+        .state()
+        .take_frames(session, BURST, |f| frames.push(f), &gw.stats);
+    if taken.is_none() || frames.is_empty() {
         return Ok(false);
     }
     for text in frames.drain(..) {
         ws.feed(Message::Text(text)).await?;
-        Stats::inc(&s.delivered);
+        Stats::inc(&gw.stats.delivered);
     }
     ws.flush().await?;
     Ok(true)

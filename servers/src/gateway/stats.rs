@@ -28,6 +28,9 @@ crate::stats::counters! {
     delivered: "counter",
     /// Frames written again after a reconnect, because the device had not acknowledged them.
     resent: "counter",
+    /// Frames the send path began to write to a device's socket and its session had to finish,
+    /// because the socket was full.
+    handbacks: "counter",
     /// Messages the devices acknowledged.
     acked: "counter",
     /// Acknowledgements for no message held (unknown, or repeated).

@@ -16,7 +16,8 @@
 //! one connection stays here poll after poll.
 //!
 //! A WebSocket upgrade is answered here with the 101 head hyper would send, and the bare socket
-//! goes to tokio-tungstenite ([`transport::ws::serve_upgraded`]). Through hyper, the upgraded
+//! goes to tokio-tungstenite ([`transport::ws::serve_upgraded`]). On the gateway, a device's
+//! connection is the one request served here (`crate::gateway`'s `direct`). Through hyper, the upgraded
 //! socket lived inside hyper's `Upgraded` (a boxed socket and its read-ahead), under the
 //! session's own buffers.
 //!
@@ -34,6 +35,7 @@ mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -43,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::body::Opened;
+use crate::gateway::{self, Device};
 use crate::head::Head;
 use crate::http::Query;
 use crate::hub::Subscription;
@@ -52,7 +55,7 @@ use crate::transport;
 use crate::transport::longpoll::Start;
 use crate::write_timeout::WriteTimeout;
 
-use conn::{head_bytes, Conn, Length};
+use conn::{head_bytes, AsTcp, Conn, Length};
 use shared::Shared;
 
 /// A subscription opened from a head, to be served here.
@@ -67,6 +70,8 @@ pub(crate) enum Lean {
     },
     /// A long poll, read once: answered now or held.
     LongPoll(Start),
+    /// A gateway device's connection whose upgrade was accepted.
+    Device { accept: String, device: Arc<Device> },
 }
 
 /// A connection that stays open for its next request, and what of it was read already.
@@ -77,8 +82,12 @@ pub(crate) struct Kept {
 
 /// The subscription `head` opens, if it is one this module serves and the transport accepts it.
 pub(crate) fn route(app: &App, head: &Head) -> Option<Lean> {
-    if app.gateway.is_some() || head.size > app.config.max_header_bytes {
+    if head.size > app.config.max_header_bytes {
         return None;
+    }
+    if let Some(gw) = &app.gateway {
+        let (accept, device) = gateway::open_lean(gw, head)?;
+        return Some(Lean::Device { accept, device });
     }
     let transport = *app.transports.iter().find(|t| t.path() == head.path)?;
     let query = Query::parse(head.query.as_deref()).ok()?;
@@ -133,17 +142,9 @@ pub(crate) fn serve<'a>(
             // up (`transport::ws::serve_upgraded`).
             let registration = app.fanout.register(&topic, stream, transport::ws::FRAMING);
             let entry = registration.entry_arc();
-            let io = WriteTimeout::new(
-                Shared::new(registration),
-                app.config.write_timeout,
-                app.hub.stats().clone(),
-            );
-            let mut conn = Conn::new(io);
-            match transport::ws::switching_protocols(&accept) {
-                Ok(resp) => conn.try_write(&[&head_bytes(&resp.map(|_| ()), Length::Upgrade)]),
-                // Never: `accept` is base64, a valid header value.
-                Err(_) => return Box::pin(std::future::ready(None)),
-            }
+            let Some(mut conn) = upgrade(app, registration, &accept) else {
+                return Box::pin(std::future::ready(None));
+            };
             let ended = ended.clone();
             Box::pin(async move {
                 if conn.flush().await.is_ok() {
@@ -153,7 +154,34 @@ pub(crate) fn serve<'a>(
                 None
             })
         }
+        Lean::Device { accept, device } => {
+            // Shared with the gateway's send path, which writes the device's messages while its
+            // session is caught up.
+            let socket = Arc::new(stream);
+            let Some(mut conn) = upgrade(app, socket.clone(), &accept) else {
+                return Box::pin(std::future::ready(None));
+            };
+            let ended = ended.clone();
+            Box::pin(async move {
+                if conn.flush().await.is_ok() {
+                    gateway::serve_lean(app, device, conn.io, socket, ended).await;
+                }
+                None
+            })
+        }
     }
+}
+
+/// Starts the answer to an accepted WebSocket upgrade: the 101 head hyper would send, written
+/// as far as the socket takes it (flush the rest), on a connection ready for the WebSocket.
+fn upgrade<H: AsTcp + Unpin>(app: &App, holder: H, accept: &str) -> Option<Conn<Shared<H>>> {
+    let stats = app.hub.stats().clone();
+    let io = WriteTimeout::new(Shared::new(holder), app.config.write_timeout, stats);
+    let mut conn = Conn::new(io);
+    // Never fails: `accept` is base64, a valid header value.
+    let resp = transport::ws::switching_protocols(accept).ok()?;
+    conn.try_write(&[&head_bytes(&resp.map(|_| ()), Length::Upgrade)]);
+    Some(conn)
 }
 
 #[cfg(test)]

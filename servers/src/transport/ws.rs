@@ -68,23 +68,37 @@ pub fn frame_bytes(item: &Item) -> Bytes {
         Item::Event(e) => e.json(),
         Item::Gap(g) => Bytes::from(g.json()),
     };
-    let len = payload.len();
-    let mut out = BytesMut::with_capacity(len + 10);
-    // FIN and the text opcode; a server's frames are not masked.
-    out.put_u8(0x81);
-    match u16::try_from(len) {
-        Ok(short) if short < 126 => out.put_u8(short as u8),
-        Ok(medium) => {
-            out.put_u8(126);
-            out.put_u16(medium);
-        }
-        Err(_) => {
-            out.put_u8(127);
-            out.put_u64(len as u64);
-        }
-    }
+    let mut head = [0u8; MAX_FRAME_HEAD];
+    let head = text_frame_head(payload.len(), &mut head);
+    let mut out = BytesMut::with_capacity(head.len() + payload.len());
+    out.put_slice(head);
     out.put_slice(&payload);
     out.freeze()
+}
+
+/// The longest head of a server's frame: two bytes and a 64-bit length.
+pub(crate) const MAX_FRAME_HEAD: usize = 10;
+
+/// The head of an unmasked text frame of `len` payload bytes, in `buf`.
+pub(crate) fn text_frame_head(len: usize, buf: &mut [u8; MAX_FRAME_HEAD]) -> &[u8] {
+    // FIN and the text opcode; a server's frames are not masked.
+    buf[0] = 0x81;
+    match u16::try_from(len) {
+        Ok(short) if short < 126 => {
+            buf[1] = short as u8;
+            &buf[..2]
+        }
+        Ok(medium) => {
+            buf[1] = 126;
+            buf[2..4].copy_from_slice(&medium.to_be_bytes());
+            &buf[..4]
+        }
+        Err(_) => {
+            buf[1] = 127;
+            buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            &buf[..10]
+        }
+    }
 }
 
 /// Checks the upgrade and opens the subscription `GET /ws` asks for; returns its
@@ -129,11 +143,19 @@ pub(crate) async fn serve_upgraded<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
+    let ws = raw_socket(io).await;
     tokio::select! {
         () = run_session(app, ws, sub, topic, ended, direct) => {}
         () = app.hard_stop.cancelled() => {}
     }
+}
+
+/// `io`, whose upgrade was answered, as a server's WebSocket with this module's small buffers.
+pub(crate) async fn raw_socket<S>(io: S) -> WebSocketStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await
 }
 
 /// The 101 answer to a WebSocket upgrade whose key gave `accept`.
@@ -172,15 +194,7 @@ pub(crate) fn spawn_session<F, Fut>(
     app.tasks.spawn(async move {
         let run = async {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(ws_config()),
-                    )
-                    .await;
-                    session(ws).await;
-                }
+                Ok(upgraded) => session(raw_socket(TokioIo::new(upgraded)).await).await,
                 Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
             }
         };

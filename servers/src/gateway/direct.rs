@@ -1,0 +1,135 @@
+//! Who writes a connected device's messages: its session's task, or the send itself.
+//!
+//! Why: through its session's task, every message cost a wake-up, a turn of the session's
+//! loop and tungstenite's copy of the frame, per device, on top of the write; and every device
+//! also wakes once more for its acknowledgement. At 10,000 devices that made a topic send cost
+//! about twice what direct WebSocket's fan-out (`crate::fanout`) pays for the same deliveries.
+//!
+//! So a session that has written everything its device's queue holds hands its socket to the
+//! send path ([`DeviceState::go_direct`]) and sleeps. A send then writes the new message's frame
+//! straight to the socket, under the device's lock ([`DeviceState::push_direct`]), and marks it
+//! sent as the session would have: it stays queued until acknowledged, and goes again on the
+//! next connection if it is not. If the socket does not take the whole frame, the rest is kept
+//! ([`Leftover`]) and the session is woken to write it: it takes its socket back
+//! ([`DeviceState::take_back`]) and goes on as before, under the write timeout. Every change of
+//! hands happens under the device's lock, so the two never write to one socket at once.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::registry::{sub, DeviceState};
+use super::GatewayStats;
+use crate::chunked;
+use crate::stats::Stats;
+use crate::transport::ws::{text_frame_head, MAX_FRAME_HEAD};
+
+/// The socket of the session the send path writes to.
+#[derive(Debug)]
+pub struct Direct {
+    session: u64,
+    socket: Arc<TcpStream>,
+}
+
+/// What a session's socket did not take of a frame the send path wrote.
+#[derive(Debug)]
+pub struct Leftover {
+    session: u64,
+    bytes: Vec<u8>,
+}
+
+impl DeviceState {
+    /// Gives up to `max` unsent messages' frames to `out`, marked sent, and counts what expired
+    /// or went again on the way. `None` if `session` is not the device's current one: a session
+    /// replaced but not yet told must not mark the new session's messages written.
+    pub fn take_frames(
+        &mut self,
+        session: u64,
+        max: usize,
+        out: impl FnMut(Utf8Bytes),
+        stats: &GatewayStats,
+    ) -> Option<()> {
+        if self.session.as_ref().map(|(id, _)| *id) != Some(session) {
+            return None;
+        }
+        let (expired, resent) = self.queue.take_unsent(max, Instant::now(), out);
+        sub(&stats.queued, expired);
+        Stats::add(&stats.expired, expired);
+        Stats::add(&stats.resent, resent);
+        Some(())
+    }
+
+    /// Hands `session`'s socket to the send path, if it is the device's current session and
+    /// nothing waits to be written. Returns whether it did.
+    pub fn go_direct(&mut self, session: u64, socket: &Arc<TcpStream>) -> bool {
+        let current = self.session.as_ref().is_some_and(|(id, _)| *id == session);
+        if !current || self.queue.has_unsent() {
+            return false;
+        }
+        self.direct = Some(Direct {
+            session,
+            socket: socket.clone(),
+        });
+        true
+    }
+
+    /// Takes `session`'s socket back from the send path: returns what the socket did not take,
+    /// to be written first.
+    pub fn take_back(&mut self, session: u64) -> Vec<u8> {
+        if self.direct.as_ref().is_some_and(|d| d.session == session) {
+            self.direct = None;
+        }
+        match self.leftover.take() {
+            Some(left) if left.session == session => left.bytes,
+            other => {
+                self.leftover = other;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Ends whatever `session` had of the socket, as it ends.
+    pub fn forget(&mut self, session: u64) {
+        drop(self.take_back(session));
+    }
+
+    /// Writes the message just queued to the socket, if a session gave the send path its
+    /// socket. Returns `(written, woken)`: whether the message was written (whole or in part),
+    /// and whether the session must be woken to write the rest.
+    pub fn push_direct(&mut self, stats: &GatewayStats) -> (bool, bool) {
+        let Some(session) = self.direct.as_ref().map(|d| d.session) else {
+            return (false, false);
+        };
+        let mut frame = None;
+        if self
+            .take_frames(session, 1, |f| frame = Some(f), stats)
+            .is_none()
+        {
+            // Never: a replaced session's socket is taken away as it is replaced.
+            self.direct = None;
+            return (false, true);
+        }
+        let Some(frame) = frame else {
+            return (false, false);
+        };
+        let Some(direct) = &self.direct else {
+            return (false, false);
+        };
+        let mut head = [0u8; MAX_FRAME_HEAD];
+        let head = text_frame_head(frame.len(), &mut head);
+        let mut rest = Vec::new();
+        chunked::try_write(&direct.socket, &[head, frame.as_bytes()], &mut rest);
+        if rest.is_empty() {
+            return (true, false);
+        }
+        Stats::inc(&stats.handbacks);
+        self.direct = None;
+        self.leftover = Some(Leftover {
+            session,
+            bytes: rest,
+        });
+        (true, true)
+    }
+}
