@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{header, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use crate::app::{self, App, Conn, ConnGuard};
 use crate::config::ServerConfig;
@@ -20,7 +22,7 @@ use crate::drop_switch::Ended;
 use crate::head::{self, Prefixed, Sniffed};
 use crate::http::ApiError;
 use crate::hub::Hub;
-use crate::lean;
+use crate::lean::{self, Lean};
 use crate::protocol::Transport;
 use crate::stats::{GaugeGuard, Stats};
 use crate::write_timeout::WriteTimeout;
@@ -175,12 +177,39 @@ fn spawn_connection(
             };
             // Nothing of the request is kept while the subscription lives.
             drop(first);
-            let Some(kept) = lean::serve(&app, stream, lean, &ended).await else {
+            let start = match lean {
+                Lean::LongPoll(start) => start,
+                Lean::Subscribe(subscribe) => {
+                    // Its own task from here, holding the connection's place; this one ends.
+                    let tasks = Tracked {
+                        tasks: &app.tasks,
+                        guard: app::take_guard(&slot),
+                    };
+                    lean::spawn(&app, stream, subscribe, ended, tasks);
+                    return;
+                }
+            };
+            let Some(kept) = lean::serve_longpoll(&app, stream, start, &ended).await else {
                 return;
             };
             (stream, read_ahead) = (kept.stream, kept.read_ahead);
         }
     });
+}
+
+/// A subscription's task: tracked like every connection's, so shutdown waits for it, and
+/// holding the connection's guard (its place under `--max-connections`, the open-connections
+/// gauge) until it ends.
+struct Tracked<'a> {
+    tasks: &'a TaskTracker,
+    guard: Option<ConnGuard>,
+}
+
+impl lean::Spawn for Tracked<'_> {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(self, subscription: F) {
+        let guard = self.guard;
+        self.tasks.spawn(subscription.map(move |()| drop(guard)));
+    }
 }
 
 /// Serves a connection's requests with hyper until it closes, the shutdown deadline passes or

@@ -102,7 +102,7 @@ async fn dispatch(
                 .registry
                 .device(token)
                 .ok_or_else(|| FcmError::Unregistered(token.to_owned()))?;
-            return session::connect(app, gw, device, req, slot);
+            return session::connect(app, device, req, slot);
         }
         let token = rest;
         return match *req.method() {

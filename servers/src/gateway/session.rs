@@ -41,7 +41,7 @@ use crate::head::Head;
 use crate::http::Body;
 use crate::stats::{GaugeGuard, Stats};
 use crate::transport::ws::{
-    check_upgrade, close, error_frame, raw_socket, spawn_session, switching_protocols,
+    check_upgrade, close, error_frame, serve_raw, spawn_session, switching_protocols,
 };
 
 /// Most frames written before one flush.
@@ -55,16 +55,15 @@ const UNREGISTERED: u16 = 4004;
 
 pub(crate) fn connect(
     app: &Arc<App>,
-    gw: &Arc<Gateway>,
     device: Arc<Device>,
     req: Request<Incoming>,
     slot: &ConnSlot,
 ) -> Result<Response<Body>, FcmError> {
     let accept = check_upgrade(req.version(), req.headers())?;
     let ended = app.drops.signal();
-    let (app2, gw2) = (app.clone(), gw.clone());
-    spawn_session(app, req, slot, move |ws| async move {
-        run(&app2, &gw2, device, ws, ended, None).await;
+    let session_app = app.clone();
+    spawn_session(app, req, slot, move |ws| {
+        run(session_app, device, ws, ended, None)
     });
     Ok(switching_protocols(&accept)?)
 }
@@ -116,29 +115,24 @@ struct Upstream {
 /// Serves a device's connection whose upgrade was answered without hyper (`crate::lean`):
 /// `socket` is shared with the send path, which writes the device's messages while the session
 /// is caught up (`super::direct`).
-pub(crate) async fn serve_lean<S>(
-    app: &App,
+pub(crate) fn serve_lean<S>(
+    app: Arc<App>,
     device: Arc<Device>,
     io: S,
     socket: Arc<TcpStream>,
     ended: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(gw) = app.gateway.as_ref() else {
-        return;
-    };
-    let _open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
-    let ws = raw_socket(io).await;
-    tokio::select! {
-        () = run(app, gw, device, ws, ended, Some(socket)) => {}
-        () = app.hard_stop.cancelled() => {}
-    }
+    let session_app = app.clone();
+    serve_raw(app, io, |ws| {
+        run(session_app, device, ws, ended, Some(socket))
+    })
 }
 
 async fn run<S>(
-    app: &App,
-    gw: &Gateway,
+    app: Arc<App>,
     device: Arc<Device>,
     mut ws: WebSocketStream<S>,
     ended: CancellationToken,
@@ -146,6 +140,10 @@ async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let app = &*app;
+    let Some(gw) = app.gateway.as_deref() else {
+        return;
+    };
     let kicked = CancellationToken::new();
     let id = gw
         .next_session

@@ -51,6 +51,15 @@ impl<T: AsTcp + AsyncWrite + Unpin> Conn<T> {
         }
     }
 
+    /// The IO alone, if everything written has gone to the socket; the connection, if bytes
+    /// still wait for [`Conn::flush`].
+    pub(super) fn into_flushed(self) -> Result<WriteTimeout<T>, Conn<T>> {
+        match self.pending.is_empty() {
+            true => Ok(self.io),
+            false => Err(self),
+        }
+    }
+
     /// Writes `items` as one chunk, as far as the socket takes it.
     pub(super) fn try_chunk(&mut self, items: &[Bytes]) {
         chunked::try_chunk(self.io.get_ref().tcp(), items, &mut self.pending);

@@ -7,6 +7,7 @@
 //! peer, the end of the server, or a hand-back.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -42,13 +43,13 @@ enum End {
 /// Not an `async fn`: the future keeps only what the stream needs. An `async fn` would keep its
 /// arguments (the request's whole response head among them) for its whole life beside the
 /// parts taken out of them.
-pub(super) fn serve_stream<'a>(
-    app: &'a App,
+pub(super) fn serve_stream(
+    app: Arc<App>,
     stream: TcpStream,
     topic: String,
     opened: Opened,
-    ended: &'a CancellationToken,
-) -> impl Future<Output = ()> + Send + 'a {
+    ended: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
     let Opened {
         mut sub,
         framing,
@@ -72,7 +73,7 @@ pub(super) fn serve_stream<'a>(
     async move {
         let _open = open;
         let end = match conn.flush().await {
-            Ok(()) => stream_items(&mut conn, &mut sub, framing, app, ended).await,
+            Ok(()) => stream_items(&mut conn, &mut sub, framing, &app, &ended).await,
             Err(_) => End::Cut,
         };
         if let End::Finish = end {

@@ -123,8 +123,8 @@ pub(crate) fn handle(
     let (accept, sub) = open(app, req.version(), req.headers(), &query)?;
     let ended = app.drops.signal();
     let task_app = app.clone();
-    spawn_session(app, req, slot, move |ws| async move {
-        run_session(&task_app, ws, sub, &query.topic, ended, None).await;
+    spawn_session(app, req, slot, move |ws| {
+        run_session(task_app, ws, sub, query.topic, ended, None)
     });
     switching_protocols(&accept)
 }
@@ -132,30 +132,75 @@ pub(crate) fn handle(
 /// Serves a subscription whose upgrade was answered without hyper ([`crate::lean`]) on `io`,
 /// until it ends or the shutdown deadline cuts it. `direct`: the socket's entry with its topic's
 /// fan-out, which writes the events while the subscriber is caught up.
-pub(crate) async fn serve_upgraded<S>(
-    app: &App,
+///
+pub(crate) fn serve_upgraded<S>(
+    app: Arc<App>,
     io: S,
     sub: Subscription,
-    topic: &str,
+    topic: String,
     ended: CancellationToken,
     direct: Option<Arc<Entry>>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _open = GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open);
-    let ws = raw_socket(io).await;
-    tokio::select! {
-        () = run_session(app, ws, sub, topic, ended, direct) => {}
-        () = app.hard_stop.cancelled() => {}
+    let session_app = app.clone();
+    serve_raw(app, io, |ws| {
+        run_session(session_app, ws, sub, topic, ended, direct)
+    })
+}
+
+/// Runs `session` on `io`, a socket whose upgrade was answered without hyper, holding the
+/// `subscribers_open` gauge, until it ends or the shutdown deadline cuts it.
+///
+/// Not an `async fn`, and everything owned: the session's future is made here and polled in
+/// place ([`UntilStopped`]), so the task keeps the session's arguments once, inside it. An
+/// `async` wrapper would keep them a second time beside it.
+pub(crate) fn serve_raw<S, F, Fut>(app: Arc<App>, io: S, session: F) -> UntilStopped<Fut>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(WebSocketStream<S>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    UntilStopped {
+        _open: GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open),
+        stop: app.hard_stop.clone().cancelled_owned(),
+        session: raw_socket(io).map(session),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A session, polled until it ends or the shutdown deadline passes.
+    pub(crate) struct UntilStopped<F> {
+        _open: GaugeGuard,
+        #[pin]
+        stop: WaitForCancellationFutureOwned,
+        #[pin]
+        session: Option<F>,
+    }
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for UntilStopped<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let this = self.project();
+        if let Some(session) = this.session.as_pin_mut() {
+            if session.poll(cx).is_pending() {
+                return this.stop.poll(cx);
+            }
+        }
+        std::task::Poll::Ready(())
     }
 }
 
 /// `io`, whose upgrade was answered, as a server's WebSocket with this module's small buffers.
-pub(crate) async fn raw_socket<S>(io: S) -> WebSocketStream<S>
+/// `None` never happens: making one does no I/O, so its future is ready at once.
+pub(crate) fn raw_socket<S>(io: S) -> Option<WebSocketStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).now_or_never()
 }
 
 /// The 101 answer to a WebSocket upgrade whose key gave `accept`.
@@ -194,7 +239,11 @@ pub(crate) fn spawn_session<F, Fut>(
     app.tasks.spawn(async move {
         let run = async {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => session(raw_socket(TokioIo::new(upgraded)).await).await,
+                Ok(upgraded) => {
+                    if let Some(ws) = raw_socket(TokioIo::new(upgraded)) {
+                        session(ws).await;
+                    }
+                }
                 Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
             }
         };
@@ -286,15 +335,16 @@ fn is_base64_16_bytes(key: &[u8]) -> bool {
 /// Close frame, as a network failure would. With `direct`, the topic's fan-out writes the events
 /// while the subscriber is caught up ([`direct_turn`]).
 async fn run_session<S>(
-    app: &App,
+    app: Arc<App>,
     mut ws: WebSocketStream<S>,
     mut sub: Subscription,
-    topic: &str,
+    topic: String,
     ended: CancellationToken,
     direct: Option<Arc<Entry>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (app, topic) = (&*app, &*topic);
     let period = app.config.keepalive;
     let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -323,7 +373,7 @@ async fn run_session<S>(
                 Ended::Shutdown => continue,
                 Ended::Dropped => return,
             },
-            msg = ws.next() => match answer(app, &mut ws, topic, msg).await {
+            msg = ws.next() => match Box::pin(answer(app, &mut ws, topic, msg)).await {
                 Ok(true) => Ok(()),
                 Ok(false) => break None,
                 Err(e) => Err(e),
@@ -343,7 +393,7 @@ async fn run_session<S>(
         }
     };
     if let Some((code, reason)) = close {
-        self::close(&mut ws, code, reason).await;
+        Box::pin(self::close(&mut ws, code, reason)).await;
     }
 }
 
@@ -380,7 +430,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(msg) = ws.next().now_or_never() {
-        match answer(app, ws, topic, msg).await {
+        match Box::pin(answer(app, ws, topic, msg)).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return Turn::Left,
         }
