@@ -7,11 +7,11 @@
 //!
 //! So a session that has written everything its device's queue holds hands its socket to the
 //! send path ([`DeviceState::go_direct`]) and sleeps. A send then writes the new message's frame
-//! straight to the socket, under the device's lock ([`DeviceState::push_direct`]), and marks it
+//! straight to the socket, under the device's lock ([`Writer::push`]), and marks it
 //! sent as the session would have: it stays queued until acknowledged, and goes again on the
 //! next connection if it is not. If the socket does not take the whole frame, the rest is kept
 //! ([`Leftover`]) and the session is woken to write it: it takes its socket back
-//! ([`DeviceState::take_back`]) and goes on as before, under the write timeout. Every change of
+//! ([`Writer::take_back`]) and goes on as before, under the write timeout. Every change of
 //! hands happens under the device's lock, so the two never write to one socket at once.
 
 use std::sync::Arc;
@@ -20,52 +20,68 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::registry::{sub, DeviceState};
-use super::GatewayStats;
+use super::queue::Queue;
+use super::stats::{sub, GatewayStats};
 use crate::chunked;
 use crate::stats::Stats;
 use crate::transport::ws::{text_frame_head, MAX_FRAME_HEAD};
 
+/// Who writes a device's messages now, and what a full socket left for its session. Kept in the
+/// device's state, under its lock; `current` below is the id of the device's current session.
+#[derive(Debug, Default)]
+pub struct Writer {
+    /// The session whose socket the send path writes to, while it is caught up.
+    direct: Option<Direct>,
+    /// What that socket did not take, for its session to write.
+    leftover: Option<Leftover>,
+}
+
 /// The socket of the session the send path writes to.
 #[derive(Debug)]
-pub struct Direct {
+struct Direct {
     session: u64,
     socket: Arc<TcpStream>,
 }
 
 /// What a session's socket did not take of a frame the send path wrote.
 #[derive(Debug)]
-pub struct Leftover {
+struct Leftover {
     session: u64,
     bytes: Vec<u8>,
 }
 
-impl DeviceState {
-    /// Gives up to `max` unsent messages' frames to `out`, marked sent, and counts what expired
-    /// or went again on the way. `None` if `session` is not the device's current one: a session
-    /// replaced but not yet told must not mark the new session's messages written.
-    pub fn take_frames(
-        &mut self,
-        session: u64,
-        max: usize,
-        out: impl FnMut(Utf8Bytes),
-        stats: &GatewayStats,
-    ) -> Option<()> {
-        if self.session.as_ref().map(|(id, _)| *id) != Some(session) {
-            return None;
-        }
-        let (expired, resent) = self.queue.take_unsent(max, Instant::now(), out);
-        sub(&stats.queued, expired);
-        Stats::add(&stats.expired, expired);
-        Stats::add(&stats.resent, resent);
-        Some(())
+/// Gives up to `max` unsent messages' frames to `out`, marked sent, and counts what expired or
+/// went again on the way. `None` if `session` is not the device's `current` one: a session
+/// replaced but not yet told must not mark the new session's messages written.
+pub fn take_frames(
+    queue: &mut Queue,
+    current: Option<u64>,
+    session: u64,
+    max: usize,
+    out: impl FnMut(Utf8Bytes),
+    stats: &GatewayStats,
+) -> Option<()> {
+    if current != Some(session) {
+        return None;
     }
+    let (expired, resent) = queue.take_unsent(max, Instant::now(), out);
+    sub(&stats.queued, expired);
+    Stats::add(&stats.expired, expired);
+    Stats::add(&stats.resent, resent);
+    Some(())
+}
 
-    /// Hands `session`'s socket to the send path, if it is the device's current session and
-    /// nothing waits to be written. Returns whether it did.
-    pub fn go_direct(&mut self, session: u64, socket: &Arc<TcpStream>) -> bool {
-        let current = self.session.as_ref().is_some_and(|(id, _)| *id == session);
-        if !current || self.queue.has_unsent() {
+impl Writer {
+    /// Hands `session`'s socket to the send path, if it is the `current` session and nothing
+    /// in `queue` waits to be written. Returns whether it did.
+    pub fn go_direct(
+        &mut self,
+        queue: &Queue,
+        current: Option<u64>,
+        session: u64,
+        socket: &Arc<TcpStream>,
+    ) -> bool {
+        if current != Some(session) || queue.has_unsent() {
             return false;
         }
         self.direct = Some(Direct {
@@ -73,6 +89,11 @@ impl DeviceState {
             socket: socket.clone(),
         });
         true
+    }
+
+    /// The send path writes to no session's socket any more (a newer session replaces it).
+    pub fn cut(&mut self) {
+        self.direct = None;
     }
 
     /// Takes `session`'s socket back from the send path: returns what the socket did not take,
@@ -90,31 +111,25 @@ impl DeviceState {
         }
     }
 
-    /// Ends whatever `session` had of the socket, as it ends.
-    pub fn forget(&mut self, session: u64) {
-        drop(self.take_back(session));
-    }
-
     /// Writes the message just queued to the socket, if a session gave the send path its
     /// socket. Returns `(written, woken)`: whether the message was written (whole or in part),
     /// and whether the session must be woken to write the rest.
-    pub fn push_direct(&mut self, stats: &GatewayStats) -> (bool, bool) {
+    pub fn push(
+        &mut self,
+        queue: &mut Queue,
+        current: Option<u64>,
+        stats: &GatewayStats,
+    ) -> (bool, bool) {
         let Some(session) = self.direct.as_ref().map(|d| d.session) else {
             return (false, false);
         };
         let mut frame = None;
-        if self
-            .take_frames(session, 1, |f| frame = Some(f), stats)
-            .is_none()
-        {
+        if take_frames(queue, current, session, 1, |f| frame = Some(f), stats).is_none() {
             // Never: a replaced session's socket is taken away as it is replaced.
             self.direct = None;
             return (false, true);
         }
-        let Some(frame) = frame else {
-            return (false, false);
-        };
-        let Some(direct) = &self.direct else {
+        let (Some(frame), Some(direct)) = (frame, &self.direct) else {
             return (false, false);
         };
         let mut head = [0u8; MAX_FRAME_HEAD];

@@ -56,7 +56,8 @@ pub(crate) use registry::Device;
 pub(crate) use session::{open_lean, serve_lean};
 
 use queue::Queued;
-use registry::{sub, DeviceState, Limits, Registry};
+use registry::{DeviceState, Limits, Registry};
+use stats::sub;
 
 /// How often offline devices' queues are swept for expired messages, so `expired` and `queued`
 /// stay current while nobody connects.

@@ -9,14 +9,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use base64::Engine as _;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::direct::{Direct, Leftover};
+use super::direct::{self, Writer};
 use super::error::FcmError;
 use super::message::{Target, TopicName};
 use super::queue::Queue;
-use super::stats::GatewayStats;
+use super::stats::{sub, GatewayStats};
 use crate::stats::Stats;
 
 /// One registered device.
@@ -43,11 +45,40 @@ pub struct DeviceState {
     pub topics: HashSet<TopicName>,
     /// False once unregistered: nothing more is queued.
     pub registered: bool,
-    /// The session whose socket the send path writes to, while it is caught up
-    /// (`super::direct`).
-    pub direct: Option<Direct>,
-    /// What that socket did not take, for its session to write.
-    pub leftover: Option<Leftover>,
+    /// Who writes its messages: its session, or the send path while the session is caught
+    /// up (`super::direct`).
+    pub writer: Writer,
+}
+
+impl DeviceState {
+    /// The id of the open connection's session, if any.
+    fn current(&self) -> Option<u64> {
+        self.session.as_ref().map(|(id, _)| *id)
+    }
+
+    /// See [`direct::take_frames`].
+    pub fn take_frames(
+        &mut self,
+        session: u64,
+        max: usize,
+        out: impl FnMut(Utf8Bytes),
+        stats: &GatewayStats,
+    ) -> Option<()> {
+        let current = self.current();
+        direct::take_frames(&mut self.queue, current, session, max, out, stats)
+    }
+
+    /// See [`Writer::go_direct`].
+    pub fn go_direct(&mut self, session: u64, socket: &Arc<TcpStream>) -> bool {
+        let current = self.current();
+        self.writer.go_direct(&self.queue, current, session, socket)
+    }
+
+    /// See [`Writer::push`].
+    pub fn push_direct(&mut self, stats: &GatewayStats) -> (bool, bool) {
+        let current = self.current();
+        self.writer.push(&mut self.queue, current, stats)
+    }
 }
 
 impl Device {
@@ -139,8 +170,7 @@ impl Registry {
                 session: None,
                 topics: HashSet::new(),
                 registered: true,
-                direct: None,
-                leftover: None,
+                writer: Writer::default(),
             }),
             wake: Notify::new(),
         });
@@ -426,9 +456,4 @@ impl Registry {
             }
         }
     }
-}
-
-/// Subtracts `n` from a gauge.
-pub(crate) fn sub(gauge: &std::sync::atomic::AtomicU64, n: u64) {
-    gauge.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
 }

@@ -33,7 +33,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::api::{upstream_topic, DEVICES};
 use super::error::FcmError;
 use super::message::MAX_MESSAGE_BYTES;
-use super::registry::{sub, Device};
+use super::registry::Device;
+use super::stats::sub;
 use super::{Gateway, GatewayStats};
 use crate::app::{App, ConnSlot};
 use crate::drop_switch::Ended;
@@ -89,7 +90,7 @@ struct Online {
 impl Drop for Online {
     fn drop(&mut self) {
         let mut st = self.device.state();
-        st.forget(self.id);
+        drop(st.writer.take_back(self.id));
         if st.session.as_ref().is_some_and(|(id, _)| *id == self.id) {
             st.session = None;
             st.queue.disconnected();
@@ -156,7 +157,7 @@ async fn run<S>(
                 old.cancel();
             }
             // The send path writes no more to the old session's socket.
-            st.direct = None;
+            st.writer.cut();
             st.queue.disconnected();
             Some(st.queue.take_deleted())
         } else {
@@ -313,7 +314,7 @@ impl Session<'_> {
             () = waits.kicked.as_mut() => Woke::Kicked,
             () = self.device.wake.notified() => Woke::Messages,
             _ = waits.keepalive.tick() => {
-                let rest = self.device.state().take_back(self.id);
+                let rest = self.device.state().writer.take_back(self.id);
                 write_rest(ws, &rest).await?;
                 ws.send(Message::Ping(Bytes::new())).await.map_err(drop)?;
                 return Ok(Woke::Input);
@@ -321,7 +322,7 @@ impl Session<'_> {
             _ = self.socket.readable() => Woke::Input,
         };
         // The send path writes nothing more to this socket; what it could not write goes first.
-        let rest = self.device.state().take_back(self.id);
+        let rest = self.device.state().writer.take_back(self.id);
         // A drop-all cuts the socket as a network failure would; anything else may still
         // write (a Close frame at shutdown), so the frame is finished first.
         let dropped = matches!(woke, Woke::Ended)

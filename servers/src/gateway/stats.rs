@@ -49,3 +49,8 @@ crate::stats::counters! {
     /// upstream message too large or without a message id.
     upstream_refused: "counter",
 }
+
+/// Subtracts `n` from a gauge.
+pub(crate) fn sub(gauge: &std::sync::atomic::AtomicU64, n: u64) {
+    gauge.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+}
