@@ -23,8 +23,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::queue::Queue;
 use super::stats::{sub, GatewayStats};
 use crate::chunked;
+use crate::framing::{text_frame_head, MAX_FRAME_HEAD};
 use crate::stats::Stats;
-use crate::transport::ws::{text_frame_head, MAX_FRAME_HEAD};
 
 /// Who writes a device's messages now, and what a full socket left for its session. Kept in the
 /// device's state, under its lock; `current` below is the id of the device's current session.

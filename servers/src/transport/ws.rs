@@ -23,7 +23,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::app::{take_guard, App, ConnGuard, ConnSlot};
 use crate::drop_switch::Ended;
 use crate::fanout::Entry;
-use crate::framing::Framing;
+use crate::framing::{text_frame_head, Framing, MAX_FRAME_HEAD};
 use crate::http::{full, response, ApiError, Body, Query};
 use crate::hub::{Item, Subscription};
 use crate::protocol::{Transport, MAX_PAYLOAD_BYTES};
@@ -74,31 +74,6 @@ pub fn frame_bytes(item: &Item) -> Bytes {
     out.put_slice(head);
     out.put_slice(&payload);
     out.freeze()
-}
-
-/// The longest head of a server's frame: two bytes and a 64-bit length.
-pub(crate) const MAX_FRAME_HEAD: usize = 10;
-
-/// The head of an unmasked text frame of `len` payload bytes, in `buf`.
-pub(crate) fn text_frame_head(len: usize, buf: &mut [u8; MAX_FRAME_HEAD]) -> &[u8] {
-    // FIN and the text opcode; a server's frames are not masked.
-    buf[0] = 0x81;
-    match u16::try_from(len) {
-        Ok(short) if short < 126 => {
-            buf[1] = short as u8;
-            &buf[..2]
-        }
-        Ok(medium) => {
-            buf[1] = 126;
-            buf[2..4].copy_from_slice(&medium.to_be_bytes());
-            &buf[..4]
-        }
-        Err(_) => {
-            buf[1] = 127;
-            buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            &buf[..10]
-        }
-    }
 }
 
 /// Checks the upgrade and opens the subscription `GET /ws` asks for; returns its
