@@ -42,7 +42,7 @@ use crate::head::Head;
 use crate::http::Body;
 use crate::stats::{GaugeGuard, Stats};
 use crate::transport::ws::{
-    check_upgrade, close, error_frame, serve_raw, spawn_session, switching_protocols,
+    answer_with, check_upgrade, close, serve_raw, spawn_session, switching_protocols,
 };
 
 /// Most frames written before one flush.
@@ -357,19 +357,7 @@ async fn answer<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match msg {
-        Some(Ok(Message::Text(text))) => match upward(app, gw, device, text.as_bytes()) {
-            Ok(None) => Ok(true),
-            Ok(Some(reply)) => ws.send(Message::text(reply)).await.map(|()| true),
-            Err(err) => ws.send(error_frame(&err)).await.map(|()| true),
-        },
-        Some(Ok(Message::Binary(_))) => ws
-            .send(error_frame("binary frames are not accepted; send text"))
-            .await
-            .map(|()| true),
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(true),
-        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Ok(false),
-    }
+    answer_with(ws, msg, |text| upward(app, gw, device, text)).await
 }
 
 /// Why a session was told to go: a newer connection, or the device unregistered.

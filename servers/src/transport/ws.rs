@@ -455,10 +455,32 @@ async fn answer<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    answer_with(ws, msg, |text| {
+        app.hub
+            .publish(topic, text)
+            .map(|_| None)
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Answers one frame from a client: a text frame goes to `text`, whose reply (if any) is sent
+/// back, or its error as an error frame; binary is refused; control frames need nothing
+/// (tungstenite answers pings itself). `Ok(false)`: the client closed, failed or left. Shared
+/// by a subscriber's session and a gateway device's.
+pub(crate) async fn answer_with<S>(
+    ws: &mut WebSocketStream<S>,
+    msg: Option<Result<Message, WsError>>,
+    text: impl FnOnce(&[u8]) -> Result<Option<String>, String>,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     match msg {
-        Some(Ok(Message::Text(text))) => match app.hub.publish(topic, text.as_bytes()) {
-            Ok(_) => Ok(true),
-            Err(err) => ws.send(error_frame(&err.to_string())).await.map(|()| true),
+        Some(Ok(Message::Text(t))) => match text(t.as_bytes()) {
+            Ok(None) => Ok(true),
+            Ok(Some(reply)) => ws.send(Message::text(reply)).await.map(|()| true),
+            Err(err) => ws.send(error_frame(&err)).await.map(|()| true),
         },
         Some(Ok(Message::Binary(_))) => ws
             .send(error_frame("binary frames are not accepted; send text"))
