@@ -141,6 +141,11 @@ impl Hub {
     pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<u64, HubError> {
         let text = validate_payload(payload)?;
         let topic = self.topic(topic)?;
+        Ok(self.publish_on(&topic, text))
+    }
+
+    /// Publishes `text`, a checked payload, to `topic`; returns its id.
+    fn publish_on(&self, topic: &Topic, text: &str) -> u64 {
         let cfg = &self.inner.config;
         // Publishers of one topic take turns here, so ids are assigned in order; the encode
         // (up to 64 KiB escaped three ways) happens under this lock only, never under the
@@ -172,7 +177,7 @@ impl Hub {
         // so the watched value only grows.
         topic.newest.send_replace(id);
         Stats::inc(&self.inner.stats.events_published);
-        Ok(id)
+        id
     }
 
     /// Reads up to `max` events after `after` (`None`: from now, so none) without waiting.
@@ -359,6 +364,14 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Publishes `payload` to this subscription's topic, as [`Hub::publish`] does: for a
+    /// subscriber that publishes upstream and keeps no copy of its topic's name. (Topics are
+    /// never removed, so the topic held here is the one the name finds.)
+    pub fn publish(&self, payload: &[u8]) -> Result<u64, HubError> {
+        let text = validate_payload(payload)?;
+        Ok(self.hub.publish_on(&self.topic, text))
+    }
+
     /// This subscription, counting nothing it reads: it reads on behalf of subscribers who
     /// count their own deliveries.
     pub(crate) fn uncounted(mut self) -> Subscription {

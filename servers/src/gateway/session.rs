@@ -42,7 +42,7 @@ use crate::head::Head;
 use crate::http::Body;
 use crate::stats::{GaugeGuard, Stats};
 use crate::transport::ws::{
-    answer_with, check_upgrade, close, serve_raw, spawn_session, switching_protocols,
+    answer_with, check_upgrade, close, serve_raw, server_socket, spawn_session, switching_protocols,
 };
 
 /// Most frames written before one flush.
@@ -63,8 +63,8 @@ pub(crate) fn connect(
     let accept = check_upgrade(req.version(), req.headers())?;
     let ended = app.drops.signal();
     let session_app = app.clone();
-    spawn_session(app, req, slot, move |ws| {
-        run(session_app, device, ws, ended, None)
+    spawn_session(app, req, slot, move |io| {
+        run(session_app, device, io, ended, None)
     });
     Ok(switching_protocols(&accept)?)
 }
@@ -127,20 +127,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let session_app = app.clone();
-    serve_raw(app, io, |ws| {
-        run(session_app, device, ws, ended, Some(socket))
+    serve_raw(app, io, |io| {
+        run(session_app, device, io, ended, Some(socket))
     })
 }
 
 async fn run<S>(
     app: Arc<App>,
     device: Arc<Device>,
-    mut ws: WebSocketStream<S>,
+    io: S,
     ended: CancellationToken,
     direct: Option<Arc<TcpStream>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut ws = server_socket(io).await;
     let app = &*app;
     let Some(gw) = app.gateway.as_deref() else {
         return;

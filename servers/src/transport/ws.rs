@@ -29,12 +29,14 @@ use crate::hub::{Item, Subscription};
 use crate::protocol::{Transport, MAX_PAYLOAD_BYTES};
 use crate::stats::GaugeGuard;
 
+mod lazy;
+
+pub(crate) use lazy::LazyWs;
+
 super::transport_server!(Transport::Ws);
 
 /// How long a closing socket waits for the client's answering Close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
-
-pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// What tungstenite reads per system call, and allocates up front for every socket. Clients
 /// send a subscriber little but control frames, and the largest of those (125 bytes of payload
@@ -98,8 +100,8 @@ pub(crate) fn handle(
     let (accept, sub) = open(app, req.version(), req.headers(), &query)?;
     let ended = app.drops.signal();
     let task_app = app.clone();
-    spawn_session(app, req, slot, move |ws| {
-        run_session(task_app, ws, sub, query.topic, ended, None)
+    spawn_session(app, req, slot, move |io| {
+        run_session(task_app, LazyWs::new(io), sub, ended, None)
     });
     switching_protocols(&accept)
 }
@@ -112,7 +114,6 @@ pub(crate) fn serve_upgraded<S>(
     app: Arc<App>,
     io: S,
     sub: Subscription,
-    topic: String,
     ended: CancellationToken,
     direct: Option<Arc<Entry>>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
@@ -120,8 +121,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let session_app = app.clone();
-    serve_raw(app, io, |ws| {
-        run_session(session_app, ws, sub, topic, ended, direct)
+    serve_raw(app, io, |io| {
+        run_session(session_app, LazyWs::new(io), sub, ended, direct)
     })
 }
 
@@ -133,14 +134,13 @@ where
 /// `async` wrapper would keep them a second time beside it.
 pub(crate) fn serve_raw<S, F, Fut>(app: Arc<App>, io: S, session: F) -> UntilStopped<Fut>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(WebSocketStream<S>) -> Fut,
+    F: FnOnce(S) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     UntilStopped {
         _open: GaugeGuard::new(app.hub.stats().clone(), |s| &s.subscribers_open),
         stop: app.hard_stop.clone().cancelled_owned(),
-        session: raw_socket(io).map(session),
+        session: session(io),
     }
 }
 
@@ -151,7 +151,7 @@ pin_project_lite::pin_project! {
         #[pin]
         stop: WaitForCancellationFutureOwned,
         #[pin]
-        session: Option<F>,
+        session: F,
     }
 }
 
@@ -160,22 +160,20 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for UntilStopped<F
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         let this = self.project();
-        if let Some(session) = this.session.as_pin_mut() {
-            if session.poll(cx).is_pending() {
-                return this.stop.poll(cx);
-            }
+        match this.session.poll(cx) {
+            std::task::Poll::Pending => this.stop.poll(cx),
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(()),
         }
-        std::task::Poll::Ready(())
     }
 }
 
 /// `io`, whose upgrade was answered, as a server's WebSocket with this module's small buffers.
-/// `None` never happens: making one does no I/O, so its future is ready at once.
-pub(crate) fn raw_socket<S>(io: S) -> Option<WebSocketStream<S>>
+/// Does no I/O: ready at once.
+pub(crate) async fn server_socket<S>(io: S) -> WebSocketStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).now_or_never()
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await
 }
 
 /// The 101 answer to a WebSocket upgrade whose key gave `accept`.
@@ -196,7 +194,7 @@ pub(crate) fn switching_protocols(accept: &str) -> Result<Response<Body>, ApiErr
     Ok(resp)
 }
 
-/// Upgrades `req` and runs `session` on the socket, as a tracked task that holds the
+/// Upgrades `req` and runs `session` on the upgraded IO, as a tracked task that holds the
 /// connection's guard and the `subscribers_open` gauge for the socket's life and is cut at
 /// the shutdown deadline.
 pub(crate) fn spawn_session<F, Fut>(
@@ -205,7 +203,7 @@ pub(crate) fn spawn_session<F, Fut>(
     slot: &ConnSlot,
     session: F,
 ) where
-    F: FnOnce(Socket) -> Fut + Send + 'static,
+    F: FnOnce(TokioIo<Upgraded>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let guard = take_guard(slot);
@@ -214,11 +212,7 @@ pub(crate) fn spawn_session<F, Fut>(
     app.tasks.spawn(async move {
         let run = async {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => {
-                    if let Some(ws) = raw_socket(TokioIo::new(upgraded)) {
-                        session(ws).await;
-                    }
-                }
+                Ok(upgraded) => session(TokioIo::new(upgraded)).await,
                 Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
             }
         };
@@ -308,67 +302,108 @@ fn is_base64_16_bytes(key: &[u8]) -> bool {
 /// Serves one WebSocket until the client leaves, the hub disconnects it as slow, or `ended`
 /// fires: at shutdown it closes with 1001; at a drop-all it just drops the socket, with no
 /// Close frame, as a network failure would. With `direct`, the topic's fan-out writes the events
-/// while the subscriber is caught up ([`direct_turn`]).
-async fn run_session<S>(
+/// while the subscriber is caught up ([`direct_turn`]), and tungstenite's state is put away
+/// meanwhile ([`LazyWs`]).
+// Why not an `async fn`: see the body.
+#[allow(clippy::manual_async_fn)]
+fn run_session<S>(
     app: Arc<App>,
-    mut ws: WebSocketStream<S>,
+    mut ws: LazyWs<S>,
     mut sub: Subscription,
-    topic: String,
     ended: CancellationToken,
     direct: Option<Arc<Entry>>,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (app, topic) = (&*app, &*topic);
-    let period = app.config.keepalive;
-    let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Registered once, so each turn of the loop does not lock the token's waiter list.
-    let mut ended = Box::pin(ended.cancelled_owned());
-    let close = loop {
-        // Shutdown wins over everything else. It is checked here, and not by biasing the
-        // select below, so that the other branches stay fair: a client flooding upstream
-        // frames must not starve its own deliveries, nor a busy topic its upstream.
-        if app.shutdown.is_cancelled() {
-            break Some((CloseCode::Away, "server shutting down"));
-        }
-        if let Some(entry) = &direct {
-            let ticks = &mut keepalive;
-            let turn = direct_turn(app, &mut ws, &mut sub, topic, entry, &mut ended, ticks);
-            match turn.await {
-                Turn::Direct(Ok(())) => continue,
-                Turn::Own => {}
-                Turn::Direct(Err(_)) | Turn::Left => break None,
-                Turn::Dropped => return,
+    // Not an `async fn`: its future would keep each argument twice, as the argument and as the
+    // local it becomes; an `async` block uses them in place.
+    async move {
+        let app = &*app;
+        let period = app.config.keepalive;
+        let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Registered once, so each turn of the loop does not lock the token's waiter list.
+        let mut ended = Box::pin(ended.cancelled_owned());
+        let close = loop {
+            // Shutdown wins over everything else. It is checked here, and not by biasing the
+            // select below, so that the other branches stay fair: a client flooding upstream
+            // frames must not starve its own deliveries, nor a busy topic its upstream.
+            if app.shutdown.is_cancelled() {
+                break Some((CloseCode::Away, "server shutting down"));
             }
+            if let Some(entry) = &direct {
+                let ticks = &mut keepalive;
+                let turn = direct_turn(app, &mut ws, &mut sub, entry, ended.as_mut(), ticks);
+                match turn.await {
+                    Turn::Direct(Ok(())) => continue,
+                    Turn::Own => {}
+                    Turn::Direct(Err(_)) | Turn::Left => break None,
+                    Turn::Dropped => return,
+                }
+            }
+            // Boxed: a direct subscriber's future keeps no room for a turn it rarely takes.
+            let turn = own_turn(app, &mut ws, &mut sub, ended.as_mut(), &mut keepalive);
+            match Box::pin(turn).await {
+                Own::Sent => {}
+                Own::Close(close) => break close,
+                Own::Dropped => return,
+            }
+        };
+        if let Some((code, reason)) = close {
+            // Boxed, here and below: the making keeps the socket while it runs.
+            let ws = Box::pin(ws.ws()).await;
+            Box::pin(self::close(ws, code, reason)).await;
         }
-        // A send that cannot make progress is bounded by the socket's write timeout.
-        let sent = tokio::select! {
-            () = &mut ended => match Ended::cause(&app.shutdown) {
-                Ended::Shutdown => continue,
-                Ended::Dropped => return,
-            },
-            msg = ws.next() => match Box::pin(answer(app, &mut ws, topic, msg)).await {
+    }
+}
+
+/// How a turn of the subscriber's own went.
+enum Own {
+    /// It sent, answered, or found the server shutting down (the loop closes then).
+    Sent,
+    /// It must end: with a Close frame, or (`None`) at once.
+    Close(Option<(CloseCode, &'static str)>),
+    /// A drop-all: cut at once.
+    Dropped,
+}
+
+/// One turn of the subscriber's own task: the next event, frame from the client, or ping.
+async fn own_turn<S>(
+    app: &App,
+    ws: &mut LazyWs<S>,
+    sub: &mut Subscription,
+    mut ended: Pin<&mut WaitForCancellationFutureOwned>,
+    keepalive: &mut Interval,
+) -> Own
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ws = ws.ws().await;
+    // A send that cannot make progress is bounded by the socket's write timeout.
+    let sent = tokio::select! {
+        () = ended.as_mut() => match Ended::cause(&app.shutdown) {
+            Ended::Shutdown => return Own::Sent,
+            Ended::Dropped => return Own::Dropped,
+        },
+        msg = ws.next() => match answer(ws, sub, msg).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return Own::Close(None),
+            Err(e) => Err(e),
+        },
+        item = sub.next() => match item {
+            Ok(first) => match send_burst(ws, sub, first).await {
                 Ok(true) => Ok(()),
-                Ok(false) => break None,
+                Ok(false) => return Own::Close(Some((CloseCode::Policy, "subscriber too slow"))),
                 Err(e) => Err(e),
             },
-            item = sub.next() => match item {
-                Ok(first) => match send_burst(&mut ws, &mut sub, first).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => break Some((CloseCode::Policy, "subscriber too slow")),
-                    Err(e) => Err(e),
-                },
-                Err(_slow) => break Some((CloseCode::Policy, "subscriber too slow")),
-            },
-            _ = keepalive.tick() => ws.send(Message::Ping(Bytes::new())).await,
-        };
-        if sent.is_err() {
-            break None;
-        }
+            Err(_slow) => return Own::Close(Some((CloseCode::Policy, "subscriber too slow"))),
+        },
+        _ = keepalive.tick() => ws.send(Message::Ping(Bytes::new())).await,
     };
-    if let Some((code, reason)) = close {
-        Box::pin(self::close(&mut ws, code, reason)).await;
+    match sent {
+        Ok(()) => Own::Sent,
+        Err(_) => Own::Close(None),
     }
 }
 
@@ -385,33 +420,39 @@ enum Turn {
     Dropped,
 }
 
+/// An empty ping from a server (RFC 6455 §5.5.2): FIN, opcode 9, no mask, no payload.
+const PING: [u8; 2] = [0x89, 0x00];
+
 /// Hands the subscriber to its topic's fan-out if it is caught up, and waits until something
 /// needs this task: the keep-alive timer, input from the client, the end of the server, or a
 /// hand-back.
 ///
 /// Before that, the client's frames that tungstenite has read already, or that wait in the
-/// socket, are answered, and anything tungstenite holds (an automatic pong) is written: while
-/// direct, only new input wakes the task, and tungstenite writes nothing.
+/// socket, are answered, anything tungstenite holds (an automatic pong) is written, and
+/// tungstenite's state is put away: while direct, only new input wakes the task, and tungstenite
+/// writes nothing. It is made again when input comes.
 async fn direct_turn<S>(
     app: &App,
-    ws: &mut WebSocketStream<S>,
+    ws: &mut LazyWs<S>,
     sub: &mut Subscription,
-    topic: &str,
     entry: &Entry,
-    ended: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    mut ended: Pin<&mut WaitForCancellationFutureOwned>,
     keepalive: &mut Interval,
 ) -> Turn
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(msg) = ws.next().now_or_never() {
-        match Box::pin(answer(app, ws, topic, msg)).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return Turn::Left,
+    if let Some(made) = ws.made() {
+        while let Some(msg) = made.next().now_or_never() {
+            match Box::pin(answer(made, sub, msg)).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Turn::Left,
+            }
         }
-    }
-    if ws.flush().await.is_err() {
-        return Turn::Left;
+        if made.flush().await.is_err() {
+            return Turn::Left;
+        }
+        ws.rest();
     }
     if !entry.go_direct(sub) {
         return Turn::Own;
@@ -419,26 +460,32 @@ where
     enum Woke {
         Ended,
         Tick,
-        Other,
+        Input,
+        HandedBack,
     }
     let woke = tokio::select! {
         biased;
         () = ended.as_mut() => Woke::Ended,
-        () = entry.handed_back() => Woke::Other,
+        () = entry.handed_back() => Woke::HandedBack,
         _ = keepalive.tick() => Woke::Tick,
-        _ = entry.socket().readable() => Woke::Other,
+        _ = entry.socket().readable() => Woke::Input,
     };
     // The fan-out writes nothing more to this socket; what it could not write goes first.
     let rest = entry.take_back(sub);
-    if let (Woke::Ended, Ended::Dropped) = (&woke, Ended::cause(&app.shutdown)) {
-        return Turn::Dropped;
-    }
     let mut result = Ok(());
+    match woke {
+        Woke::Ended if Ended::cause(&app.shutdown) == Ended::Dropped => return Turn::Dropped,
+        // Read on the next turn, by tungstenite.
+        Woke::Input => {
+            Box::pin(ws.ws()).await;
+        }
+        Woke::Ended | Woke::Tick | Woke::HandedBack => {}
+    }
     if !rest.is_empty() {
-        result = ws.get_mut().write_all(&rest).await.map_err(WsError::Io);
+        result = ws.io_mut().write_all(&rest).await.map_err(WsError::Io);
     }
     if let (Woke::Tick, Ok(())) = (woke, &result) {
-        result = ws.send(Message::Ping(Bytes::new())).await;
+        result = ws.io_mut().write_all(&PING).await.map_err(WsError::Io);
     }
     Turn::Direct(result)
 }
@@ -447,19 +494,15 @@ where
 /// control frames need nothing (tungstenite answers pings itself). `Ok(false)`: the client
 /// closed, failed or left.
 async fn answer<S>(
-    app: &App,
     ws: &mut WebSocketStream<S>,
-    topic: &str,
+    sub: &Subscription,
     msg: Option<Result<Message, WsError>>,
 ) -> Result<bool, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     answer_with(ws, msg, |text| {
-        app.hub
-            .publish(topic, text)
-            .map(|_| None)
-            .map_err(|e| e.to_string())
+        sub.publish(text).map(|_| None).map_err(|e| e.to_string())
     })
     .await
 }
