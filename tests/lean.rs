@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pushbench_servers::Transport;
+use pushbench_servers::{HubConfig, ServerConfig, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -384,4 +384,97 @@ async fn a_websocket_written_by_the_fanout_still_answers_its_client() {
         Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
         other => panic!("{other:?}"),
     }
+}
+
+/// The client's next frame, within [`STEP`].
+async fn next(
+    ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>,
+) -> tokio_tungstenite::tungstenite::Message {
+    use futures_util::StreamExt;
+    tokio::time::timeout(STEP, ws.next())
+        .await
+        .expect("an answer in time")
+        .expect("open")
+        .expect("a frame")
+}
+
+/// A direct WebSocket puts its framing state away while it waits and makes it again for each
+/// input, so everything a client may send must still be answered across those changes: a
+/// fragmented message with a ping between its fragments, the server's own keep-alive pings
+/// (written raw), and the client's Close, which gets a Close back (not a bare end, 1006).
+#[tokio::test]
+async fn a_websocket_answers_fragments_pings_and_close_across_idle_turns() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::Message;
+    let config = ServerConfig {
+        keepalive: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(&[Transport::Ws], HubConfig::default(), config).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let url = format!("ws://{}/ws?topic=f", server.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    // Idle past a few keep-alives: each is a ping the client's library answers.
+    let mut pings = 0;
+    while pings < 3 {
+        if let Message::Ping(p) = next(&mut ws).await {
+            assert!(p.is_empty());
+            pings += 1;
+        }
+    }
+    // A text message in three fragments, a ping between the first two, each sent on its own
+    // so the server reads them on separate turns.
+    let frag = |op, fin, data: &'static str| {
+        Message::Frame(Frame::message(data.as_bytes().to_vec(), op, fin))
+    };
+    ws.send(frag(OpCode::Data(Data::Text), false, "fr"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    ws.send(Message::Ping("mid".into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    ws.send(frag(OpCode::Data(Data::Continue), false, "agm"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    ws.send(frag(OpCode::Data(Data::Continue), true, "ented"))
+        .await
+        .unwrap();
+    let (mut pong, mut event) = (false, None);
+    while !pong || event.is_none() {
+        match next(&mut ws).await {
+            Message::Pong(p) => pong = p.as_ref() == b"mid",
+            Message::Text(t) => event = Some(t.to_string()),
+            Message::Ping(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let event = event.unwrap();
+    assert!(
+        event.contains("{\"id\":1,\"data\":\"fragmented\"}"),
+        "{event}"
+    );
+    // Direct again: a publish is written by the fan-out.
+    server.hub.publish("f", b"later").unwrap();
+    loop {
+        match next(&mut ws).await {
+            Message::Text(t) => break assert!(t.contains("\"later\""), "{t}"),
+            Message::Ping(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    ws.send(Message::Close(None)).await.unwrap();
+    loop {
+        match tokio::time::timeout(STEP, ws.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Ping(_) | Message::Text(_))) => {}
+            other => panic!("expected the server's Close, got {other:?}"),
+        }
+    }
+    until(&server, |s| s.subscribers_open == 0).await;
 }

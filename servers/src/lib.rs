@@ -19,7 +19,7 @@
 //! - `serve`: the accept loop: connection cap, HTTP settings, graceful shutdown.
 //! - `head`: reads a connection's first request head before hyper, and hands hyper the bytes.
 //! - `lean`: streaming, SSE and WebSocket subscriptions, and held long polls, served without
-//!   hyper once their head is parsed.
+//!   hyper once their head is parsed; [`footprint`] says what each one's own state takes.
 //! - `fanout`: one task per topic that writes each burst of events to every caught-up lean
 //!   streaming or SSE subscriber itself, instead of waking one task per subscriber.
 //! - `chunked`: chunked writes gathered into one `writev`, the rest kept for later.
@@ -56,6 +56,7 @@ mod write_timeout;
 pub use config::{HubConfig, ServerConfig, SlowPolicy};
 pub use http::ApiError;
 pub use hub::Hub;
+pub use lean::footprint::{footprint, Footprint};
 pub use protocol::Transport;
 pub use serve::{serve, ShutdownReport};
 pub use transport::{longpoll, poll, sse, stream, ws};

@@ -162,6 +162,7 @@ pub async fn run(
         floor: None,
         fanout_floor: Vec::new(),
         crosscheck: Vec::new(),
+        footprint: Vec::new(),
         runs: Vec::new(),
         upstream: Vec::new(),
         failures: Vec::new(),
@@ -169,6 +170,14 @@ pub async fn run(
     };
     if let Some(note) = &pinning.note {
         summary.warnings.push(format!("pinning: {note}"));
+    }
+    if experiments.contains(&Experiment::Idle) {
+        match crate::footprint::measure().await {
+            Ok(f) => summary.footprint = f,
+            Err(e) => summary.warnings.push(format!(
+                "[idle]: could not take the subscriptions' footprint: {e}"
+            )),
+        }
     }
     if !summary.environment.release_build {
         summary

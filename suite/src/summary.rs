@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::crosscheck::Crosscheck;
 use crate::fanout_floor::FanoutFloor;
 use crate::floor::Floor;
+use crate::footprint::Footprint;
 use crate::pin::Pinning;
 use crate::plan::{Experiment, Params, Scale, Step};
 use crate::upstream::Upstream;
@@ -90,6 +91,9 @@ pub struct Summary {
     /// `[latency]`'s independent cross-check client, one per technique it speaks.
     #[serde(default)]
     pub crosscheck: Vec<Crosscheck>,
+    /// `[idle]`: what each lean subscription's own state takes in the build that ran.
+    #[serde(default)]
+    pub footprint: Vec<Footprint>,
     /// Every load run.
     pub runs: Vec<Run>,
     /// `[upstream]`.

@@ -16,7 +16,8 @@
 //! one connection stays here poll after poll.
 //!
 //! A WebSocket upgrade is answered here with the 101 head hyper would send, and the bare socket
-//! goes to tokio-tungstenite ([`transport::ws::serve_upgraded`]). On the gateway, a device's
+//! goes to tokio-tungstenite ([`transport::ws::serve_upgraded`]), whose state is made only while
+//! a frame is read. On the gateway, a device's
 //! connection is the one request served here (`crate::gateway`'s `direct`). Through hyper, the upgraded
 //! socket lived inside hyper's `Upgraded` (a boxed socket and its read-ahead), under the
 //! session's own buffers.
@@ -27,8 +28,10 @@
 //! - `stream`: HTTP streaming and SSE.
 //! - `longpoll`: held long polls.
 //! - `shared`: a socket shared with the topic's fan-out, as IO for the subscriber's task.
+//! - `footprint`: what each subscription's own state takes in this build.
 
 mod conn;
+pub(crate) mod footprint;
 mod longpoll;
 mod shared;
 mod stream;
@@ -221,67 +224,4 @@ fn upgrade<H: AsTcp + Unpin>(app: &App, holder: H, accept: &str) -> Option<Conn<
     let resp = transport::ws::switching_protocols(accept).ok()?;
     conn.try_write(&[&head_bytes(&resp.map(|_| ()), Length::Upgrade)]);
     Some(conn)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What a lean subscription's future holds, for the README's account of a connection's
-    /// memory and against regressions: the whole of its state but the socket's registration,
-    /// the keep-alive timer's entry and, while a WebSocket reads a frame, tungstenite's state.
-    /// A task is this plus about 150 bytes, in steps of 128 (tokio aligns it to a cache line
-    /// pair), so a few bytes more here may cost 128 per socket.
-    #[tokio::test]
-    async fn a_subscriptions_future_stays_small() {
-        use crate::config::{HubConfig, ServerConfig};
-        let transports = [
-            Transport::LongPoll,
-            Transport::Stream,
-            Transport::Sse,
-            Transport::Ws,
-        ];
-        let hub = crate::hub::Hub::new(HubConfig::default());
-        let app = Arc::new(App::new(hub, ServerConfig::default(), &transports, None));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ended = CancellationToken::new();
-        for (request, most) in [
-            (&b"GET /stream HTTP/1.1\r\n\r\n"[..], 1024),
-            (b"GET /sse HTTP/1.1\r\n\r\n", 1024),
-            (b"GET /longpoll HTTP/1.1\r\n\r\n", 1024),
-            (
-                b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-                1024,
-            ),
-        ] {
-            let _client = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
-            let (socket, _) = listener.accept().await.unwrap();
-            let head = crate::head::parse(request).unwrap();
-            let size = match route(&app, &head).unwrap() {
-                Lean::LongPoll(start) => {
-                    std::mem::size_of_val(&*serve_longpoll(&app, socket, start, &ended))
-                }
-                Lean::Subscribe(subscribe) => {
-                    let size = Size::default();
-                    spawn(&app, socket, subscribe, ended.clone(), &size);
-                    size.0.get()
-                }
-            };
-            println!("{}: {size} bytes", head.path);
-            assert!(size > 0 && size <= most, "{}: {size} bytes", head.path);
-        }
-    }
-
-    /// Takes the size of a subscription's task future instead of spawning it.
-    #[derive(Default)]
-    struct Size(std::cell::Cell<usize>);
-
-    impl Spawn for &Size {
-        fn spawn<F: Future<Output = ()> + Send + 'static>(self, subscription: F) {
-            self.0.set(std::mem::size_of_val(&subscription));
-        }
-    }
 }

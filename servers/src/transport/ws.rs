@@ -530,7 +530,14 @@ where
             .await
             .map(|()| true),
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(true),
-        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Ok(false),
+        // tungstenite has queued the answering Close (RFC 6455 §5.5.1); it goes out with the
+        // next write, and there is none after this, so it is flushed here. Without it the
+        // client sees the socket end with no Close (1006, an abnormal closure).
+        Some(Ok(Message::Close(_))) => {
+            let _ = ws.flush().await;
+            Ok(false)
+        }
+        Some(Err(_)) | None => Ok(false),
     }
 }
 
