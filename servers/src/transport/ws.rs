@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -26,33 +26,17 @@ use crate::fanout::Entry;
 use crate::framing::{text_frame_head, Framing, MAX_FRAME_HEAD};
 use crate::http::{full, response, ApiError, Body, Query};
 use crate::hub::{Item, Subscription};
-use crate::protocol::{Transport, MAX_PAYLOAD_BYTES};
+use crate::protocol::Transport;
 use crate::stats::GaugeGuard;
 
 mod lazy;
 
-pub(crate) use lazy::LazyWs;
+pub(crate) use lazy::{server_socket, LazyWs};
 
 super::transport_server!(Transport::Ws);
 
 /// How long a closing socket waits for the client's answering Close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
-
-/// What tungstenite reads per system call, and allocates up front for every socket. Clients
-/// send a subscriber little but control frames, and the largest of those (125 bytes of payload
-/// and a 14-byte header) fits in one read; a larger message takes a few reads more.
-const READ_BUFFER: usize = 256;
-
-/// Small buffers: thousands of mostly idle sockets must stay cheap (tungstenite's defaults are
-/// 128 KiB each way, and its read buffer is allocated when the socket opens). Messages are
-/// capped at the protocol's payload limit plus the envelope.
-pub(crate) fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(Some(MAX_PAYLOAD_BYTES + 1024))
-        .max_frame_size(Some(MAX_PAYLOAD_BYTES + 1024))
-}
 
 /// How the publishing side's fan-out (`crate::fanout`) writes events to a lean WebSocket: one
 /// text frame each, with no chunking.
@@ -165,15 +149,6 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for UntilStopped<F
             std::task::Poll::Ready(()) => std::task::Poll::Ready(()),
         }
     }
-}
-
-/// `io`, whose upgrade was answered, as a server's WebSocket with this module's small buffers.
-/// Does no I/O: ready at once.
-pub(crate) async fn server_socket<S>(io: S) -> WebSocketStream<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await
 }
 
 /// The 101 answer to a WebSocket upgrade whose key gave `accept`.
@@ -583,7 +558,7 @@ pub(crate) fn error_frame(message: &str) -> Message {
 mod tests {
     use super::*;
     use crate::event::{Event, Gap};
-    use tokio_tungstenite::tungstenite::protocol::WebSocket;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket};
 
     /// What the fan-out writes must read back, through tungstenite as a client, as the very
     /// message the session would send: every length encoding (7-bit, 16-bit, 64-bit).

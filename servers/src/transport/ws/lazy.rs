@@ -1,4 +1,5 @@
-//! A server's WebSocket that keeps tungstenite's state only while its session needs it.
+//! A server's WebSocket with small buffers ([`server_socket`]), and one that keeps tungstenite's
+//! state only while its session needs it ([`LazyWs`]).
 //!
 //! Why: a subscriber that the topic's fan-out writes to (`crate::fanout`) only waits. It needs
 //! tungstenite again only when its client sends something, or when it is handed back. Yet
@@ -18,10 +19,35 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use super::ws_config;
+use crate::protocol::MAX_PAYLOAD_BYTES;
+
+/// What tungstenite reads per system call, and allocates up front for every socket. Clients
+/// send a subscriber little but control frames, and the largest of those (125 bytes of payload
+/// and a 14-byte header) fits in one read; a larger message takes a few reads more.
+const READ_BUFFER: usize = 256;
+
+/// Small buffers: thousands of mostly idle sockets must stay cheap (tungstenite's defaults are
+/// 128 KiB each way, and its read buffer is allocated when the socket opens). Messages are
+/// capped at the protocol's payload limit plus the envelope.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_PAYLOAD_BYTES + 1024))
+        .max_frame_size(Some(MAX_PAYLOAD_BYTES + 1024))
+}
+
+/// `io`, whose upgrade was answered, as a server's WebSocket with small buffers.
+/// Does no I/O: ready at once.
+pub(crate) async fn server_socket<S>(io: S) -> WebSocketStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await
+}
 
 /// A server's WebSocket on `S`, with tungstenite's state made only when it is used.
 pub(crate) struct LazyWs<S> {
@@ -54,9 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LazyWs<S> {
             let State::Raw(tapped) = std::mem::replace(&mut self.state, State::Moving) else {
                 unreachable!("checked above")
             };
-            // Does no I/O: the stream is ready at once.
-            let ws = WebSocketStream::from_raw_socket(tapped, Role::Server, Some(ws_config()));
-            self.state = State::Ws(Box::new(ws.await));
+            self.state = State::Ws(Box::new(server_socket(tapped).await));
         }
         match &mut self.state {
             State::Ws(ws) => ws,
