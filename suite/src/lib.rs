@@ -13,7 +13,8 @@
 //! - [`fanout_floor`]: `[fanout]`'s physical limit, a raw `write(2)` loop to N sockets; its
 //!   reader half, [`fanout_reader`], runs in a child process (`pushbench fanout-floor-reader`);
 //!   [`fanout_floor_report`] draws and reads it.
-//! - [`footprint`]: `[idle]`'s account of what one idle connection holds, part by part.
+//! - [`footprint`]: `[idle]`'s parts of a connection in the build that ran;
+//!   [`footprint_report`] sets them beside the measured memory in `REPORT.md`.
 //! - [`crosscheck`]: `[latency]`'s independent client, built on [`rawhttp`], a blocking
 //!   hand-written HTTP/1.1 client that shares no code with the load generator's.
 //! - [`upstream`]: `[upstream]`, client → server → client round trips.
@@ -33,6 +34,7 @@ pub mod fanout_floor_report;
 pub mod fanout_reader;
 pub mod floor;
 pub mod footprint;
+pub mod footprint_report;
 pub mod gateway;
 pub mod headline;
 pub mod instrument;

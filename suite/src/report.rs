@@ -387,7 +387,7 @@ fn reading(s: &Summary, e: Experiment) -> String {
                     hi.0.name()
                 );
             }
-            text.push_str(&crate::footprint::table(s));
+            text.push_str(&crate::footprint_report::table(s));
             text
         }
     }
