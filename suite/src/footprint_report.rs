@@ -1,12 +1,13 @@
 //! `[idle]`'s account in `REPORT.md` of what one idle connection holds, part by part: each lean
-//! subscription's own state in the build that ran ([`crate::footprint`]) beside the memory the
-//! run measured. What is left after the parts the build can name is the runtime's and the
+//! subscription's own state in the build that ran ([`pushbench_servers::footprint`], kept in
+//! `summary.json`) beside the memory the run measured. What is left after the parts the build can name is the runtime's and the
 //! allocator's: the socket's registration, the timer's entry, the task's header and rounding,
 //! and malloc's overhead.
 
 use std::fmt::Write as _;
 
-use crate::footprint::Footprint;
+use pushbench_servers::Footprint;
+
 use crate::headline::fmt_value;
 use crate::summary::Summary;
 

@@ -13,8 +13,7 @@
 //! - [`fanout_floor`]: `[fanout]`'s physical limit, a raw `write(2)` loop to N sockets; its
 //!   reader half, [`fanout_reader`], runs in a child process (`pushbench fanout-floor-reader`);
 //!   [`fanout_floor_report`] draws and reads it.
-//! - [`footprint`]: `[idle]`'s parts of a connection in the build that ran;
-//!   [`footprint_report`] sets them beside the measured memory in `REPORT.md`.
+//! - [`footprint_report`]: `[idle]`'s account of what one idle connection holds, part by part.
 //! - [`crosscheck`]: `[latency]`'s independent client, built on [`rawhttp`], a blocking
 //!   hand-written HTTP/1.1 client that shares no code with the load generator's.
 //! - [`upstream`]: `[upstream]`, client → server → client round trips.
@@ -33,7 +32,6 @@ pub mod fanout_floor;
 pub mod fanout_floor_report;
 pub mod fanout_reader;
 pub mod floor;
-pub mod footprint;
 pub mod footprint_report;
 pub mod gateway;
 pub mod headline;

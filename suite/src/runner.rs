@@ -172,7 +172,7 @@ pub async fn run(
         summary.warnings.push(format!("pinning: {note}"));
     }
     if experiments.contains(&Experiment::Idle) {
-        match crate::footprint::measure().await {
+        match pushbench_servers::footprint().await {
             Ok(f) => summary.footprint = f,
             Err(e) => summary.warnings.push(format!(
                 "[idle]: could not take the subscriptions' footprint: {e}"

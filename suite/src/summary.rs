@@ -7,13 +7,12 @@ use pushbench_loadgen::load::env::Environment;
 use pushbench_loadgen::load::recorder::decode_b64;
 use pushbench_loadgen::load::report::{GatewaySummary, Percentiles};
 use pushbench_loadgen::load::LoadReport;
-use pushbench_servers::Transport;
+use pushbench_servers::{Footprint, Transport};
 use serde::{Deserialize, Serialize};
 
 use crate::crosscheck::Crosscheck;
 use crate::fanout_floor::FanoutFloor;
 use crate::floor::Floor;
-use crate::footprint::Footprint;
 use crate::pin::Pinning;
 use crate::plan::{Experiment, Params, Scale, Step};
 use crate::upstream::Upstream;
