@@ -478,3 +478,63 @@ async fn a_websocket_answers_fragments_pings_and_close_across_idle_turns() {
     }
     until(&server, |s| s.subscribers_open == 0).await;
 }
+
+/// What arrives on `s` within `window`.
+async fn read_for(s: &mut TcpStream, window: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(window, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    got
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+#[tokio::test]
+async fn keep_alives_go_to_idle_streams_only() {
+    // The keep-alive interval is long against the publishing pace below (one event every
+    // 50 ms), so no scheduling hiccup of a loaded test machine leaves a busy topic idle that long.
+    let period = Duration::from_millis(300);
+    let config = ServerConfig {
+        keepalive: period,
+        ..ServerConfig::default()
+    };
+    let transports = [Transport::Sse, Transport::Stream, Transport::Ws];
+    let mut server = TestServer::start_with(&transports, HubConfig::default(), config).await;
+    let sse = (b": keep-alive\n\n".as_slice(), "/sse?topic=idle", "");
+    let stream = (b"\r\n1\r\n\n\r\n".as_slice(), "/stream?topic=idle", "");
+    let ws = (b"\x89\x00".as_slice(), "/ws?topic=idle", WS_UPGRADE);
+    for (keepalive, path, extra) in [sse, stream, ws] {
+        // Idle: a keep-alive each interval, from the topic's fan-out.
+        let mut s = subscribe_with(server.addr, path, extra, false).await;
+        let idle = read_for(&mut s, period * 4).await;
+        assert!(count(&idle, keepalive) >= 2, "{path}: {idle:?}");
+        // Busy: the stream carries events, and no keep-alive.
+        let busy_path = path.replace("idle", "busy");
+        let mut s = subscribe_with(server.addr, &busy_path, extra, false).await;
+        let (read, _) = tokio::join!(read_for(&mut s, period * 4), async {
+            for i in 0..(period * 4).as_millis() / 50 {
+                server
+                    .hub
+                    .publish("busy", format!("e{i}").as_bytes())
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        assert!(count(&read, b"e20") == 1, "{busy_path}: {read:?}");
+        assert_eq!(count(&read, keepalive), 0, "{busy_path}: {read:?}");
+    }
+    assert_eq!(server.shutdown().await.forced, 0);
+}

@@ -55,7 +55,12 @@ impl App {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         App {
-            fanout: Fanout::new(hub.clone(), shutdown.clone(), tasks.clone()),
+            fanout: Fanout::new(
+                hub.clone(),
+                config.keepalive,
+                shutdown.clone(),
+                tasks.clone(),
+            ),
             hub,
             config,
             transports: transports.to_vec(),

@@ -9,11 +9,20 @@
 //! A subscriber is *direct* while it is caught up and its socket has taken everything. Then the
 //! topic's fan-out task ([`run`]) writes its events (one chunk, one `writev`, per subscriber per
 //! burst) and moves its cursor. The subscriber's own task sleeps meanwhile, and wakes only for
-//! its keep-alive timer, input from its peer, the end of the server, or a hand-back: when its
+//! input from its peer, the end of the server, or a hand-back: when its
 //! socket was full (the rest of the chunk is handed over with it), or when the fan-out itself
 //! fell behind. Back in its own hands, a subscriber reads the ring itself as before, so the
 //! slow-subscriber policy, gap signals and the write timeout apply unchanged, and it goes direct
 //! again once it has caught up and flushed.
+//!
+//! The keep-alives are the topic's too: when the topic has published nothing for the keep-alive
+//! interval, its fan-out writes the framing's keep-alive (an SSE comment, a blank NDJSON line, a
+//! WebSocket ping) to every direct subscriber, and again each interval while it stays idle.
+//! Why not a timer per subscriber, as before: each one woke its task every interval whether the
+//! stream was idle or not, and at 10,000 subscribers with the default 15 s that was 667 task
+//! wake-ups a second on the server, and as many reads on every client, for streams that were
+//! carrying an event a second anyway. A subscriber in its own task's hands is never idle: it is
+//! catching up, writing what its socket did not take, or answering its peer.
 //!
 //! Every change of hands happens under the subscriber's own lock ([`Entry`]), so the fan-out
 //! and the subscriber never both write to one socket, and a subscriber goes direct only at the
@@ -21,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -39,6 +49,8 @@ use crate::stats::Stats;
 #[derive(Debug)]
 pub(crate) struct Fanout {
     hub: Hub,
+    /// How long a topic may publish nothing before its direct subscribers get a keep-alive.
+    keepalive: Duration,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     topics: Mutex<HashMap<Box<str>, Arc<Registry>>>,
@@ -78,9 +90,15 @@ pub(crate) struct Registration {
 }
 
 impl Fanout {
-    pub(crate) fn new(hub: Hub, shutdown: CancellationToken, tasks: TaskTracker) -> Fanout {
+    pub(crate) fn new(
+        hub: Hub,
+        keepalive: Duration,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Fanout {
         Fanout {
             hub,
+            keepalive,
             shutdown,
             tasks,
             topics: Mutex::new(HashMap::new()),
@@ -106,6 +124,7 @@ impl Fanout {
                         self.hub.clone(),
                         topic.to_owned(),
                         registry.clone(),
+                        self.keepalive,
                         self.shutdown.clone(),
                     ));
                     registry
@@ -210,6 +229,28 @@ impl Entry {
         n
     }
 
+    /// Writes the framing's keep-alive if the subscriber is direct (else its own task is busy
+    /// with it, and it is not idle).
+    fn keep_alive(&self, stats: &Stats) {
+        let mut state = lock(&self.state);
+        if !state.direct {
+            return;
+        }
+        let keepalive = self.framing.keepalive;
+        if self.framing.chunked {
+            chunked::try_chunk(
+                &self.socket,
+                &[Bytes::from_static(keepalive)],
+                &mut state.pending,
+            );
+        } else {
+            chunked::try_write(&self.socket, &[keepalive], &mut state.pending);
+        }
+        if !state.pending.is_empty() {
+            self.hand_back(state, stats);
+        }
+    }
+
     fn hand_back(&self, mut state: MutexGuard<'_, State>, stats: &Stats) {
         state.direct = false;
         drop(state);
@@ -250,9 +291,18 @@ impl Burst {
 }
 
 /// A topic's fan-out: waits for events, reads up to [`BURST`] at a time, and offers them to
-/// every registered subscriber. Ends at shutdown.
-async fn run(hub: Hub, topic: String, registry: Arc<Registry>, shutdown: CancellationToken) {
+/// every registered subscriber; when the topic stays idle for `keepalive`, writes each direct
+/// subscriber a keep-alive instead. Ends at shutdown.
+async fn run(
+    hub: Hub,
+    topic: String,
+    registry: Arc<Registry>,
+    keepalive: Duration,
+    shutdown: CancellationToken,
+) {
     let mut reader: Option<Subscription> = None;
+    let idle = tokio::time::sleep(keepalive);
+    tokio::pin!(idle);
     loop {
         let sub = match reader.as_mut() {
             Some(sub) => sub,
@@ -266,6 +316,11 @@ async fn run(hub: Hub, topic: String, registry: Arc<Registry>, shutdown: Cancell
             biased;
             () = shutdown.cancelled() => return,
             item = sub.next() => item,
+            () = &mut idle => {
+                registry.keep_alive(hub.stats());
+                idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
+                continue;
+            }
         };
         // Let whatever else is ready run first (publish requests among them) before reading
         // the burst: a burst to many sockets is a lot of work for one poll, and while events
@@ -285,6 +340,7 @@ async fn run(hub: Hub, topic: String, registry: Arc<Registry>, shutdown: Cancell
         let stats = hub.stats();
         let delivered: u64 = entries.iter().map(|e| e.offer(&mut burst, stats)).sum();
         Stats::add(&hub.stats().deliveries, delivered);
+        idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
     }
 }
 
@@ -315,6 +371,15 @@ fn read_burst(
 }
 
 impl Registry {
+    /// A keep-alive to every direct subscriber. The entries are copied out first, as for a
+    /// burst, so registering and leaving never wait behind the writes.
+    fn keep_alive(&self, stats: &Stats) {
+        let entries = lock(&self.entries).clone();
+        for entry in &entries {
+            entry.keep_alive(stats);
+        }
+    }
+
     fn hand_back_all(&self, stats: &Stats) {
         for entry in lock(&self.entries).iter() {
             let state = lock(&entry.state);

@@ -39,7 +39,7 @@ pub fn table(s: &Summary) -> String {
         }
     };
     row(
-        "its task's state: socket, cursor or waiter, wake-ups, keep-alive timer \
+        "its task's state: socket, cursor or waiter, wake-ups \
          (a WebSocket's framing state only while it reads a frame)",
         &|f, _| f.task_state_bytes.to_string(),
     );
@@ -51,8 +51,9 @@ pub fn table(s: &Summary) -> String {
         },
     );
     row(
-        "the rest: task header and rounding, socket registration, timer entry, allocator \
-         overhead; for a long poll, the connection task that waits for its next request",
+        "the rest: task header and rounding, socket registration, allocator overhead; for a \
+         long poll, its timeout's timer entry and the connection task that waits for its next \
+         request",
         &|f, total| {
             let named = (f.task_state_bytes + f.fanout_entry_bytes) as f64;
             fmt_value(total - named)

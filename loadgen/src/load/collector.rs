@@ -52,6 +52,9 @@ pub(super) struct Collector {
     pub(super) current: Histogram<u64>,
     pub(super) current_start: Instant,
     pub(super) intervals: Vec<(Duration, Duration, Histogram<u64>)>,
+    /// The last interval's p99, ms: taken once per interval, not on every tick that shows it
+    /// (a quantile walks the whole histogram).
+    last_p99_ms: Option<f64>,
     pub(super) server_rss_peak: Option<u64>,
     pub(super) loadgen_rss_peak: u64,
     pub(super) done: usize,
@@ -70,6 +73,7 @@ impl Collector {
             current: latency_histogram(),
             current_start: run_start,
             intervals: Vec::new(),
+            last_p99_ms: None,
             server_rss_peak: None,
             loadgen_rss_peak: 0,
             done: 0,
@@ -121,6 +125,8 @@ impl Collector {
                     let start = self.current_start.duration_since(self.run_start);
                     let length = now.duration_since(self.current_start);
                     let h = std::mem::replace(&mut self.current, latency_histogram());
+                    self.last_p99_ms =
+                        (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0);
                     self.intervals.push((start, length, h));
                     self.current_start = now;
                 }
@@ -160,8 +166,7 @@ impl Collector {
     }
 
     pub(super) fn last_p99_ms(&self) -> Option<f64> {
-        let (_, _, h) = self.intervals.last()?;
-        (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
+        self.last_p99_ms
     }
 
     /// Takes a sample of the time series, at most every [`TICK`].

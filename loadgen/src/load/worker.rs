@@ -136,12 +136,22 @@ async fn run(
             let mut next_progress = Instant::now() + PROGRESS;
             let mut next_interval = Instant::now() + INTERVAL;
             loop {
+                // While every subscriber is with the readiness loop, this runtime has nothing
+                // that could lag: the task sleeps until its next report instead of probing.
+                // Why: each probe of an idle runtime is a wake-up of its core, tens of µs on a
+                // virtual CPU, and 100 of them a second were a tenth of what the load
+                // generator spent at 10,000 subscribers.
+                let probing = !shared.subscribers.borrow().is_empty();
+                let wake = match probing {
+                    true => next_probe,
+                    false => next_progress.min(next_interval),
+                };
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
-                    () = tokio::time::sleep_until(next_probe.into()) => {}
+                    () = tokio::time::sleep_until(wake.into()) => {}
                 }
                 let now = Instant::now();
-                if shared.window_open.get().is_some_and(|at| now >= at) {
+                if probing && shared.window_open.get().is_some_and(|at| now >= at) {
                     shared
                         .rec
                         .borrow_mut()

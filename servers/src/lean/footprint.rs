@@ -3,8 +3,9 @@
 //!
 //! Measured by opening each subscription on a loopback socket, as a server would, and taking
 //! the size of its task's future instead of spawning it: the whole of its state but what it
-//! allocates (the socket's registration with the runtime, the keep-alive timer's entry and,
-//! while a WebSocket reads a frame, tungstenite's state).
+//! allocates (the socket's registration with the runtime, a long poll's timeout entry and,
+//! while a WebSocket reads a frame, tungstenite's state). A stream keeps no timer: its topic's
+//! fan-out writes its keep-alives (`crate::fanout`).
 
 use std::cell::Cell;
 use std::future::Future;

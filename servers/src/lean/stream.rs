@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -91,7 +90,6 @@ pub(super) fn serve_stream(
 enum Next {
     Stop(End),
     Item(Item),
-    KeepAlive,
     Readable,
     /// The fan-out handed the subscriber back.
     HandedBack,
@@ -104,9 +102,8 @@ async fn stream_items(
     app: &App,
     ended: &CancellationToken,
 ) -> End {
-    let keepalive = app.config.keepalive;
-    let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // No keep-alive timer here: while the stream is idle, the subscriber is direct, and the
+    // topic's fan-out writes its keep-alives (`crate::fanout`).
     // Registered once, not per event: a fresh `cancelled()` per wake-up would lock the token's
     // waiter list for every delivery.
     let cancelled = ended.cancelled();
@@ -127,7 +124,6 @@ async fn stream_items(
                 Ok(item) => Next::Item(item),
                 Err(_slow) => Next::Stop(End::Finish),
             },
-            _ = ticker.tick() => Next::KeepAlive,
             ready = entry.socket().readable() => match ready {
                 Ok(()) => Next::Readable,
                 Err(_) => Next::Stop(End::Cut),
@@ -143,10 +139,6 @@ async fn stream_items(
         let stop = match next {
             Next::Stop(end) => return end,
             Next::Item(first) => try_burst(conn, sub, framing, first),
-            Next::KeepAlive => {
-                conn.try_chunk(&[Bytes::from_static(framing.keepalive)]);
-                None
-            }
             Next::Readable => match conn.drain_input() {
                 Ok(()) => None,
                 Err(_) => return End::Cut,

@@ -43,8 +43,8 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 pub(crate) const FRAMING: Framing = Framing {
     name: "ws",
     encode: frame_bytes,
-    // Unused: a WebSocket's keep-alive is a ping, which its own task sends.
-    keepalive: b"",
+    // The fan-out pings a direct subscriber of an idle topic.
+    keepalive: &PING,
     chunked: false,
 };
 
@@ -295,9 +295,14 @@ where
     // local it becomes; an `async` block uses them in place.
     async move {
         let app = &*app;
-        let period = app.config.keepalive;
-        let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
-        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A session under the fan-out keeps no timer: the fan-out pings it while its topic is
+        // idle (`crate::fanout`), and in its own task's hands it is busy, not idle.
+        let mut keepalive = direct.is_none().then(|| {
+            let period = app.config.keepalive;
+            let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticks
+        });
         // Registered once, so each turn of the loop does not lock the token's waiter list.
         let mut ended = Box::pin(ended.cancelled_owned());
         let close = loop {
@@ -308,8 +313,7 @@ where
                 break Some((CloseCode::Away, "server shutting down"));
             }
             if let Some(entry) = &direct {
-                let ticks = &mut keepalive;
-                let turn = direct_turn(app, &mut ws, &mut sub, entry, ended.as_mut(), ticks);
+                let turn = direct_turn(app, &mut ws, &mut sub, entry, ended.as_mut());
                 match turn.await {
                     Turn::Direct(Ok(())) => continue,
                     Turn::Own => {}
@@ -349,7 +353,7 @@ async fn own_turn<S>(
     ws: &mut LazyWs<S>,
     sub: &mut Subscription,
     mut ended: Pin<&mut WaitForCancellationFutureOwned>,
-    keepalive: &mut Interval,
+    keepalive: &mut Option<Interval>,
 ) -> Own
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -374,7 +378,7 @@ where
             },
             Err(_slow) => return Own::Close(Some((CloseCode::Policy, "subscriber too slow"))),
         },
-        _ = keepalive.tick() => ws.send(Message::Ping(Bytes::new())).await,
+        () = tick(keepalive) => ws.send(Message::Ping(Bytes::new())).await,
     };
     match sent {
         Ok(()) => Own::Sent,
@@ -382,10 +386,20 @@ where
     }
 }
 
+/// The next tick of `keepalive`; never without one.
+async fn tick(keepalive: &mut Option<Interval>) {
+    match keepalive {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// How a turn with the fan-out went.
 enum Turn {
     /// The subscriber was direct until something woke it, and is this task's again: the result
-    /// of writing what the fan-out left, and the ping if the timer woke it.
+    /// of writing what the fan-out left.
     Direct(Result<(), WsError>),
     /// It is not caught up: this task sends its events.
     Own,
@@ -399,8 +413,7 @@ enum Turn {
 const PING: [u8; 2] = [0x89, 0x00];
 
 /// Hands the subscriber to its topic's fan-out if it is caught up, and waits until something
-/// needs this task: the keep-alive timer, input from the client, the end of the server, or a
-/// hand-back.
+/// needs this task: input from the client, the end of the server, or a hand-back.
 ///
 /// Before that, the client's frames that tungstenite has read already, or that wait in the
 /// socket, are answered, anything tungstenite holds (an automatic pong) is written, and
@@ -412,7 +425,6 @@ async fn direct_turn<S>(
     sub: &mut Subscription,
     entry: &Entry,
     mut ended: Pin<&mut WaitForCancellationFutureOwned>,
-    keepalive: &mut Interval,
 ) -> Turn
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -434,7 +446,6 @@ where
     }
     enum Woke {
         Ended,
-        Tick,
         Input,
         HandedBack,
     }
@@ -442,27 +453,22 @@ where
         biased;
         () = ended.as_mut() => Woke::Ended,
         () = entry.handed_back() => Woke::HandedBack,
-        _ = keepalive.tick() => Woke::Tick,
         _ = entry.socket().readable() => Woke::Input,
     };
     // The fan-out writes nothing more to this socket; what it could not write goes first.
     let rest = entry.take_back(sub);
-    let mut result = Ok(());
     match woke {
         Woke::Ended if Ended::cause(&app.shutdown) == Ended::Dropped => return Turn::Dropped,
         // Read on the next turn, by tungstenite.
         Woke::Input => {
             Box::pin(ws.ws()).await;
         }
-        Woke::Ended | Woke::Tick | Woke::HandedBack => {}
+        Woke::Ended | Woke::HandedBack => {}
     }
-    if !rest.is_empty() {
-        result = ws.io_mut().write_all(&rest).await.map_err(WsError::Io);
+    if rest.is_empty() {
+        return Turn::Direct(Ok(()));
     }
-    if let (Woke::Tick, Ok(())) = (woke, &result) {
-        result = ws.io_mut().write_all(&PING).await.map_err(WsError::Io);
-    }
-    Turn::Direct(result)
+    Turn::Direct(ws.io_mut().write_all(&rest).await.map_err(WsError::Io))
 }
 
 /// Answers one frame from the client: text is published to the topic, binary is refused, and
