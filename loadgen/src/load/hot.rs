@@ -73,7 +73,8 @@ fn timer_slack(interval: Duration) -> Duration {
 /// kernel's arrival stamp), and each probe of an idle loop is a wake-up of its core, tens of µs
 /// on a virtual CPU. At 10,000 subscribers and one event a second the loop is busy for a tenth
 /// of each second, and 100 probes a second cost it a fifth of what the deliveries did. So the
-/// probe stops once a poll finds nothing to do, and starts again with the next readiness.
+/// probe stops once a poll finds nothing to do and no timer waits (a polling loop always has
+/// one), and starts again with the next readiness.
 struct Probe {
     next: Instant,
     on: bool,
@@ -261,7 +262,9 @@ impl LoopState {
                 tracing::error!("the readiness loop's poll failed: {e}");
                 break;
             }
-            probe.after_poll(events.is_empty());
+            // Idle: nothing was ready, and no poll waits on a timer (a loop that sends polls
+            // is never idle, and its probe is what times them: `load/saturation.rs`).
+            probe.after_poll(events.is_empty() && self.timers.next().is_none());
             // One reading of the clocks per chunk of the batch: it decides whether a poll is
             // due (an early reading only makes one come a chunk later), and it converts the
             // kernel's arrival stamps of the chunk's reads (exact whenever it was read).
