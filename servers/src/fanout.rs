@@ -213,6 +213,24 @@ impl Entry {
         let skip = (state.cursor + 1 - burst.from) as usize;
         state.cursor = burst.to();
         let items = &burst.encoded(self.framing)[skip..];
+        self.write(state, items, stats);
+        items.len() as u64
+    }
+
+    /// Writes the framing's keep-alive if the subscriber is direct (else its own task is busy
+    /// with it, and it is not idle).
+    fn keep_alive(&self, stats: &Stats) {
+        let state = lock(&self.state);
+        if !state.direct {
+            return;
+        }
+        self.write(state, &[Bytes::from_static(self.framing.keepalive)], stats);
+    }
+
+    /// Writes `items` (at most [`BURST`]) to the socket as the framing wants them: one chunk,
+    /// or the frames as they are. What the socket does not take is kept, and the subscriber is
+    /// handed back with it.
+    fn write(&self, mut state: MutexGuard<'_, State>, items: &[Bytes], stats: &Stats) {
         if self.framing.chunked {
             chunked::try_chunk(&self.socket, items, &mut state.pending);
         } else {
@@ -221,30 +239,6 @@ impl Entry {
                 *part = item;
             }
             chunked::try_write(&self.socket, &parts[..items.len()], &mut state.pending);
-        }
-        let n = items.len() as u64;
-        if !state.pending.is_empty() {
-            self.hand_back(state, stats);
-        }
-        n
-    }
-
-    /// Writes the framing's keep-alive if the subscriber is direct (else its own task is busy
-    /// with it, and it is not idle).
-    fn keep_alive(&self, stats: &Stats) {
-        let mut state = lock(&self.state);
-        if !state.direct {
-            return;
-        }
-        let keepalive = self.framing.keepalive;
-        if self.framing.chunked {
-            chunked::try_chunk(
-                &self.socket,
-                &[Bytes::from_static(keepalive)],
-                &mut state.pending,
-            );
-        } else {
-            chunked::try_write(&self.socket, &[keepalive], &mut state.pending);
         }
         if !state.pending.is_empty() {
             self.hand_back(state, stats);
