@@ -54,9 +54,11 @@ const EVENTS: usize = 1024;
 /// the timers costs two clock readings.
 const CHUNK: usize = 64;
 
-/// How early a timer may fire, at most: polls due within the slack of each other go out
-/// together, and their answers come back together, so one wake-up of the loop serves many
-/// instead of one each (at 10,000 polls a second, wake-ups were an eighth of the loop's time).
+/// How early a timer may fire, at most: the loop wakes for its earliest timer, and every poll
+/// due within the slack after it goes out with it. Their answers come back together, so one
+/// wake-up of the loop (and of the server) serves many instead of one each: at 10,000 polls a
+/// second, a slack of 5 ms took the loop from 5,200 wake-ups a second to 850, its CPU from
+/// 26.6 to 13.2 µs per poll, and the server's from 21.3 to 16.5 µs.
 /// The slack is a hundredth of the poll interval, capped here, and at least a millisecond (the
 /// resolution of `epoll_wait`'s timeout anyway): a poll 1% early changes neither its interval's
 /// rate nor a subscriber's mean latency (half the interval) measurably.
@@ -241,14 +243,18 @@ impl LoopState {
         let mut stopping = false;
         let mut gather = false;
         while !stopping {
-            // What the loop must wake for: its next timer (early by the slack), its lag probe
-            // while it has work, and the next interval histogram.
+            // What the loop must wake for: its next timer, its lag probe while it has work,
+            // and the next interval histogram. The timer is woken for on time, not early by
+            // the slack: it then takes along every timer due within the slack after it, and
+            // the next wake-up is a slack later. Woken early by the slack, the loop had found
+            // its next timer due again right away and sent about one millisecond's polls per
+            // wake-up (`epoll_wait`'s resolution), 5,200 wake-ups a second at 10,000 polls.
             let mut wake = next_interval;
             if probe.on {
                 wake = wake.min(probe.next);
             }
             if let Some(at) = self.timers.next() {
-                wake = wake.min(at.checked_sub(self.slack).unwrap_or(at));
+                wake = wake.min(at);
             }
             if gather {
                 // Never past what the loop must wake for.
