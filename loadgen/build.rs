@@ -28,8 +28,30 @@ fn main() {
         "cargo:rustc-env=PUSHBENCH_RUSTC={}",
         run(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into())
     );
-    for path in ["../.git/HEAD", "../.git/index"] {
-        if std::path::Path::new(path).exists() {
+    // Run again whenever the revision or the tree may have moved, so a report never names a
+    // commit other than the one its binary was built from: the ref HEAD points at (a commit
+    // moves it, not HEAD itself), the index (a `git add`), and every source folder of the
+    // workspace (an edit not yet added makes the build `-dirty`). Watching only HEAD and the
+    // index, a binary built from edits committed later called itself the commit before.
+    let mut watch: Vec<String> = ["HEAD", "index", "packed-refs"]
+        .iter()
+        .filter_map(|p| run("git", &["rev-parse", "--git-path", p]))
+        .collect();
+    if let Some(head_ref) = run("git", &["symbolic-ref", "-q", "HEAD"]) {
+        watch.extend(run("git", &["rev-parse", "--git-path", &head_ref]));
+    }
+    for dir in [
+        "src",
+        "servers/src",
+        "loadgen/src",
+        "suite/src",
+        "benches",
+        "Cargo.toml",
+    ] {
+        watch.push(format!("../{dir}"));
+    }
+    for path in watch {
+        if std::path::Path::new(&path).exists() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
