@@ -341,14 +341,19 @@ impl LoopState {
 
     /// Drives every subscription whose timer is due by `now` (give or take the slack).
     fn fire_timers(&mut self, clocks: &Clocks) {
-        let by = clocks.mono() + self.slack;
-        // Polls due by `by` go out as if it were `by`: one shifted pair for all of them.
-        let clocks_by = clocks.at(by);
+        let now = clocks.mono();
+        let by = now + self.slack;
         while let Some((at, slot)) = self.timers.pop_due(by) {
             let current = self.subs.get_mut(slot).and_then(Option::as_mut);
             if let Some(entry) = current.filter(|e| e.timer == Some(at)) {
                 entry.timer = None;
-                self.drive_slot(slot, &clocks_by, false);
+                // A poll taken along early goes out as if at its own due time, so its schedule
+                // moves on from that time; one that came due before now goes out now, and
+                // its client judges whether that was late (`MISSED` in `client/poll.rs`).
+                // Driven as if at `by`, the earliest poll of each batch looked over 5 ms late
+                // and restarted its schedule from `by`.
+                let clocks_due = clocks.at(at.max(now));
+                self.drive_slot(slot, &clocks_due, false);
             }
         }
     }
