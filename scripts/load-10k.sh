@@ -2,9 +2,11 @@
 # The headline load benchmark: every transport at 10,000 subscribers, a broadcast of 1 event/s for
 # 30 s (polling every 1 s), server pinned to core 0 and load generator to core 1, one after another
 # in one run. With --nchan, the same five runs against Nchan (restarted before each, so its
-# memory per connection is measured from a fresh process). With --gateway, one more run: the
+# memory per connection is measured from a fresh process). With --gateway, two more runs: the
 # FCM-style gateway (`pushbench serve gateway`), one topic send per event fanned out to every
-# device, each device acknowledging each message: the relay hop beside direct WebSocket.
+# device, the devices acknowledging once per 10 messages as FCM's own clients do (gateway-ws),
+# then each message (gateway-ack1-ws): the relay hop beside direct WebSocket, and what
+# acknowledging each message costs it.
 #
 #   scripts/load-10k.sh [--nchan] [--gateway] [--only-ws] [--out DIR] [--clients N] [--duration D]
 #
@@ -76,6 +78,7 @@ for t in "${transports[@]}"; do
 done
 if [[ $gateway -eq 1 ]]; then
     serve_and_load gateway gateway ws --target-profile gateway --send-to topic
+    serve_and_load gateway gateway-ack1 ws --target-profile gateway --send-to topic --ack-every 1
 fi
 
 if [[ $nchan -eq 1 ]]; then

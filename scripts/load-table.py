@@ -12,7 +12,8 @@ import pathlib
 import sys
 
 ORDER = ["poll", "longpoll", "stream", "sse", "ws"]
-SERVERS = ["pushbench", "gateway", "nchan"]
+SERVERS = ["pushbench", "gateway", "gateway-ack1", "nchan"]
+LABELS = {"gateway": "ws (devices, ack per 10)", "gateway-ack1": "ws (devices, ack each)"}
 
 
 def load(path):
@@ -51,7 +52,7 @@ def main():
     root = pathlib.Path(sys.argv[1])
     reports = {}
     for path in sorted(root.glob("*.json")):
-        server, _, transport = path.stem.partition("-")
+        server, _, transport = path.stem.rpartition("-")
         if server in SERVERS and transport in ORDER:
             reports[(server, transport)] = load(path)
     if not reports:
@@ -66,8 +67,16 @@ def main():
         for transport in ORDER:
             r = reports.get((server, transport))
             if r is not None:
-                label = "ws (devices)" if server == "gateway" else transport
+                label = LABELS.get(server, transport)
                 print(row(server, label, r))
+    relay = [g for g in ["gateway", "gateway-ack1"] if (g, "ws") in reports and ("pushbench", "ws") in reports]
+    if relay:
+        print()
+        direct = reports[("pushbench", "ws")]["server"].get("cpu_ms_per_1k_events")
+        for g in relay:
+            cpu = reports[(g, "ws")]["server"].get("cpu_ms_per_1k_events")
+            if cpu and direct:
+                print(f"{g} ÷ direct WebSocket, server CPU per delivery: {cpu / direct:.3f}×")
     ours = [t for t in ["stream", "sse", "ws"] if ("pushbench", t) in reports and ("nchan", t) in reports]
     if not ours:
         return

@@ -22,7 +22,8 @@ pub enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Measure one transport under load: N subscribers, an open-loop publisher, HDR latency,
     /// loss, bytes, requests, and the CPU and memory of the server and of the load generator.
-    Load(cmd::load::LoadArgs),
+    // Boxed: its options outweigh every other command's.
+    Load(Box<cmd::load::LoadArgs>),
     /// Run the published experiments for every transport and write the data, charts and
     /// REPORT.md (the main job).
     Suite(cmd::suite::SuiteArgs),
@@ -52,7 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
-        Command::Load(args) => cmd::load::run(args),
+        Command::Load(args) => cmd::load::run(*args),
         Command::LoadWorker(args) => cmd::load::run_worker(args),
         Command::FanoutFloorReader { spec } => {
             Ok(pushbench_suite::fanout_reader::run_child(&spec)?)

@@ -583,6 +583,49 @@ async fn offline_devices_get_held_messages_in_order_minus_ttl_and_collapse() {
 }
 
 #[tokio::test]
+async fn one_stream_ack_acknowledges_every_message_written_up_to_its_id() {
+    let gw = gateway().await;
+    let token = register(gw.addr).await;
+    let mut ws = connect(gw.addr, &token).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            send_ok(
+                gw.addr,
+                json!({"token": token, "data": {"n": n.to_string()}}),
+            )
+            .await,
+        );
+        assert_eq!(next_json(&mut ws).await["message_id"], ids[n]);
+    }
+    let ack_through = |id: u64| Message::text(json!({ "ack_through": id }).to_string());
+    // Through the second: the third stays queued.
+    ws.send(ack_through(ids[1])).await.unwrap();
+    let s = stats_until(gw.addr, |s| s["acked"] == 2).await;
+    assert_eq!(
+        (s["queued"].as_u64(), s["unknown_acks"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // The same ack again removes nothing: an unknown ack.
+    ws.send(ack_through(ids[1])).await.unwrap();
+    stats_until(gw.addr, |s| s["unknown_acks"] == 1).await;
+    ws.send(ack_through(ids[2])).await.unwrap();
+    let s = stats_until(gw.addr, |s| s["acked"] == 3).await;
+    assert_eq!(s["queued"], 0, "{s}");
+    // An ack and a stream ack in one frame are refused, and the connection stays.
+    ws.send(Message::text(r#"{"ack":1,"ack_through":1}"#))
+        .await
+        .unwrap();
+    let refused = next_json(&mut ws).await;
+    assert!(
+        refused["error"].as_str().unwrap().contains("exactly one"),
+        "{refused}"
+    );
+    let id = send_ok(gw.addr, json!({"token": token, "data": {"n": "last"}})).await;
+    assert_eq!(receive(&mut ws).await["message_id"], id);
+}
+
+#[tokio::test]
 async fn unacknowledged_messages_are_sent_again_and_a_new_connection_replaces_the_old() {
     let gw = gateway().await;
     let token = register(gw.addr).await;

@@ -92,10 +92,24 @@ pub struct GatewayOptions {
     /// Devices that go offline for a while.
     #[serde(default)]
     pub offline: Option<Offline>,
+    /// Each device acknowledges once per this many messages, all of them at once
+    /// (`{"ack_through":N}`), and before it goes offline; 1 acknowledges each message
+    /// (`{"ack":N}`). Absent from a report, it is 1: every run before this option existed.
+    #[serde(default = "each_message")]
+    pub ack_every: u32,
     /// When sending to tokens: the devices the run registered, in order. Device `i` of the run
     /// uses token `i`; the publisher sends each event to every one.
     #[serde(skip)]
     pub tokens: Arc<Vec<String>>,
+}
+
+/// How many messages a device acknowledges at once by default: FCM's own clients send a
+/// stream ack once 10 messages are unacknowledged (Chromium's GCM client,
+/// `google_apis/gcm/engine/mcs_client.cc`, `kUnackedMessageBeforeStreamAck = 10`).
+pub const ACK_EVERY: u32 = 10;
+
+fn each_message() -> u32 {
+    1
 }
 
 /// The environment variable that carries the bearer token to worker processes.
@@ -111,6 +125,7 @@ impl Default for GatewayOptions {
             collapse_key: None,
             notification: false,
             offline: None,
+            ack_every: ACK_EVERY,
             tokens: Arc::default(),
         }
     }

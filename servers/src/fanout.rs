@@ -29,6 +29,7 @@
 //! ring's newest id: the fan-out's next burst starts at or before the id after it.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -232,13 +233,17 @@ impl Entry {
     /// handed back with it.
     fn write(&self, mut state: MutexGuard<'_, State>, items: &[Bytes], stats: &Stats) {
         if self.framing.chunked {
-            chunked::try_chunk(&self.socket, items, &mut state.pending);
+            chunked::try_chunk(self.socket.as_raw_fd(), items, &mut state.pending);
         } else {
             let mut parts: [&[u8]; BURST] = [&[]; BURST];
             for (part, item) in parts.iter_mut().zip(items) {
                 *part = item;
             }
-            chunked::try_write(&self.socket, &parts[..items.len()], &mut state.pending);
+            chunked::try_write(
+                self.socket.as_raw_fd(),
+                &parts[..items.len()],
+                &mut state.pending,
+            );
         }
         if !state.pending.is_empty() {
             self.hand_back(state, stats);

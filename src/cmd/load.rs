@@ -53,6 +53,10 @@ pub struct LoadArgs {
     /// Gateway: share of devices (0 to 1) that go offline during the window, then return.
     #[arg(long, help_heading = "Gateway")]
     pub offline_fraction: Option<f64>,
+    /// Gateway: each device acknowledges once per N messages, all at once, as FCM's own
+    /// clients do (10); 1 acknowledges every message.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Gateway")]
+    pub ack_every: Option<u32>,
     /// Gateway: when they go, after the window opens.
     #[arg(long, default_value = "1s", value_parser = duration::parse, help_heading = "Gateway")]
     pub offline_at: Duration,
@@ -145,11 +149,12 @@ impl LoadArgs {
                 || self.ttl.is_some()
                 || self.collapse_key.is_some()
                 || self.notification
-                || self.offline_fraction.is_some();
+                || self.offline_fraction.is_some()
+                || self.ack_every.is_some();
             anyhow::ensure!(
                 !given,
-                "--send-to, --project, --ttl, --collapse-key, --notification and --offline-* \
-                 need --target-profile gateway"
+                "--send-to, --project, --ttl, --collapse-key, --notification, --ack-every and \
+                 --offline-* need --target-profile gateway"
             );
             return Ok(None);
         }
@@ -166,6 +171,7 @@ impl LoadArgs {
                 at: self.offline_at,
                 duration: self.offline_for,
             }),
+            ack_every: self.ack_every.unwrap_or(defaults.ack_every),
             tokens: defaults.tokens,
         }))
     }

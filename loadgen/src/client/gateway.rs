@@ -1,6 +1,7 @@
 //! A device of the FCM-style gateway (docs/GATEWAY.md): it registers (unless the run gave it a
 //! token), subscribes to the topic when the run sends to topics, and holds one WebSocket,
-//! `GET /v1/devices/{token}/connect`, acknowledging each message as it arrives.
+//! `GET /v1/devices/{token}/connect`, acknowledging its messages as they arrive: one ack per
+//! `--ack-every` messages, as FCM's own clients do, or one per message.
 //!
 //! A device can go offline on purpose ([`GatewayClient::go_offline`]) and come back
 //! ([`GatewayClient::go_online`]): the gateway keeps its messages meanwhile, so what the load
@@ -29,11 +30,14 @@ pub struct GatewayClient {
     ws: Option<WsConn>,
     /// Highest message id received: the order check's cursor.
     cursor: u64,
-    /// A message handed out but not yet acknowledged. The ack goes out at the start of the
-    /// next call, so a caller that drops `next` mid-way (to go offline, to stop) never loses a
-    /// message it had received: the worst case is an ack not sent, and the gateway sending
-    /// the message again, which the load generator counts as a duplicate.
-    unacked: Option<u64>,
+    /// Messages handed out but not yet acknowledged, and the newest of them. The ack goes out
+    /// at the start of a call once `ack_every` are waiting, so a caller that drops `next`
+    /// mid-way (to go offline, to stop) never loses a message it had received: the worst case
+    /// is an ack not sent, and the gateway sending the message again, which the load generator
+    /// counts as a duplicate.
+    unacked: u32,
+    newest: u64,
+    ack_every: u32,
 }
 
 impl GatewayClient {
@@ -67,18 +71,26 @@ impl GatewayClient {
             token,
             ws: Some(ws),
             cursor: 0,
-            unacked: None,
+            unacked: 0,
+            newest: 0,
+            ack_every: options.ack_every.max(1),
         })
     }
 
-    /// Sends the pending acknowledgement, if any. On failure the connection is dropped (the
-    /// gateway sends the message again on the next one).
+    /// Acknowledges what waits, if anything: one message with `{"ack":N}`, several with
+    /// `{"ack_through":N}`. On failure the connection is dropped (the gateway sends the
+    /// messages again on the next one).
     async fn ack(&mut self) -> Result<(), ClientError> {
-        let (Some(id), Some(ws)) = (self.unacked, self.ws.as_mut()) else {
+        let (id, Some(ws)) = (self.newest, self.ws.as_mut()) else {
             return Ok(());
         };
-        let sent = ws.send_text(format!("{{\"ack\":{id}}}").as_bytes()).await;
-        self.unacked = None;
+        let frame = match self.unacked {
+            0 => return Ok(()),
+            1 => format!("{{\"ack\":{id}}}"),
+            _ => format!("{{\"ack_through\":{id}}}"),
+        };
+        let sent = ws.send_text(frame.as_bytes()).await;
+        self.unacked = 0;
         if let Err(e) = sent {
             self.ws = None;
             self.retry.ended(&self.setup, Some(e))?;
@@ -91,17 +103,20 @@ impl GatewayClient {
         &self.token
     }
 
-    /// See [`Client::next`](super::Client::next). Each message is acknowledged at the start of
-    /// the next call (or when going offline). Must not be called while offline (it would
-    /// reconnect).
+    /// See [`Client::next`](super::Client::next). Messages are acknowledged at the start of
+    /// the call after the `ack_every`-th (or when going offline). Must not be called while
+    /// offline (it would reconnect).
     pub async fn next(&mut self) -> Result<Item, ClientError> {
-        self.ack().await?;
+        if self.unacked >= self.ack_every {
+            self.ack().await?;
+        }
         loop {
             let ws = self.ensure_connected().await?;
             match ws.next().await {
                 Ok(Some((WsMessage::Text(text), received))) => match parse_gateway_frame(&text)? {
                     GatewayFrame::Message { id, payload } => {
-                        self.unacked = Some(id);
+                        self.unacked += 1;
+                        self.newest = id;
                         self.cursor = self.cursor.max(id);
                         return Ok(Item::Event(Delivery {
                             id,

@@ -162,7 +162,7 @@ impl Gateway {
                 expires: now + send.ttl,
             })
         };
-        if let [device] = &devices[..] {
+        if let Some(device) = devices.only() {
             let _shared = self
                 .send_order
                 .read()
@@ -207,15 +207,26 @@ impl Gateway {
         if pushed.queued {
             Stats::inc(&s.queued);
         }
-        sub(&s.queued, pushed.collapsed + pushed.overflowed);
+        // The counters are touched only when something happened: a topic send passes here
+        // once per device, and each touch is an atomic read-modify-write.
+        let replaced = pushed.collapsed + pushed.overflowed;
+        if replaced > 0 {
+            sub(&s.queued, replaced);
+        }
         let (written, wake) = match pushed.queued {
-            true => st.push_direct(s),
+            true => st.push_direct(s, now),
             false => (false, false),
         };
         drop(st);
-        Stats::add(&s.expired, pushed.expired);
-        Stats::add(&s.collapsed, pushed.collapsed);
-        Stats::add(&s.overflowed, pushed.overflowed);
+        for (counter, n) in [
+            (&s.expired, pushed.expired),
+            (&s.collapsed, pushed.collapsed),
+            (&s.overflowed, pushed.overflowed),
+        ] {
+            if n > 0 {
+                Stats::add(counter, n);
+            }
+        }
         if wake || (pushed.queued && online && !written) {
             device.wake.notify_one();
         }
@@ -232,7 +243,7 @@ impl Gateway {
                 _ = tick.tick() => {}
             }
             let now = Instant::now();
-            for device in self.registry.all_devices() {
+            for device in self.registry.offline_devices() {
                 let mut st = device.state();
                 if st.session.is_some() || st.queue.len() == 0 {
                     continue;

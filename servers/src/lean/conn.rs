@@ -2,6 +2,7 @@
 //! coding, and response heads as hyper writes them.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -62,13 +63,21 @@ impl<T: AsTcp + AsyncWrite + Unpin> Conn<T> {
 
     /// Writes `items` as one chunk, as far as the socket takes it.
     pub(super) fn try_chunk(&mut self, items: &[Bytes]) {
-        chunked::try_chunk(self.io.get_ref().tcp(), items, &mut self.pending);
+        chunked::try_chunk(
+            self.io.get_ref().tcp().as_raw_fd(),
+            items,
+            &mut self.pending,
+        );
     }
 
     /// Writes `parts` in one system call as far as the socket takes them, and keeps the rest
     /// for [`Conn::flush`]. Nothing is written past bytes already pending.
     pub(super) fn try_write(&mut self, parts: &[&[u8]]) {
-        chunked::try_write(self.io.get_ref().tcp(), parts, &mut self.pending);
+        chunked::try_write(
+            self.io.get_ref().tcp().as_raw_fd(),
+            parts,
+            &mut self.pending,
+        );
     }
 
     /// Puts `bytes`, which someone else could not write to this socket, in front of what is
