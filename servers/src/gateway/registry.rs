@@ -3,8 +3,9 @@
 //!
 //! Lock order, where two are held: `groups` or `topics` before a device's own state, never the
 //! other way round; the set of offline devices is taken last of all, under a device's state or
-//! alone, so its view of who is connected changes with the device's. Fan-out collects the recipients under a read lock and queues to each
-//! device after releasing it, so one large topic never blocks registrations for long.
+//! alone, so its view of who is connected changes with the device's. A send takes its
+//! recipients under a read lock (a topic's members, shared) and queues to each device after
+//! releasing it, so one large topic never blocks registrations for long.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,8 +7,9 @@
 //!
 //! Up (text frames): `{"ack":N}` for message N, which removes it from the device's queue;
 //! `{"ack_through":N}` for every message written to it up to N (one ack for many, as FCM's own
-//! clients acknowledge); and `{"upstream":{"message_id":"...","data":{...}}}`, which is published to the project's
-//! upstream stream and answered `{"kind":"upstream_ack","message_id":"..."}`.
+//! clients acknowledge); and `{"upstream":{"message_id":"...","data":{...}}}`, which is
+//! published to the project's upstream stream and answered
+//! `{"kind":"upstream_ack","message_id":"..."}`.
 //!
 //! A second connection for the same device replaces the first, which is closed with 4001.
 //! What was sent and not acknowledged goes again on the next connection.
