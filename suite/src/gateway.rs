@@ -310,8 +310,9 @@ pub fn reading(s: &Summary) -> String {
             .count();
         if flagged > 0 {
             text.push(format!(
-                "Each device acknowledges every message, a write per delivery that direct \
-                 WebSocket does not pay, and the load generator has one core: {flagged} of these \
+                "Each device acknowledges its messages (one stream ack per 10, as FCM's own \
+                 clients do), writes that direct WebSocket does not pay, and the load generator \
+                 has one core: {flagged} of these \
                  runs are flagged under Health, so part of the gateway's extra latency there may \
                  be the load generator's own."
             ));
