@@ -64,6 +64,15 @@ async fn send_ok(addr: SocketAddr, message: Value) -> u64 {
     id.parse().unwrap()
 }
 
+/// Sends `count` messages to `token`, numbered in their data; returns their ids.
+async fn send_numbered(addr: SocketAddr, token: &str, count: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        ids.push(send_ok(addr, json!({"token": token, "data": {"n": n.to_string()}})).await);
+    }
+    ids
+}
+
 async fn register(addr: SocketAddr) -> String {
     let r = call(addr, "POST", "/v1/devices:register", None, "").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -587,16 +596,9 @@ async fn one_stream_ack_acknowledges_every_message_written_up_to_its_id() {
     let gw = gateway().await;
     let token = register(gw.addr).await;
     let mut ws = connect(gw.addr, &token).await;
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        ids.push(
-            send_ok(
-                gw.addr,
-                json!({"token": token, "data": {"n": n.to_string()}}),
-            )
-            .await,
-        );
-        assert_eq!(next_json(&mut ws).await["message_id"], ids[n]);
+    let ids = send_numbered(gw.addr, &token, 3).await;
+    for &id in &ids {
+        assert_eq!(next_json(&mut ws).await["message_id"], id);
     }
     let ack_through = |id: u64| Message::text(json!({ "ack_through": id }).to_string());
     // Through the second: the third stays queued.
@@ -660,16 +662,7 @@ async fn a_full_queue_drops_the_oldest_and_tells_the_device() {
     })
     .await;
     let token = register(gw.addr).await;
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        ids.push(
-            send_ok(
-                gw.addr,
-                json!({"token": token, "data": {"i": i.to_string()}}),
-            )
-            .await,
-        );
-    }
+    let ids = send_numbered(gw.addr, &token, 5).await;
     assert_eq!(gateway_stats(gw.addr).await["overflowed"], 2);
     let mut ws = connect(gw.addr, &token).await;
     assert_eq!(

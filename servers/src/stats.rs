@@ -102,9 +102,12 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// Adds `n` to a counter.
+    /// Adds `n` to a counter. Adding nothing touches nothing: a fan-out counts once per
+    /// subscriber, mostly zeros, and each touch is an atomic read-modify-write.
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+        if n > 0 {
+            counter.fetch_add(n, Relaxed);
+        }
     }
 
     /// Subtracts one from a gauge.

@@ -207,26 +207,15 @@ impl Gateway {
         if pushed.queued {
             Stats::inc(&s.queued);
         }
-        // The counters are touched only when something happened: a topic send passes here
-        // once per device, and each touch is an atomic read-modify-write.
-        let replaced = pushed.collapsed + pushed.overflowed;
-        if replaced > 0 {
-            sub(&s.queued, replaced);
-        }
+        sub(&s.queued, pushed.collapsed + pushed.overflowed);
         let (written, wake) = match pushed.queued {
             true => st.push_direct(s, now),
             false => (false, false),
         };
         drop(st);
-        for (counter, n) in [
-            (&s.expired, pushed.expired),
-            (&s.collapsed, pushed.collapsed),
-            (&s.overflowed, pushed.overflowed),
-        ] {
-            if n > 0 {
-                Stats::add(counter, n);
-            }
-        }
+        Stats::add(&s.expired, pushed.expired);
+        Stats::add(&s.collapsed, pushed.collapsed);
+        Stats::add(&s.overflowed, pushed.overflowed);
         if wake || (pushed.queued && online && !written) {
             device.wake.notify_one();
         }

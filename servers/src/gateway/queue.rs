@@ -243,6 +243,13 @@ mod tests {
         })
     }
 
+    /// Queues messages `ids` for a connected device.
+    fn push_online(q: &mut Queue, ids: std::ops::RangeInclusive<u64>, now: Instant) {
+        for id in ids {
+            q.push(msg(id, None, 1000, now), true, now);
+        }
+    }
+
     fn take(q: &mut Queue, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
         q.take_unsent(100, now, |f| out.push(f));
@@ -271,9 +278,7 @@ mod tests {
     fn a_stream_ack_removes_only_what_was_written_up_to_its_id() {
         let now = Instant::now();
         let mut q = Queue::new(10);
-        for id in 1..=5 {
-            q.push(msg(id, None, 1000, now), true, now);
-        }
+        push_online(&mut q, 1..=5, now);
         let mut written = Vec::new();
         q.take_unsent(3, now, |f| written.push(f));
         // 4 and 5 are not written yet: an ack through 5 cannot remove them.
@@ -290,9 +295,7 @@ mod tests {
     fn written_messages_stay_the_front_of_the_queue() {
         let now = Instant::now();
         let mut q = Queue::new(3);
-        for id in 1..=3 {
-            q.push(msg(id, None, 1000, now), true, now);
-        }
+        push_online(&mut q, 1..=3, now);
         assert_eq!(take(&mut q, now), ["1", "2", "3"]);
         // An ack from the middle of what was written leaves the rest written.
         assert!(q.ack(2));
@@ -310,9 +313,7 @@ mod tests {
         assert_eq!(q.ack_through(5), 3);
         assert_eq!(q.len(), 0);
         // After a reconnect everything held is unwritten again, and goes again in order.
-        for id in 6..=7 {
-            q.push(msg(id, None, 1000, now), true, now);
-        }
+        push_online(&mut q, 6..=7, now);
         assert_eq!(take(&mut q, now), ["6", "7"]);
         q.disconnected();
         assert_eq!(

@@ -52,5 +52,8 @@ crate::stats::counters! {
 
 /// Subtracts `n` from a gauge.
 pub(crate) fn sub(gauge: &std::sync::atomic::AtomicU64, n: u64) {
-    gauge.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    // As `Stats::add`: subtracting nothing touches nothing.
+    if n > 0 {
+        gauge.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
