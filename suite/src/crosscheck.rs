@@ -2,16 +2,24 @@
 //! the load generator's clients ([`crate::rawhttp`]: blocking std sockets, hand-written
 //! HTTP/1.1, no async runtime). It subscribes once (SSE or an HTTP stream), publishes on a
 //! second keep-alive connection at `[latency]`'s rate, and times each event from just before its
-//! publish is written to the read that completes it on the subscription. Should its median and
-//! `load`'s disagree by more than [`TOLERANCE`], one of the two is measuring itself rather than
-//! the server, and the report flags the run.
+//! publish is written to its arrival on the subscription. Should its median and `load`'s
+//! disagree by more than [`TOLERANCE`], one of the two is measuring itself rather than the
+//! server, and the report flags the run.
+//!
+//! Arrival is the kernel's stamp on the bytes that completed the event (`SO_TIMESTAMPNS`), as
+//! `load` times its deliveries, so both measure the same span. Its publisher waits for each
+//! answer on a thread of its own, as `load`'s does (see [`record`] for why that matters). It also records when its blocked
+//! read returned, which adds one wake-up of a sleeping reader: that figure is reported beside
+//! the other, not compared. Why: the wake-up is fixed, a few tens of µs on this machine, and
+//! with servers answering in about 120 µs it alone put the two 16–21% apart in quick runs.
 //!
 //! It runs against the very server process of `[latency]`'s run, half its events just before
 //! `load` and half just after ([`Bracket`]). Why: this machine's speed moves by tens of percent
 //! within minutes, and a cross-check measured minutes away, against another process, differed
 //! from `load` by that much (26% in one full run) while agreeing within 4% in a quick run.
 
-use std::time::{Duration, Instant};
+use std::io::{self, Write as _};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use pushbench_loadgen::load::report::Percentiles;
@@ -47,8 +55,13 @@ pub struct Crosscheck {
     pub events: u64,
     /// Time between publishes, µs.
     pub interval_us: u64,
-    /// Publish write → read completing the event, µs.
+    /// Publish write → arrival of the bytes completing the event, by the kernel's stamp, µs
+    /// (before the stamp was taken, this was `read_us`'s figure).
     pub latency_us: Percentiles,
+    /// Publish write → return of the blocked read completing the event, µs: one reader's
+    /// wake-up more than `latency_us`. Absent in older summaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_us: Option<Percentiles>,
 }
 
 /// The `load` run this cross-checks: `[latency]`'s, on pushbench.
@@ -71,7 +84,7 @@ pub struct Bracket {
     transport: Transport,
     events: usize,
     rate: f64,
-    hist: Histogram<u64>,
+    hists: Hists,
     /// Halves timed so far.
     halves: usize,
     error: Option<SuiteError>,
@@ -85,7 +98,7 @@ impl Bracket {
             transport,
             events,
             rate,
-            hist: histogram(),
+            hists: Hists::new(),
             halves: 0,
             error: None,
         })
@@ -102,7 +115,7 @@ impl Bracket {
             } else {
                 self.events - first
             };
-            if let Err(e) = record(url, self.transport, n, self.rate, &mut self.hist) {
+            if let Err(e) = record(url, self.transport, n, self.rate, &mut self.hists) {
                 self.error = Some(e);
             }
         }
@@ -112,34 +125,50 @@ impl Bracket {
     pub fn finish(self) -> Result<Crosscheck, SuiteError> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok(Crosscheck::of(self.transport, self.rate, &self.hist)),
+            None => Ok(Crosscheck::of(self.transport, self.rate, &self.hists)),
         }
     }
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+/// The two timings of every event: to its stamped arrival, and to its read's return.
+#[derive(Debug)]
+struct Hists {
+    stamped: Histogram<u64>,
+    read: Histogram<u64>,
+}
+
+impl Hists {
+    fn new() -> Hists {
+        let h = || {
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+        };
+        Hists {
+            stamped: h(),
+            read: h(),
+        }
+    }
 }
 
 impl Crosscheck {
-    fn of(transport: Transport, rate: f64, hist: &Histogram<u64>) -> Crosscheck {
+    fn of(transport: Transport, rate: f64, hists: &Hists) -> Crosscheck {
         Crosscheck {
             transport,
-            events: hist.len(),
+            events: hists.stamped.len(),
             interval_us: (1e6 / rate) as u64,
-            latency_us: Percentiles::of(hist),
+            latency_us: Percentiles::of(&hists.stamped),
+            read_us: Some(Percentiles::of(&hists.read)),
         }
     }
 }
 
 /// Times `events` events of `transport` (after a warm-up of its own) against the server at
-/// `url` (`http://HOST:PORT`), published `rate` times a second, into `hist`.
+/// `url` (`http://HOST:PORT`), published `rate` times a second, into `hists`.
 fn record(
     url: &str,
     transport: Transport,
     events: usize,
     rate: f64,
-    hist: &mut Histogram<u64>,
+    hists: &mut Hists,
 ) -> Result<(), SuiteError> {
     let err =
         |e: &dyn std::fmt::Display| SuiteError::Crosscheck(format!("{}: {e}", transport.name()));
@@ -157,6 +186,7 @@ fn record(
         .trim_end_matches('/');
     let topic = format!("crosscheck-{}", transport.name());
     let mut sub = Conn::connect(addr, READ_TIMEOUT).map_err(|e| err(&e))?;
+    sub.stamp_arrivals().map_err(|e| err(&e))?;
     let request = format!(
         "GET {}?topic={topic} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
         transport.path()
@@ -168,7 +198,56 @@ fn record(
         return Err(err(&format!("subscribing answered {}", head.status)));
     }
     let mut stream = EventStream::new(sub, &head, format);
-    let mut publisher = Conn::connect(addr, READ_TIMEOUT).map_err(|e| err(&e))?;
+    // The publisher waits for each answer on a thread of its own while the event is on its way,
+    // as `load`'s publisher and any real one do. Why it matters: the server answers the
+    // publish before it writes the event, and that answer wakes the waiting reader's core, which
+    // on a virtual CPU costs the server's core tens of µs before the event leaves. A client
+    // that read its answer only after the event measured 20-30% less than `load` for that
+    // reason alone.
+    let publisher = Conn::connect(addr, READ_TIMEOUT).map_err(|e| err(&e))?;
+    let mut to_server = publisher.writer().map_err(|e| err(&e))?;
+    let (answered, answers) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || read_answers(publisher, answered));
+    let timed = publish_and_time(
+        &mut to_server,
+        &answers,
+        &mut stream,
+        (addr, &topic),
+        events,
+        rate,
+        hists,
+    );
+    // Ends the answer reader's wait: its read sees the end of the stream.
+    let _ = to_server.shutdown(std::net::Shutdown::Both);
+    let _ = reader.join();
+    timed.map_err(|e| err(&e))
+}
+
+/// Reads publish answers off `conn` in order, sending each one's status, until the
+/// connection ends or nobody listens.
+fn read_answers(mut conn: Conn, answered: std::sync::mpsc::Sender<io::Result<u16>>) {
+    loop {
+        let answer = conn
+            .read_head()
+            .and_then(|head| conn.read_sized_body(&head).map(|_| head.status));
+        let failed = answer.is_err();
+        if answered.send(answer).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The timed loop of [`record`]: publishes on `to_server` at `rate`, times each event's
+/// arrival on `stream`, and checks each publish's answer from `answers`.
+fn publish_and_time(
+    to_server: &mut std::net::TcpStream,
+    answers: &std::sync::mpsc::Receiver<io::Result<u16>>,
+    stream: &mut EventStream,
+    (addr, topic): (&str, &str),
+    events: usize,
+    rate: f64,
+    hists: &mut Hists,
+) -> Result<(), String> {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     for k in 0..WARMUP + events {
@@ -180,22 +259,33 @@ fn record(
             "POST /publish?topic={topic} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{payload}",
             payload.len()
         );
-        let t0 = Instant::now();
-        publisher.send(request.as_bytes()).map_err(|e| err(&e))?;
-        let received = loop {
-            let (got, at) = stream.next_event().map_err(|e| err(&e))?;
+        let (t0, t0_wall) = (Instant::now(), SystemTime::now());
+        to_server
+            .write_all(request.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let arrival = loop {
+            let (got, at) = stream.next_event().map_err(|e| e.to_string())?;
             if got == payload {
                 break at;
             }
         };
-        let answer = publisher.read_head().map_err(|e| err(&e))?;
-        publisher.read_sized_body(&answer).map_err(|e| err(&e))?;
-        if answer.status != 200 {
-            return Err(err(&format!("publishing answered {}", answer.status)));
+        match answers.recv_timeout(READ_TIMEOUT) {
+            Ok(Ok(200)) => {}
+            Ok(Ok(status)) => return Err(format!("publishing answered {status}")),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("no answer to a publish".into()),
         }
         if k >= WARMUP {
-            let us = received.saturating_duration_since(t0).as_micros() as u64;
-            hist.saturating_record(us.max(1));
+            let us = |d: Duration| (d.as_micros() as u64).max(1);
+            let read = arrival.read.saturating_duration_since(t0);
+            // Every event is stamped, the socket having asked before it subscribed; should
+            // the kernel give none, the read's return is the later, safe bound.
+            let stamped = match arrival.stamped {
+                Some(at) => at.duration_since(t0_wall).unwrap_or_default(),
+                None => read,
+            };
+            hists.stamped.saturating_record(us(stamped));
+            hists.read.saturating_record(us(read));
         }
     }
     Ok(())
@@ -221,6 +311,9 @@ pub fn reading(s: &Summary) -> String {
                     100.0 * c.disagreement(r)
                 );
             }
+            if let Some(read) = &c.read_us {
+                x += &format!(" (its reads returned at p50 {} ms)", ms(read.p50));
+            }
             x
         })
         .collect();
@@ -229,12 +322,13 @@ pub fn reading(s: &Summary) -> String {
     }
     format!(
         "An independent client (blocking sockets, hand-written HTTP/1.1, no async runtime, \
-         sharing no code with `load`'s clients) timed each event from its publish write to the \
-         read that completed it, by the clock when that read returned (`load` times a delivery \
-         by the kernel's arrival stamp instead, so the two also differ by one wake-up of a \
-         blocked reader), against the same server process as `load`'s run, half its events \
-         just before that run and half just after: {}. Runs more than {:.0}% apart are flagged \
-         under Health.",
+         sharing no code with `load`'s clients, its publisher waiting for each answer on a \
+         thread of its own as `load`'s does) timed each event from its publish write to the \
+         kernel's arrival stamp on the bytes that completed it, as `load` times a delivery, \
+         against the same server process as `load`'s run, half its events just before that run \
+         and half just after: {}. When its blocked reads returned is given beside it: one \
+         wake-up of a sleeping reader later, a cost of the client's, not the server's. Runs \
+         more than {:.0}% apart are flagged under Health.",
         parts.join("; "),
         TOLERANCE * 100.0
     )
@@ -265,9 +359,9 @@ mod tests {
         events: usize,
         rate: f64,
     ) -> Result<Crosscheck, SuiteError> {
-        let mut hist = histogram();
-        record(url, transport, events, rate, &mut hist)?;
-        Ok(Crosscheck::of(transport, rate, &hist))
+        let mut hists = Hists::new();
+        record(url, transport, events, rate, &mut hists)?;
+        Ok(Crosscheck::of(transport, rate, &hists))
     }
 
     /// A pushbench server of `t` on a thread of its own, until the test ends.
@@ -303,6 +397,9 @@ mod tests {
             assert_eq!((c.transport, c.events), (t, 20));
             assert_eq!(c.interval_us, 5_000);
             assert!(c.latency_us.p50 > 0 && c.latency_us.p99 >= c.latency_us.p50);
+            // The read returns after the bytes arrive, never before.
+            let read = c.read_us.unwrap();
+            assert!(read.p50 >= c.latency_us.p50, "{t:?}: {read:?} {c:?}");
             // 30 events 5 ms apart: paced, not a burst.
             assert!(t0.elapsed() >= Duration::from_millis(150), "{t:?}");
         }

@@ -447,7 +447,7 @@ impl Params {
                 floor_paced_budget: s(2),
                 warmup: ms(500),
                 drain: s(1),
-                latency_window: s(2),
+                latency_window: s(4),
                 latency_rate: 100.0,
                 crosscheck_events: 300,
                 latency_poll_intervals: vec![ms(100), s(1)],

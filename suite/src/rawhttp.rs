@@ -2,10 +2,19 @@
 //! requests written by hand, response heads and chunked bodies parsed by hand, SSE and NDJSON
 //! events split by hand. It is kept apart from the load generator's clients on purpose: a bug
 //! there cannot hide here, and nothing here waits on a runtime's scheduling.
+//!
+//! A connection may ask the kernel to stamp its arrivals ([`Conn::stamp_arrivals`]), so an
+//! event can be timed by when its bytes reached the socket as well as by when the blocked read
+//! returned. The stamp is read here with its own `recvmsg` rather than through the load
+//! generator's (`loadgen/src/client/arrival.rs`): sharing that code would let one bug hide in
+//! both.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSliceMut, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 
 /// Longest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -15,8 +24,18 @@ const MAX_HEAD: usize = 16 * 1024;
 pub struct Conn {
     sock: TcpStream,
     buf: Vec<u8>,
-    /// When the last `read` returned.
-    last_read: Instant,
+    /// When the last read returned, and the kernel's stamp on its bytes.
+    last: Arrival,
+}
+
+/// When an event's bytes came: as the kernel stamped their arrival at the socket (with
+/// [`Conn::stamp_arrivals`]), and when the blocked read that took them returned.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    /// The kernel's stamp (wall clock), when asked for and given.
+    pub stamped: Option<SystemTime>,
+    /// When the read returned.
+    pub read: Instant,
 }
 
 /// A response head.
@@ -57,8 +76,17 @@ impl Conn {
         Ok(Conn {
             sock,
             buf: Vec::new(),
-            last_read: Instant::now(),
+            last: Arrival {
+                stamped: None,
+                read: Instant::now(),
+            },
         })
+    }
+
+    /// Asks the kernel to stamp every packet that reaches this socket from now on
+    /// (`SO_TIMESTAMPNS`, wall clock).
+    pub fn stamp_arrivals(&self) -> io::Result<()> {
+        setsockopt(&self.sock, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)
     }
 
     /// Writes `bytes` in full.
@@ -66,11 +94,43 @@ impl Conn {
         self.sock.write_all(bytes)
     }
 
-    /// One `read` appended to the buffer (a timeout or the peer closing is an error).
+    /// A second handle on the socket, for writing from another thread while this one reads.
+    pub fn writer(&self) -> io::Result<TcpStream> {
+        self.sock.try_clone()
+    }
+
+    /// One blocking read appended to the buffer, with its kernel stamp if there is one (a
+    /// timeout or the peer closing is an error).
     fn fill(&mut self) -> io::Result<()> {
         let mut chunk = [0u8; 16 * 1024];
-        let n = self.sock.read(&mut chunk)?;
-        self.last_read = Instant::now();
+        // Room for one control message of a `timespec`, aligned for its header.
+        #[repr(C, align(8))]
+        struct Cmsg([u8; 64]);
+        let mut cmsg = Cmsg([0; 64]);
+        let mut iov = [IoSliceMut::new(&mut chunk)];
+        let msg = loop {
+            match recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg.0),
+                MsgFlags::empty(),
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.map_err(io::Error::from)?,
+            }
+        };
+        let read = Instant::now();
+        let mut stamped = None;
+        for c in msg.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                let (secs, nanos) = (u64::try_from(ts.tv_sec()), u32::try_from(ts.tv_nsec()));
+                if let (Ok(secs), Ok(nanos)) = (secs, nanos) {
+                    stamped = Some(UNIX_EPOCH + Duration::new(secs, nanos));
+                }
+            }
+        }
+        let n = msg.bytes;
+        self.last = Arrival { stamped, read };
         if n == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
         }
@@ -147,19 +207,19 @@ impl EventStream {
         }
     }
 
-    /// The next event's payload, and when the `read` that completed it returned. Keep-alives,
+    /// The next event's payload, and the arrival of the read that completed it. Keep-alives,
     /// the SSE retry hint and gap signals are skipped.
-    pub fn next_event(&mut self) -> io::Result<(String, Instant)> {
+    pub fn next_event(&mut self) -> io::Result<(String, Arrival)> {
         loop {
-            // Decode what is buffered first: an event completed by an earlier read was
-            // completed when that read returned, and no read has happened since.
+            // Decode what is buffered first: an event completed by an earlier read arrived
+            // with that read's bytes, and no read has happened since.
             match &mut self.chunks {
                 Some(d) => d.feed(&mut self.conn.buf, &mut self.body)?,
                 None => self.body.append(&mut self.conn.buf),
             }
             while let Some(event) = take_event(self.format, &mut self.body)? {
                 if let Some(payload) = event {
-                    return Ok((payload, self.conn.last_read));
+                    return Ok((payload, self.conn.last));
                 }
             }
             self.conn.fill()?;

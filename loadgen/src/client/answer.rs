@@ -43,9 +43,19 @@ pub(crate) struct Reply {
 /// Starts a `GET` request in `out` (cleared first): the request line and `Host`. Add headers
 /// with [`header`], then end it with [`end_head`].
 pub(crate) fn start_get(out: &mut Vec<u8>, host: &str, path: std::fmt::Arguments<'_>) {
+    start_request(out, "GET", host, path);
+}
+
+/// Starts a `method` request in `out` (cleared first), as [`start_get`] does.
+pub(crate) fn start_request(
+    out: &mut Vec<u8>,
+    method: &str,
+    host: &str,
+    path: std::fmt::Arguments<'_>,
+) {
     out.clear();
     // Writing to a Vec cannot fail.
-    let _ = write!(out, "GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+    let _ = write!(out, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
 }
 
 /// Adds one header line to a request [`start_get`] began.

@@ -18,6 +18,7 @@ mod longpoll;
 mod nchan;
 mod poll;
 mod poller;
+pub(crate) mod post;
 mod raw;
 mod readbuf;
 mod sse;
