@@ -100,6 +100,13 @@ fn bad_command_lines_fail_with_a_clear_message() {
     assert!(err.contains("`serve gateway` only"), "{err}");
     let err = run_fail(&["serve", "gateway", "--auth-token", ""]);
     assert!(err.contains("--auth-token"), "{err}");
+    let err = run_fail(&["serve", "gateway", "--registration-token", ""]);
+    assert!(
+        err.contains("--registration-token must not be empty"),
+        "{err}"
+    );
+    let err = run_fail(&["serve", "sse", "--registration-token", "x"]);
+    assert!(err.contains("`serve gateway` only"), "{err}");
     // `load` against a closed port: these fail before connecting.
     let load_fail = |args: &[&str]| {
         let base = ["load", "--target", "http://127.0.0.1:9", "-q"];

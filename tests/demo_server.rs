@@ -340,3 +340,69 @@ async fn drop_all_cuts_every_connection_and_the_server_keeps_serving() {
     assert_eq!(report.forced, 0);
     assert!(read_until_closed(&mut last).await.ends_with(b"0\r\n\r\n"));
 }
+
+/// A control `POST` with `headers` (each line ending in CRLF) to the demo at `a`.
+async fn control(a: SocketAddr, path: &str, headers: &str, body: &[u8]) -> Reply {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    raw(a, &req).await
+}
+
+#[tokio::test]
+async fn controls_answer_only_the_demo_pages_own_origin() {
+    let mut server = DemoServer::start(paused()).await;
+    let a = server.addr;
+    let (mut sse, _) = open_stream(a, &format!("/sse?topic={TOPIC}"), "").await;
+    wait_subscribers(a, 1).await;
+    let before = get(a, "/demo/config").await.json();
+    let change = br#"{"rate":5}"#;
+    // Another page's simple POSTs (no preflight) and a browser's own word that the request is
+    // cross-site are refused, with a JSON error and no CORS header.
+    let foreign = [
+        "Origin: http://evil.example\r\n".to_owned(),
+        "Origin: null\r\n".to_owned(),
+        format!("Origin: https://{a}\r\n"),
+        format!("Origin: http://{a}.evil.example\r\n"),
+        format!("Origin: http://{a}\r\nSec-Fetch-Site: cross-site\r\n"),
+        "Sec-Fetch-Site: same-site\r\n".to_owned(),
+    ];
+    for headers in &foreign {
+        for (path, body) in [("/demo/drop-all", &b""[..]), ("/demo/config", change)] {
+            let r = control(a, path, headers, body).await;
+            assert_eq!(r.status, 403, "{path} {headers:?}: {}", r.text());
+            assert!(r.json()["error"].as_str().unwrap().contains("own origin"));
+            assert_eq!(r.header("access-control-allow-origin"), None, "{path}");
+        }
+    }
+    // Nothing happened: the subscriber is still there and the settings are unchanged.
+    assert_eq!(get(a, "/stats").await.json()["subscribers_open"], 1);
+    assert_eq!(get(a, "/demo/config").await.json(), before);
+    // A preflight for a control gets no CORS header either, so a cross-origin JSON POST never
+    // leaves the browser; the protocol's endpoints stay open to every origin.
+    let preflight = |path: &str| {
+        format!("OPTIONS {path} HTTP/1.1\r\nHost: {a}\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n")
+    };
+    let r = raw(a, preflight("/demo/drop-all").as_bytes()).await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = raw(a, preflight("/publish").as_bytes()).await;
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+
+    // The page itself (its origin is this server) and non-browser tools are served.
+    let own = format!("Origin: http://{a}\r\nSec-Fetch-Site: same-origin\r\n");
+    let r = control(a, "/demo/config", &own, change).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["rate"], 5.0);
+    let r = control(a, "/demo/config", "", br#"{"rate":0}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = control(a, "/demo/drop-all", &own, b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let _ = read_until_closed(&mut sse).await;
+    server.shutdown().await;
+}

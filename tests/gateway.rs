@@ -229,8 +229,12 @@ async fn topics_conditions_and_groups_target_the_right_devices() {
     }
     let tok: Vec<String> = devices.iter().map(|(t, _)| t.clone()).collect();
     // a: devices 0, 1; b: devices 1, 2; c: device 3.
-    let r = subscribe(gw.addr, "a", &[&tok[0], &tok[1], "no-such-token"]).await;
-    assert_eq!(r, json!({"results": [{}, {}, {"error": "NOT_FOUND"}]}));
+    let nobody = format!("pb:{}", "A".repeat(32));
+    let r = subscribe(gw.addr, "a", &[&tok[0], &tok[1], &nobody, "no-such-token"]).await;
+    assert_eq!(
+        r,
+        json!({"results": [{}, {}, {"error": "NOT_FOUND"}, {"error": "INVALID_ARGUMENT"}]})
+    );
     subscribe(gw.addr, "b", &[&tok[1], &tok[2]]).await;
     subscribe(gw.addr, "c", &[&tok[3]]).await;
 
@@ -327,9 +331,14 @@ async fn topics_conditions_and_groups_target_the_right_devices() {
     let r = send(gw.addr, json!({"token": key, "data": {"k": "v"}})).await;
     assert_eq!(r.status, 404, "{}", r.text());
     let r = op(json!({"operation": "create", "notification_key_name": "x",
-                      "registration_ids": ["no-such-token"]}))
+                      "registration_ids": [nobody]}))
     .await;
     assert_eq!(r.status, 404);
+    let r = op(json!({"operation": "create", "notification_key_name": "x",
+                      "registration_ids": ["no-such-token"]}))
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["status"], "INVALID_ARGUMENT");
     let r = op(json!({"operation": "explode", "registration_ids": [&tok[0]]})).await;
     assert_eq!(r.json()["error"]["status"], "INVALID_ARGUMENT");
     // At most 20 devices per group; a refused add changes nothing.
@@ -448,8 +457,29 @@ async fn bad_requests_get_fcm_shaped_errors() {
             "UNAUTHENTICATED",
         );
     }
-    // Unknown and unregistered tokens: 404 UNREGISTERED.
-    let r = send(gw.addr, json!({"token": "pb:nobody", "data": {"a": "1"}})).await;
+    // A string that cannot be a token: 400 INVALID_ARGUMENT, wherever a token goes, as FCM
+    // answers. A well-formed token nobody holds: 404 UNREGISTERED.
+    for bad in ["pb:nobody", "", &format!("{token}x"), &token[1..]] {
+        let r = send(gw.addr, json!({"token": bad, "data": {"a": "1"}})).await;
+        check(&r, 400, "INVALID_ARGUMENT");
+        assert!(r.text().contains("not a valid FCM registration token"));
+        for (m, p) in [
+            ("GET", format!("/v1/devices/{bad}")),
+            ("DELETE", format!("/v1/devices/{bad}")),
+        ] {
+            if !bad.is_empty() {
+                check(
+                    &call(gw.addr, m, &p, None, "").await,
+                    400,
+                    "INVALID_ARGUMENT",
+                );
+            }
+        }
+    }
+    let r = common::get(gw.addr, "/v1/devices/pb:nobody/connect").await;
+    check(&r, 400, "INVALID_ARGUMENT");
+    let nobody = format!("pb:{}", "A".repeat(32));
+    let r = send(gw.addr, json!({"token": nobody, "data": {"a": "1"}})).await;
     check(&r, 404, "NOT_FOUND");
     assert_eq!(r.json()["error"]["details"][0]["errorCode"], "UNREGISTERED");
     let r = call(gw.addr, "DELETE", &format!("/v1/devices/{token}"), None, "").await;
@@ -507,6 +537,19 @@ async fn quota_exceeded_is_429_with_retry_after() {
     })
     .await;
     let msg = json!({"topic": "t", "data": {"a": "1"}});
+    // Sends refused before they are accepted (bad content, a malformed or unregistered
+    // token) use no quota.
+    let unknown = format!("pb:{}", "A".repeat(32));
+    for refused in [
+        json!({"topic": "bad topic!", "data": {"a": "1"}}),
+        json!({"token": "pb:nobody", "data": {"a": "1"}}),
+        json!({"token": unknown, "data": {"a": "1"}}),
+    ] {
+        for _ in 0..3 {
+            let status = send(gw.addr, refused.clone()).await.status;
+            assert!(status == 400 || status == 404, "{refused}: {status}");
+        }
+    }
     send_ok(gw.addr, msg.clone()).await;
     send_ok(gw.addr, msg.clone()).await;
     let r = send(gw.addr, msg.clone()).await;
@@ -813,4 +856,30 @@ async fn a_device_that_stops_reading_gets_every_message_whole_and_in_order() {
     // Caught up again, the device is written to directly once more.
     let last = send_ok(gw.addr, json!({"token": token, "data": {"n": "last"}})).await;
     assert_eq!(receive(&mut ws).await["message_id"], last);
+}
+
+#[tokio::test]
+async fn registration_needs_the_registration_token_when_one_is_set() {
+    let gw = gateway_with(GatewayConfig {
+        auth_token: Some(AUTH.into()),
+        registration_token: Some("device-secret".into()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let path = "/v1/devices:register";
+    // None, a wrong one, the app server's own token, and not a bearer token: 401, and no
+    // device was made.
+    for auth in [None, Some("wrong"), Some(AUTH)] {
+        let r = call(gw.addr, "POST", path, auth, "").await;
+        assert_eq!(r.status, 401, "{auth:?}: {}", r.text());
+        assert_eq!(r.json()["error"]["status"], "UNAUTHENTICATED");
+    }
+    let basic = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Basic ZGV2aWNlLXNlY3JldA==\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert_eq!(common::raw(gw.addr, basic.as_bytes()).await.status, 401);
+    assert_eq!(gateway_stats(gw.addr).await["devices"], 0);
+    let r = call(gw.addr, "POST", path, Some("device-secret"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gateway_stats(gw.addr).await["devices"], 1);
 }

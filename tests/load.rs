@@ -221,8 +221,10 @@ async fn run_gateway(
 async fn gateway_runs_deliver_everything_and_account_for_offline_devices() {
     use pushbench_loadgen::gateway::{GatewayOptions, Offline, SendTo};
     use pushbench_servers::gateway::GatewayConfig;
+    // Both credentials: the app server's for sends, the devices' for registering.
     let auth = GatewayConfig {
         auth_token: Some("tok".into()),
+        registration_token: Some("reg".into()),
         ..GatewayConfig::default()
     };
     let mut server =
@@ -230,6 +232,7 @@ async fn gateway_runs_deliver_everything_and_account_for_offline_devices() {
     let window_events = (RATE * 2.0) as u64;
     let options = GatewayOptions {
         auth_token: Some("tok".into()),
+        registration_token: Some("reg".into()),
         ..GatewayOptions::default()
     };
     // Topic fan-out and unicast: every device gets every window event once, in order. Topic

@@ -78,6 +78,10 @@ pub struct GatewayOptions {
     /// through the environment ([`AUTH_ENV`]).
     #[serde(skip)]
     pub auth_token: Option<String>,
+    /// The token devices register with, when the gateway asks for one. Never written into a
+    /// report; worker processes get it through the environment ([`REGISTRATION_ENV`]).
+    #[serde(skip)]
+    pub registration_token: Option<String>,
     /// Topic fan-out, or one send per device.
     pub send_to: SendTo,
     /// `android.ttl` of every message (`None`: the gateway's default, four weeks).
@@ -115,11 +119,15 @@ fn each_message() -> u32 {
 /// The environment variable that carries the bearer token to worker processes.
 pub const AUTH_ENV: &str = "PUSHBENCH_AUTH_TOKEN";
 
+/// The environment variable that carries the registration token to worker processes.
+pub const REGISTRATION_ENV: &str = "PUSHBENCH_REGISTRATION_TOKEN";
+
 impl Default for GatewayOptions {
     fn default() -> Self {
         GatewayOptions {
             project: "pushbench".into(),
             auth_token: None,
+            registration_token: None,
             send_to: SendTo::Topic,
             ttl: None,
             collapse_key: None,
@@ -224,14 +232,18 @@ pub(crate) async fn send(
     Ok(last)
 }
 
-/// Registers one device of `project` on `conn` and returns its token.
-pub(crate) async fn register_on(conn: &mut HttpConn, project: &str) -> Result<String, ClientError> {
+/// Registers one device of the run's project on `conn` and returns its token.
+pub(crate) async fn register_on(
+    conn: &mut HttpConn,
+    options: &GatewayOptions,
+) -> Result<String, ClientError> {
     #[derive(Deserialize)]
     struct Registered {
         token: String,
     }
-    let body = Bytes::from(serde_json::json!({ "project": project }).to_string());
-    let answer = post_json(conn, "/v1/devices:register", None, body).await?;
+    let body = Bytes::from(serde_json::json!({ "project": options.project }).to_string());
+    let auth = options.registration_token.as_deref();
+    let answer = post_json(conn, "/v1/devices:register", auth, body).await?;
     let r: Registered = serde_json::from_slice(&answer)
         .map_err(|e| ClientError::Protocol(format!("bad register answer: {e}")))?;
     Ok(r.token)
@@ -324,7 +336,7 @@ pub async fn register_devices(
     let mut conn = HttpConn::open(target, &counters).await?;
     let mut tokens = Vec::with_capacity(count);
     for _ in 0..count {
-        tokens.push(register_on(&mut conn, &options.project).await?);
+        tokens.push(register_on(&mut conn, options).await?);
     }
     Ok(tokens)
 }

@@ -146,10 +146,17 @@ pub(crate) async fn handle(
 ) -> Response<Body> {
     let stats = app.hub.stats().clone();
     Stats::inc(&stats.requests);
-    let resp = match route(&app, req, &slot).await {
+    // The demo's controls are for its own page only: no CORS header on anything they answer,
+    // preflights and refusals included (`demo::same_origin` has why).
+    let control = app.demo.is_some() && demo::is_control(req.uri().path());
+    let mut resp = match route(&app, req, &slot).await {
         Ok(resp) => resp,
         Err(err) => err.response(),
     };
+    if control {
+        resp.headers_mut()
+            .remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    }
     if resp.status().is_client_error() {
         Stats::inc(&stats.bad_requests);
     }

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// 400: a bad or missing value.
     #[error("{0}")]
     BadRequest(String),
+    /// 403: the request is understood and refused (a demo control from another origin).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such path.
     #[error("no such path: {0}")]
     NotFound(String),
@@ -48,6 +51,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

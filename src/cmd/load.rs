@@ -41,6 +41,14 @@ pub struct LoadArgs {
         help_heading = "Gateway"
     )]
     pub auth_token: Option<String>,
+    /// Gateway: the token devices register with, when the gateway requires one.
+    #[arg(
+        long,
+        env = "PUSHBENCH_REGISTRATION_TOKEN",
+        hide_env_values = true,
+        help_heading = "Gateway"
+    )]
+    pub registration_token: Option<String>,
     /// Gateway: every message's TTL (`android.ttl`), e.g. 2s; default the gateway's, 4 weeks.
     #[arg(long, value_parser = duration::parse, help_heading = "Gateway")]
     pub ttl: Option<Duration>,
@@ -162,6 +170,7 @@ impl LoadArgs {
         Ok(Some(GatewayOptions {
             project: self.project.clone().unwrap_or(defaults.project),
             auth_token: self.auth_token.clone(),
+            registration_token: self.registration_token.clone(),
             send_to: self.send_to.unwrap_or_default(),
             ttl: self.ttl,
             collapse_key: self.collapse_key.clone(),

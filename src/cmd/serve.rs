@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// without it any app server may send.
     #[arg(long, env = "PUSHBENCH_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Gateway: the bearer token a device must send to register; without it anyone may
+    /// register devices, up to --max-devices.
+    #[arg(long, env = "PUSHBENCH_REGISTRATION_TOKEN", hide_env_values = true)]
+    pub registration_token: Option<String>,
     /// Gateway: sends per minute per project before 429 (FCM's default is 600000); 0 for none.
     #[arg(long, default_value_t = GatewayConfig::default().quota_per_minute)]
     pub quota_per_minute: u64,
@@ -101,6 +105,7 @@ fn parse_transports(s: &str) -> Result<TransportSet, String> {
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = GatewayConfig {
         auth_token: args.auth_token.clone(),
+        registration_token: args.registration_token.clone(),
         quota_per_minute: args.quota_per_minute,
         queue_capacity: args.device_queue,
         max_devices: args.max_devices,
@@ -115,13 +120,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::ensure!(
             gateway.quota_per_minute == defaults.quota_per_minute
                 && gateway.queue_capacity == defaults.queue_capacity
-                && gateway.max_devices == defaults.max_devices,
-            "--quota-per-minute, --device-queue and --max-devices apply to `serve gateway` only"
+                && gateway.max_devices == defaults.max_devices
+                && gateway.registration_token.is_none(),
+            "--quota-per-minute, --device-queue, --max-devices and --registration-token apply \
+             to `serve gateway` only"
         );
     }
     anyhow::ensure!(
         gateway.auth_token.as_deref() != Some(""),
         "--auth-token must not be empty"
+    );
+    anyhow::ensure!(
+        gateway.registration_token.as_deref() != Some(""),
+        "--registration-token must not be empty"
     );
     let mut config = ServerConfig {
         max_connections: args.max_connections,

@@ -184,7 +184,7 @@ impl GatewayClient {
 /// Registers a new device and, when the run sends to a topic, subscribes it.
 async fn enroll(setup: &Setup, options: &GatewayOptions) -> Result<String, ClientError> {
     let mut conn = HttpConn::open(&setup.target, &setup.counters).await?;
-    let token = register_on(&mut conn, &options.project).await?;
+    let token = register_on(&mut conn, options).await?;
     if options.send_to == SendTo::Topic {
         let auth = options.auth_token.as_deref();
         subscribe_on(

@@ -115,7 +115,7 @@ pub(super) fn spawn_workers(
             handles.push(WorkerHandle::Process(ProcessWorker::spawn(
                 &exe,
                 &spec,
-                gateway.and_then(|g| g.auth_token.as_deref()),
+                gateway,
                 tx.clone(),
             )?));
         }

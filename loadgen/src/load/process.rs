@@ -73,6 +73,7 @@ impl WorkerSpec {
             .clone()
             .map(|g| crate::gateway::GatewayOptions {
                 auth_token: std::env::var(crate::gateway::AUTH_ENV).ok(),
+                registration_token: std::env::var(crate::gateway::REGISTRATION_ENV).ok(),
                 tokens: std::sync::Arc::new(self.tokens.clone()),
                 ..g
             });
@@ -125,18 +126,31 @@ pub struct ProcessWorker {
 }
 
 impl ProcessWorker {
-    /// Starts `exe load-worker --spec JSON`; its messages go to `tx`. `auth` is the gateway's
-    /// bearer token, passed in the environment so it shows in no process list.
+    /// Starts `exe load-worker --spec JSON`; its messages go to `tx`. The gateway's bearer
+    /// and registration tokens, if any, are passed in the environment so they show in no
+    /// process list.
     pub fn spawn(
         exe: &Path,
         spec: &WorkerSpec,
-        auth: Option<&str>,
+        gateway: Option<&crate::gateway::GatewayOptions>,
         tx: mpsc::Sender<WorkerMsg>,
     ) -> std::io::Result<ProcessWorker> {
         let spec = serde_json::to_string(spec).map_err(std::io::Error::other)?;
         let mut command = Command::new(exe);
-        if let Some(token) = auth {
-            command.env(crate::gateway::AUTH_ENV, token);
+        let secrets = [
+            (
+                crate::gateway::AUTH_ENV,
+                gateway.and_then(|g| g.auth_token.as_deref()),
+            ),
+            (
+                crate::gateway::REGISTRATION_ENV,
+                gateway.and_then(|g| g.registration_token.as_deref()),
+            ),
+        ];
+        for (name, token) in secrets {
+            if let Some(token) = token {
+                command.env(name, token);
+            }
         }
         let mut child = command
             .args(["load-worker", "--spec", &spec])

@@ -8,6 +8,11 @@
 //! - `POST /demo/drop-all`: cuts every open connection once its own answer is sent, so the page
 //!   shows which clients resume by themselves and which must do it in code.
 //!
+//! The two controls (`/demo/config` and `/demo/drop-all`) answer only the demo page's own
+//! origin ([`same_origin`]), and their answers carry no CORS header: the protocol's endpoints
+//! are open to every page on purpose, but any page open in the same browser could otherwise
+//! press "drop all" or change the rate.
+//!
 //! # Layout
 //! - this file: starting the demo, and its routes;
 //! - `settings`: the knobs, their limits, and the control body;
@@ -95,6 +100,7 @@ pub(crate) async fn route(
         PATH_SCRIPT => page(&req, "text/javascript; charset=utf-8", SCRIPT),
         PATH_STYLE => page(&req, "text/css; charset=utf-8", STYLE),
         PATH_CONFIG if req.method() == Method::POST => {
+            same_origin(&req)?;
             let body = read_body(req.into_body(), MAX_CONTROL_BODY).await?;
             let next = demo
                 .settings
@@ -110,6 +116,7 @@ pub(crate) async fn route(
         }
         PATH_DROP_ALL => {
             allow(&req, &Method::POST, "POST, OPTIONS")?;
+            same_origin(&req)?;
             // Every connection but this one, which closes after the answer.
             let open = app
                 .hub
@@ -126,6 +133,48 @@ pub(crate) async fn route(
         }
         other => Err(ApiError::NotFound(other.to_owned())),
     }
+}
+
+/// Whether `path` is one of the demo's controls, whose answers carry no CORS header.
+pub(crate) fn is_control(path: &str) -> bool {
+    path == PATH_CONFIG || path == PATH_DROP_ALL
+}
+
+/// Refuses a control request a browser sent from another page: one whose `Origin` is not this
+/// server (the scheme and `Host` the request came to), or whose `Sec-Fetch-Site` says it came
+/// from another site or origin.
+///
+/// Why not CORS alone: a cross-origin `POST` with a form's or plain text's content type is a
+/// "simple" request, sent without a preflight. The browser hides the answer from the other
+/// page, but the server has acted by then. Browsers send `Origin` with every `POST`, so
+/// checking it stops that. A request without either header (curl, a script) is not a
+/// browser's cross-site request and is served.
+fn same_origin(req: &Request<Incoming>) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        if !matches!(site, "same-origin" | "none") {
+            return Err(ApiError::Forbidden(format!(
+                "demo controls answer only the demo page's own origin (Sec-Fetch-Site: {site})"
+            )));
+        }
+    }
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = text("host").unwrap_or("");
+    let own = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.strip_prefix("http://"))
+        .is_some_and(|authority| !host.is_empty() && authority.eq_ignore_ascii_case(host));
+    if own {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "demo controls answer only the demo page's own origin, not {}",
+        String::from_utf8_lossy(origin.as_bytes())
+    )))
 }
 
 fn page(

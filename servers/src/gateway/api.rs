@@ -14,7 +14,6 @@
 //! when the gateway has an auth token; device endpoints need only the registration token.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -23,10 +22,9 @@ use serde::Deserialize;
 
 use super::error::FcmError;
 use super::message::{normalize_topic, Send};
-use super::{session, Gateway};
+use super::{session, token, Gateway};
 use crate::app::{App, ConnSlot};
 use crate::http::{json_response, read_body, Body, Query};
-use crate::stats::Stats;
 
 /// Largest request body: a send's payload is at most 4 KiB, its JSON a few times that.
 const MAX_BODY: usize = 64 * 1024;
@@ -93,11 +91,15 @@ async fn dispatch(
     }
     if path == REGISTER {
         allow(&req, &Method::POST, "POST")?;
+        // With `--registration-token`, only devices given it may register: without it,
+        // anyone who can reach the gateway can fill `--max-devices`.
+        bearer(gw.config.registration_token.as_deref(), &req)?;
         return register(gw, req).await;
     }
     if let Some(rest) = path.strip_prefix(DEVICES) {
         if let Some(token) = rest.strip_suffix("/connect") {
             allow(&req, &Method::GET, "GET")?;
+            token::check(token)?;
             let device = gw
                 .registry
                 .device(token)
@@ -105,6 +107,9 @@ async fn dispatch(
             return session::connect(app, device, req, slot);
         }
         let token = rest;
+        if matches!(*req.method(), Method::GET | Method::DELETE) {
+            token::check(token)?;
+        }
         return match *req.method() {
             Method::GET => device_info(gw, token),
             Method::DELETE => {
@@ -144,9 +149,15 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     json_response(status, Bytes::from(value.to_string()))
 }
 
-/// Checks `Authorization: Bearer TOKEN` against the gateway's token, when it has one.
+/// Checks an app server's `Authorization: Bearer TOKEN` against the gateway's token, when it
+/// has one.
 fn authorize(gw: &Gateway, req: &Request<Incoming>) -> Result<(), FcmError> {
-    let Some(expected) = &gw.config.auth_token else {
+    bearer(gw.config.auth_token.as_deref(), req)
+}
+
+/// Checks `Authorization: Bearer TOKEN` against `expected`, when there is one.
+fn bearer(expected: Option<&str>, req: &Request<Incoming>) -> Result<(), FcmError> {
+    let Some(expected) = expected else {
         return Ok(());
     };
     let given = req
@@ -200,14 +211,6 @@ async fn send(
 ) -> Result<Response<Body>, FcmError> {
     let body = body(req).await?;
     let send = Send::parse(&body)?;
-    if let Err(retry_after_s) = gw.quota.take(project, Instant::now()) {
-        Stats::inc(&gw.stats.quota_refusals);
-        return Err(FcmError::QuotaExceeded {
-            project: project.to_owned(),
-            per_minute: gw.quota.per_minute(),
-            retry_after_s,
-        });
-    }
     let id = gw.send(project, &send)?;
     Ok(json(
         StatusCode::OK,

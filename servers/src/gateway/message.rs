@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::condition::Condition;
 use super::error::FcmError;
+use super::token;
 
 /// A topic name without its `/topics/` prefix.
 pub type TopicName = Arc<str>;
@@ -167,16 +168,16 @@ impl Send {
             .message
             .ok_or_else(|| invalid("Request contains an invalid argument: message is required"))?;
         let target = match (msg.token, msg.topic, msg.condition) {
-            (Some(t), None, None) if !t.is_empty() => Target::Token(t),
+            (Some(t), None, None) => {
+                token::check(&t)?;
+                Target::Token(t)
+            }
             (None, Some(t), None) => Target::Topic(normalize_topic(&t).map_err(invalid)?),
             (None, None, Some(c)) => Target::Condition(Condition::parse(&c).map_err(invalid)?),
             (None, None, None) => {
                 return Err(invalid(
                     "Request contains an invalid argument: message must set one of token, topic or condition",
                 ))
-            }
-            (Some(t), None, None) if t.is_empty() => {
-                return Err(invalid("The registration token is not a valid FCM registration token"))
             }
             _ => {
                 return Err(invalid(
@@ -336,11 +337,15 @@ mod tests {
             (Kind::Data, Priority::Normal, MAX_TTL)
         );
         let s = parse(
-            r#"{"message":{"token":"t","notification":{"title":"T","body":"B"},
+            r#"{"message":{"token":"pb:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                "notification":{"title":"T","body":"B"},
                 "android":{"ttl":"1.5s","collapse_key":"score","priority":"HIGH"}}}"#,
         )
         .unwrap();
-        assert_eq!(s.target, Target::Token("t".into()));
+        assert_eq!(
+            s.target,
+            Target::Token("pb:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into())
+        );
         assert_eq!(s.kind, Kind::Notification);
         assert_eq!(s.ttl, Duration::from_millis(1500));
         assert_eq!(s.collapse_key.as_deref(), Some("score"));

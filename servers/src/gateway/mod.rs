@@ -16,6 +16,7 @@
 //! - `message`: the send request, its validation, and the frame devices receive;
 //! - `condition`: the topic-condition language (`&&`, `||`, `!`, parentheses);
 //! - `registry`: devices, topics, groups, and resolving a target to devices;
+//! - `token`: registration tokens and notification keys, made and recognised;
 //! - `queue`: one device's store-and-forward queue (TTL, collapse keys, acks, bound);
 //! - `quota`: the per-project send quota;
 //! - `stats`: the gateway's counters;
@@ -31,6 +32,7 @@ mod quota;
 mod registry;
 mod session;
 mod stats;
+mod token;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +70,9 @@ const SWEEP: Duration = Duration::from_millis(250);
 pub struct GatewayConfig {
     /// The bearer token app servers must present; `None` accepts any request (say so loudly).
     pub auth_token: Option<String>,
+    /// The bearer token a device must present to register (`POST /v1/devices:register`);
+    /// `None`: anyone may register, up to `max_devices`.
+    pub registration_token: Option<String>,
     /// Sends per minute per project (FCM's default quota is 600,000); 0: no quota.
     pub quota_per_minute: u64,
     /// Messages each device's queue holds (FCM keeps 100 for an offline device).
@@ -86,6 +91,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             auth_token: None,
+            registration_token: None,
             quota_per_minute: 600_000,
             queue_capacity: 100,
             max_devices: 1_000_000,
@@ -143,8 +149,20 @@ impl Gateway {
     /// one device needs only that device in order: it shares `send_order` with other such sends
     /// and takes its id under the device's own lock, so unicasts to different devices do not
     /// wait for each other.
+    ///
+    /// The project's quota is charged only here, once the request is valid and its target
+    /// resolved: a send refused for its content or an unregistered token costs nothing, as
+    /// FCM counts only the sends it accepts.
     fn send(&self, project: &str, send: &Send) -> Result<u64, FcmError> {
         let (devices, from) = self.registry.recipients(&send.target, project)?;
+        if let Err(retry_after_s) = self.quota.take(project, Instant::now()) {
+            Stats::inc(&self.stats.quota_refusals);
+            return Err(FcmError::QuotaExceeded {
+                project: project.to_owned(),
+                per_minute: self.quota.per_minute(),
+                retry_after_s,
+            });
+        }
         Stats::inc(&self.stats.sends);
         if send.validate_only {
             return Ok(self.next_message.fetch_add(1, Ordering::Relaxed));
@@ -258,6 +276,12 @@ pub async fn serve(
 ) -> ShutdownReport {
     if gateway.auth_token.is_none() {
         tracing::warn!("gateway started without --auth-token: any app server may send");
+    }
+    if gateway.registration_token.is_none() {
+        tracing::warn!(
+            "gateway started without --registration-token: anyone may register devices, up to \
+             --max-devices"
+        );
     }
     let gw = Arc::new(Gateway::new(gateway));
     let mut app = App::new(hub, config, &[], None);

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
-use base64::Engine as _;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -23,6 +22,7 @@ use super::error::FcmError;
 use super::message::{Target, TopicName};
 use super::queue::Queue;
 use super::stats::{sub, GatewayStats};
+use super::token;
 use crate::stats::Stats;
 
 /// One registered device.
@@ -207,18 +207,6 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `bytes` unguessable random bytes as URL-safe base64, prefixed: tokens and keys are their
-/// holder's only credential.
-fn random_id(prefix: &str, bytes: usize) -> Result<String, FcmError> {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf)
-        .map_err(|e| FcmError::Unavailable(format!("no randomness for a new id: {e}")))?;
-    Ok(format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
-    ))
-}
-
 impl Registry {
     /// An empty registry.
     pub fn new(limits: Limits) -> Registry {
@@ -234,7 +222,7 @@ impl Registry {
 
     /// Registers a new device of `project` and returns it.
     pub fn register(&self, project: &str, stats: &GatewayStats) -> Result<Arc<Device>, FcmError> {
-        let token: Arc<str> = random_id("pb:", 24)?.into();
+        let token: Arc<str> = token::new_token()?.into();
         let device = Arc::new(Device {
             token: token.clone(),
             serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
@@ -352,6 +340,9 @@ impl Registry {
         tokens
             .iter()
             .map(|token| {
+                if !token::well_formed(token) {
+                    return Some("INVALID_ARGUMENT");
+                }
                 let Some(device) = self.device(token) else {
                     return Some("NOT_FOUND");
                 };
@@ -398,6 +389,9 @@ impl Registry {
         if tokens.is_empty() {
             return Err(bad("registration_ids must name at least one token".into()));
         }
+        for t in tokens {
+            token::check(t)?;
+        }
         let max = self.limits.max_group_members;
         let mut groups = write(&self.groups);
         // Checked under the groups lock: an unregistration takes it to remove its device from
@@ -434,7 +428,7 @@ impl Registry {
                 if members.len() > max {
                     return Err(bad(format!("a device group holds at most {max} devices")));
                 }
-                let key = random_id("APA91", 48)?;
+                let key = token::new_group_key()?;
                 by_key.insert(
                     key.clone(),
                     Group {
