@@ -35,9 +35,22 @@ async fn gateway_with(config: GatewayConfig) -> TestServer {
 
 /// One request with an optional bearer token and JSON body.
 async fn call(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &str) -> Reply {
+    call_in(addr, None, method, path, auth, body).await
+}
+
+/// [`call`] with a device-group request's `project_id` header, when `project` is given.
+async fn call_in(
+    addr: SocketAddr,
+    project: Option<&str>,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> Reply {
     let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let project = project.map_or(String::new(), |p| format!("project_id: {p}\r\n"));
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}{project}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     common::raw(addr, req.as_bytes()).await
@@ -73,8 +86,16 @@ async fn send_numbered(addr: SocketAddr, token: &str, count: usize) -> Vec<u64> 
     ids
 }
 
+/// Registers a device of project `demo`, the one [`send`] sends in.
 async fn register(addr: SocketAddr) -> String {
-    let r = call(addr, "POST", "/v1/devices:register", None, "").await;
+    let r = call(
+        addr,
+        "POST",
+        "/v1/devices:register",
+        None,
+        r#"{"project":"demo"}"#,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["token"].as_str().unwrap().to_owned()
 }
@@ -286,8 +307,9 @@ async fn topics_conditions_and_groups_target_the_right_devices() {
     let op = |body: Value| {
         let addr = gw.addr;
         async move {
-            call(
+            call_in(
                 addr,
+                Some("demo"),
                 "POST",
                 "/fcm/notification",
                 Some(AUTH),
@@ -317,8 +339,9 @@ async fn topics_conditions_and_groups_target_the_right_devices() {
     assert_eq!(r.status, 200);
     let id = send_ok(gw.addr, json!({"token": key, "data": {"k": "v"}})).await;
     assert_eq!(who_got(&mut devices, id).await, [2, 3]);
-    let r = call(
+    let r = call_in(
         gw.addr,
+        Some("demo"),
         "GET",
         "/fcm/notification?notification_key_name=user-1",
         Some(AUTH),
@@ -780,7 +803,14 @@ async fn without_a_token_any_app_server_may_send_and_shutdown_closes_devices() {
     let token = register(gw.addr).await;
     let mut ws = connect(gw.addr, &token).await;
     let body = json!({"message": {"token": token, "data": {"a": "1"}}}).to_string();
-    let r = call(gw.addr, "POST", "/v1/projects/p/messages:send", None, &body).await;
+    let r = call(
+        gw.addr,
+        "POST",
+        "/v1/projects/demo/messages:send",
+        None,
+        &body,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     receive(&mut ws).await;
     // validate_only checks and answers without sending.
@@ -788,7 +818,7 @@ async fn without_a_token_any_app_server_may_send_and_shutdown_closes_devices() {
     let r = call(
         gw.addr,
         "POST",
-        "/v1/projects/p/messages:send",
+        "/v1/projects/demo/messages:send",
         None,
         &body.to_string(),
     )
@@ -882,4 +912,91 @@ async fn registration_needs_the_registration_token_when_one_is_set() {
     let r = call(gw.addr, "POST", path, Some("device-secret"), "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(gateway_stats(gw.addr).await["devices"], 1);
+}
+
+#[tokio::test]
+async fn projects_share_no_devices_topics_or_groups() {
+    let gw = gateway().await;
+    let a = gw.addr;
+    let send_in = |project: &'static str, message: Value| async move {
+        let body = json!({ "message": message }).to_string();
+        let path = format!("/v1/projects/{project}/messages:send");
+        call(a, "POST", &path, Some(AUTH), &body).await
+    };
+    let register_in = |project: &'static str| async move {
+        let body = json!({ "project": project }).to_string();
+        let r = call(a, "POST", "/v1/devices:register", None, &body).await;
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    // One device in each of two projects, both subscribed to a topic of the same name.
+    let (ta, tb) = (register_in("alpha").await, register_in("beta").await);
+    let (mut wa, mut wb) = (connect(a, &ta).await, connect(a, &tb).await);
+    subscribe(a, "news", &[&ta, &tb]).await;
+    let mismatch = |r: &Reply| {
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert_eq!(r.json()["error"]["status"], "PERMISSION_DENIED");
+        assert_eq!(
+            r.json()["error"]["details"][0]["errorCode"],
+            "SENDER_ID_MISMATCH"
+        );
+    };
+
+    // A topic, and conditions (one a device outside every topic matches), reach the sending
+    // project's devices only.
+    for message in [
+        json!({"topic": "news", "data": {"k": "v"}}),
+        json!({"condition": "'news' in topics", "data": {"k": "v"}}),
+        json!({"condition": "!('sport' in topics)", "data": {"k": "v"}}),
+    ] {
+        assert_eq!(send_in("alpha", message.clone()).await.status, 200);
+        receive(&mut wa).await;
+        quiet(&mut wb).await;
+        assert_eq!(send_in("beta", message).await.status, 200);
+        receive(&mut wb).await;
+        quiet(&mut wa).await;
+    }
+    // Another project's token: 403 SENDER_ID_MISMATCH, and nothing is delivered.
+    mismatch(&send_in("alpha", json!({"token": tb, "data": {"k": "v"}})).await);
+    quiet(&mut wb).await;
+
+    // Groups: per project names, members of the project only, keys used in their project only.
+    let group = |project: &'static str, body: Value| async move {
+        let path = "/fcm/notification";
+        call_in(
+            a,
+            Some(project),
+            "POST",
+            path,
+            Some(AUTH),
+            &body.to_string(),
+        )
+        .await
+    };
+    let create = |token: &str| json!({"operation": "create", "notification_key_name": "g", "registration_ids": [token]});
+    mismatch(&group("alpha", create(&tb)).await);
+    let ka = group("alpha", create(&ta)).await.json()["notification_key"].clone();
+    let kb = group("beta", create(&tb)).await.json()["notification_key"].clone();
+    assert!(ka.is_string() && kb.is_string() && ka != kb, "{ka} {kb}");
+    let key_of = |project: &'static str| async move {
+        let path = "/fcm/notification?notification_key_name=g";
+        call_in(a, Some(project), "GET", path, Some(AUTH), "")
+            .await
+            .json()["notification_key"]
+            .clone()
+    };
+    assert_eq!(
+        (key_of("alpha").await, key_of("beta").await),
+        (ka.clone(), kb.clone())
+    );
+    mismatch(&send_in("beta", json!({"token": ka, "data": {"k": "v"}})).await);
+    let add = json!({"operation": "add", "notification_key": ka, "registration_ids": [&ta]});
+    mismatch(&group("beta", add).await);
+    assert_eq!(
+        send_in("alpha", json!({"token": ka, "data": {"k": "v"}}))
+            .await
+            .status,
+        200
+    );
+    receive(&mut wa).await;
+    quiet(&mut wb).await;
 }

@@ -309,9 +309,11 @@ async fn group(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, F
         notification_key: Option<String>,
         registration_ids: Vec<String>,
     }
+    let project = group_project(&req)?;
     let body = body(req).await?;
     let op: Op = parse_json(&body)?;
     let key = gw.registry.group(
+        &project,
         &op.operation,
         &op.notification_key_name,
         op.notification_key.as_deref(),
@@ -324,15 +326,29 @@ async fn group(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, F
     ))
 }
 
+/// The project a device-group request acts in: its `project_id` header, as FCM's device group
+/// API takes it, or the default project.
+fn group_project(req: &Request<Incoming>) -> Result<String, FcmError> {
+    let project = match req.headers().get("project_id") {
+        None => DEFAULT_PROJECT,
+        Some(v) => v
+            .to_str()
+            .map_err(|_| FcmError::InvalidArgument("project_id is not text".into()))?,
+    };
+    check_project(project)?;
+    Ok(project.to_owned())
+}
+
 /// `GET /fcm/notification?notification_key_name=NAME`: the group's key.
 fn group_key(gw: &Gateway, req: &Request<Incoming>) -> Result<Response<Body>, FcmError> {
+    let project = group_project(req)?;
     let name = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "notification_key_name")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| FcmError::InvalidArgument("notification_key_name is required".into()))?;
     let key = gw
         .registry
-        .group_key(&name)
+        .group_key(&project, &name)
         .ok_or_else(|| FcmError::Unregistered(name.clone()))?;
     Ok(json(
         StatusCode::OK,

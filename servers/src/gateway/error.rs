@@ -27,6 +27,10 @@ pub enum FcmError {
     /// 404 `NOT_FOUND`: no such path.
     #[error("no such path: {0}")]
     NoSuchPath(String),
+    /// 403 `PERMISSION_DENIED` (`SENDER_ID_MISMATCH`): a token or notification key of another
+    /// project.
+    #[error("SenderId mismatch: {0} belongs to another project than {1}")]
+    SenderIdMismatch(String, String),
     /// 405: the path exists, not for this method.
     #[error("method {method} is not allowed here; use {allow}")]
     MethodNotAllowed {
@@ -65,6 +69,11 @@ impl FcmError {
             FcmError::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", None),
             FcmError::Unregistered(_) => (StatusCode::NOT_FOUND, "NOT_FOUND", Some("UNREGISTERED")),
             FcmError::NoSuchPath(_) => (StatusCode::NOT_FOUND, "NOT_FOUND", None),
+            FcmError::SenderIdMismatch(..) => (
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                Some("SENDER_ID_MISMATCH"),
+            ),
             FcmError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT", None)
             }

@@ -1,6 +1,11 @@
 //! Devices, topics and device groups: who is registered, who listens to what, and how a send's
 //! target becomes a list of devices.
 //!
+//! Projects share nothing: a device belongs to the project it registered with, its topics are
+//! that project's topics, a group holds devices of one project, and a send in one project never
+//! reaches a device of another (a token or key of another project is `SENDER_ID_MISMATCH`, as
+//! in FCM).
+//!
 //! Lock order, where two are held: `groups` or `topics` before a device's own state, never the
 //! other way round; the set of offline devices is taken last of all, under a device's state or
 //! alone, so its view of who is connected changes with the device's. A send takes its
@@ -105,6 +110,7 @@ impl Device {
 /// A device group: up to a few devices of one user, addressed by one notification key.
 #[derive(Debug)]
 struct Group {
+    project: Arc<str>,
     name: String,
     members: Vec<Arc<str>>,
 }
@@ -112,8 +118,12 @@ struct Group {
 #[derive(Debug, Default)]
 struct Groups {
     by_key: HashMap<String, Group>,
-    key_by_name: HashMap<String, String>,
+    /// Each project's group names and their keys.
+    key_by_name: HashMap<Arc<str>, HashMap<String, String>>,
 }
+
+/// Each project's topics and their members.
+type Topics = HashMap<Arc<str>, HashMap<TopicName, Arc<Members>>>;
 
 /// A topic's subscribers, in registration order.
 ///
@@ -186,7 +196,7 @@ pub struct Registry {
     /// the topic's members with one reference count, not one per device (each one a cache miss
     /// at 10,000 devices, twice: taken, and given back), and a change of members while a send
     /// holds them copies them first.
-    topics: RwLock<HashMap<TopicName, Arc<Members>>>,
+    topics: RwLock<Topics>,
     groups: RwLock<Groups>,
     next_serial: AtomicU64,
     /// The devices with no connection now: all the TTL sweeper needs to visit. Why not every
@@ -205,6 +215,20 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Forgets `project`'s group name `name`.
+fn forget_name(
+    key_by_name: &mut HashMap<Arc<str>, HashMap<String, String>>,
+    project: &str,
+    name: &str,
+) {
+    if let Some(names) = key_by_name.get_mut(project) {
+        names.remove(name);
+        if names.is_empty() {
+            key_by_name.remove(project);
+        }
+    }
 }
 
 impl Registry {
@@ -298,12 +322,17 @@ impl Registry {
         };
         {
             let mut all = write(&self.topics);
-            for t in &topics {
-                if let Some(members) = all.get_mut(t) {
-                    Arc::make_mut(members).remove(&device.serial);
-                    if members.is_empty() {
-                        all.remove(t);
+            if let Some(project) = all.get_mut(&device.project) {
+                for t in &topics {
+                    if let Some(members) = project.get_mut(t) {
+                        Arc::make_mut(members).remove(&device.serial);
+                        if members.is_empty() {
+                            project.remove(t);
+                        }
                     }
+                }
+                if project.is_empty() {
+                    all.remove(&device.project);
                 }
             }
         }
@@ -317,7 +346,7 @@ impl Registry {
             g.members.retain(|m| &**m != token);
             let keep = !g.members.is_empty();
             if !keep {
-                key_by_name.remove(&g.name);
+                forget_name(key_by_name, &g.project, &g.name);
                 Stats::dec(&stats.groups);
             }
             keep
@@ -350,6 +379,8 @@ impl Registry {
                 if !st.registered {
                     return Some("NOT_FOUND");
                 }
+                // The topic of the device's own project.
+                let project = &device.project;
                 if add {
                     if st.topics.contains(topic) {
                         return None;
@@ -358,14 +389,20 @@ impl Registry {
                         return Some("TOO_MANY_TOPICS");
                     }
                     st.topics.insert(topic.clone());
-                    Arc::make_mut(all.entry(topic.clone()).or_default())
+                    let topics = all.entry(project.clone()).or_default();
+                    Arc::make_mut(topics.entry(topic.clone()).or_default())
                         .insert(device.serial, device.clone());
                     Stats::inc(&stats.subscriptions);
                 } else if st.topics.remove(topic) {
-                    if let Some(members) = all.get_mut(topic) {
-                        Arc::make_mut(members).remove(&device.serial);
-                        if members.is_empty() {
-                            all.remove(topic);
+                    if let Some(topics) = all.get_mut(project) {
+                        if let Some(members) = topics.get_mut(topic) {
+                            Arc::make_mut(members).remove(&device.serial);
+                            if members.is_empty() {
+                                topics.remove(topic);
+                            }
+                        }
+                        if topics.is_empty() {
+                            all.remove(project);
                         }
                     }
                     Stats::dec(&stats.subscriptions);
@@ -379,6 +416,7 @@ impl Registry {
     /// Returns the group's notification key.
     pub fn group(
         &self,
+        project: &str,
         op: &str,
         name: &str,
         key: Option<&str>,
@@ -396,8 +434,14 @@ impl Registry {
         let mut groups = write(&self.groups);
         // Checked under the groups lock: an unregistration takes it to remove its device from
         // every group, so no member can be left behind that nothing would clean up.
-        if let Some(t) = tokens.iter().find(|t| self.device(t).is_none()) {
-            return Err(FcmError::Unregistered(t.clone()));
+        for t in tokens {
+            match self.device(t) {
+                None => return Err(FcmError::Unregistered(t.clone())),
+                Some(d) if *d.project != *project => {
+                    return Err(FcmError::SenderIdMismatch(t.clone(), project.to_owned()))
+                }
+                Some(_) => {}
+            }
         }
         let Groups {
             by_key,
@@ -408,7 +452,10 @@ impl Registry {
                 if name.is_empty() {
                     return Err(bad("notification_key_name is required".into()));
                 }
-                if key_by_name.contains_key(name) {
+                if key_by_name
+                    .get(project)
+                    .is_some_and(|names| names.contains_key(name))
+                {
                     return Err(bad(format!(
                         "notification_key_name {name:?} already exists"
                     )));
@@ -432,11 +479,15 @@ impl Registry {
                 by_key.insert(
                     key.clone(),
                     Group {
+                        project: project.into(),
                         name: name.to_owned(),
                         members,
                     },
                 );
-                key_by_name.insert(name.to_owned(), key.clone());
+                key_by_name
+                    .entry(project.into())
+                    .or_default()
+                    .insert(name.to_owned(), key.clone());
                 Stats::inc(&stats.groups);
                 Ok(key)
             }
@@ -447,6 +498,12 @@ impl Registry {
                 let group = by_key
                     .get_mut(key)
                     .ok_or_else(|| FcmError::Unregistered(key.to_owned()))?;
+                if *group.project != *project {
+                    return Err(FcmError::SenderIdMismatch(
+                        key.to_owned(),
+                        project.to_owned(),
+                    ));
+                }
                 if !name.is_empty() && group.name != name {
                     return Err(bad(format!(
                         "notification_key_name {name:?} does not match the key's name"
@@ -468,9 +525,9 @@ impl Registry {
                     group.members.retain(|m| !tokens.iter().any(|t| **t == **m));
                     // FCM deletes a group whose last member is removed.
                     if group.members.is_empty() {
-                        let name = group.name.clone();
-                        by_key.remove(key);
-                        key_by_name.remove(&name);
+                        if let Some(gone) = by_key.remove(key) {
+                            forget_name(key_by_name, &gone.project, &gone.name);
+                        }
                         Stats::dec(&stats.groups);
                     }
                 }
@@ -482,9 +539,13 @@ impl Registry {
         }
     }
 
-    /// The notification key of the group named `name`.
-    pub fn group_key(&self, name: &str) -> Option<String> {
-        read(&self.groups).key_by_name.get(name).cloned()
+    /// The notification key of `project`'s group named `name`.
+    pub fn group_key(&self, project: &str, name: &str) -> Option<String> {
+        read(&self.groups)
+            .key_by_name
+            .get(project)
+            .and_then(|names| names.get(name))
+            .cloned()
     }
 
     /// The devices a send reaches, and the message's `from`. A token that is neither a device
@@ -497,7 +558,11 @@ impl Registry {
     ) -> Result<(Recipients, String), FcmError> {
         match target {
             Target::Token(token) => {
+                let mismatch = || FcmError::SenderIdMismatch(token.clone(), project.to_owned());
                 if let Some(d) = self.device(token) {
+                    if *d.project != *project {
+                        return Err(mismatch());
+                    }
                     return Ok((Recipients::Listed(vec![d]), project.to_owned()));
                 }
                 let groups = read(&self.groups);
@@ -505,6 +570,9 @@ impl Registry {
                     .by_key
                     .get(token.as_str())
                     .ok_or_else(|| FcmError::Unregistered(token.clone()))?;
+                if *group.project != *project {
+                    return Err(mismatch());
+                }
                 let devices = group
                     .members
                     .iter()
@@ -513,17 +581,25 @@ impl Registry {
                 Ok((Recipients::Listed(devices), project.to_owned()))
             }
             Target::Topic(topic) => {
-                let members = read(&self.topics).get(topic).cloned().unwrap_or_default();
+                let members = read(&self.topics)
+                    .get(project)
+                    .and_then(|topics| topics.get(topic))
+                    .cloned()
+                    .unwrap_or_default();
                 Ok((Recipients::Topic(members), format!("/topics/{topic}")))
             }
             Target::Condition(cond) => {
                 let candidates: Vec<Arc<Device>> = if cond.matches_outsiders() {
-                    self.all_devices()
+                    let mut all = self.all_devices();
+                    all.retain(|d| *d.project == *project);
+                    all
                 } else {
                     let all = read(&self.topics);
+                    let topics = all.get(project);
                     let mut seen: Members = BTreeMap::new();
                     for t in cond.topics() {
-                        for (k, d) in all.get(t).into_iter().flat_map(|m| m.iter()) {
+                        let members = topics.and_then(|topics| topics.get(t));
+                        for (k, d) in members.into_iter().flat_map(|m| m.iter()) {
                             seen.entry(*k).or_insert_with(|| d.clone());
                         }
                     }
