@@ -189,7 +189,15 @@ async fn load_with_worker_processes_merges_their_results() {
 /// through two worker processes, unicast, with the bearer token in the environment only.
 #[test]
 fn load_through_the_gateway_binary_with_worker_processes() {
-    let (mut child, addr) = spawn_serve(&["gateway", "--auth-token", "hush-hush"]);
+    let (mut child, addr) = spawn_serve(&[
+        "gateway",
+        "--auth-token",
+        "hush-hush",
+        "--registration-token",
+        "reg-secret",
+    ]);
+    // Without --addr, a server listens on loopback only.
+    assert!(addr.ip().is_loopback(), "{addr}");
     let dir = std::env::temp_dir().join(format!("pushbench-cli-gw-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("gw.json");
@@ -208,6 +216,7 @@ fn load_through_the_gateway_binary_with_worker_processes() {
         ])
         .arg(&json)
         .env("PUSHBENCH_AUTH_TOKEN", "hush-hush")
+        .env("PUSHBENCH_REGISTRATION_TOKEN", "reg-secret")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -218,8 +227,8 @@ fn load_through_the_gateway_binary_with_worker_processes() {
     );
     let text = std::fs::read_to_string(&json).unwrap();
     assert!(
-        !text.contains("hush-hush"),
-        "the token leaked into the report"
+        !text.contains("hush-hush") && !text.contains("reg-secret"),
+        "a token leaked into the report"
     );
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(r["clients_connected"], 6, "{stdout}");
