@@ -445,6 +445,7 @@ async fn load_one(
         gateway: step.gateway.as_ref().map(|g| GatewayOptions {
             project: "suite".into(),
             auth_token: proc.auth_token.clone(),
+            registration_token: proc.registration_token.clone(),
             send_to: g.send_to,
             ttl: g.ttl,
             collapse_key: g.collapse_key.clone(),

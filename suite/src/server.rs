@@ -28,6 +28,8 @@ pub struct ServerProcess {
     pub pid: Option<u32>,
     /// The gateway's: the bearer token app servers must send.
     pub auth_token: Option<String>,
+    /// The gateway's: the bearer token devices must send to register.
+    pub registration_token: Option<String>,
     kind: Kind,
 }
 
@@ -48,9 +50,10 @@ impl ServerProcess {
         Self::serve(exe, transport.name(), &[], pinning)
     }
 
-    /// Starts the FCM-style gateway (`exe serve gateway`) the same way, with a bearer token
-    /// of its own for app servers ([`ServerProcess::auth_token`]). Its quota is off: the suite
-    /// measures delivery, not the quota.
+    /// Starts the FCM-style gateway (`exe serve gateway`) the same way, with bearer tokens of
+    /// its own for app servers and for registering devices ([`ServerProcess::auth_token`],
+    /// [`ServerProcess::registration_token`]). Its quota is off: the suite measures delivery,
+    /// not the quota.
     pub fn gateway(exe: &Path, pinning: &Pinning) -> Result<ServerProcess, SuiteError> {
         Self::serve(exe, "gateway", &["--quota-per-minute", "0"], pinning)
     }
@@ -68,15 +71,21 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let auth_token = (what == "gateway").then(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            format!("suite-{}-{nanos}", std::process::id())
-        });
-        if let Some(token) = &auth_token {
-            // The token travels in the environment, not on a command line anyone can read.
-            cmd.env("PUSHBENCH_AUTH_TOKEN", token);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let token = |kind: &str| format!("suite-{kind}-{}-{nanos}", std::process::id());
+        let gateway = what == "gateway";
+        let auth_token = gateway.then(|| token("send"));
+        let registration_token = gateway.then(|| token("register"));
+        // The tokens travel in the environment, not on a command line anyone can read.
+        for (name, value) in [
+            ("PUSHBENCH_AUTH_TOKEN", &auth_token),
+            ("PUSHBENCH_REGISTRATION_TOKEN", &registration_token),
+        ] {
+            if let Some(value) = value {
+                cmd.env(name, value);
+            }
         }
         let mut child = cmd
             .spawn()
@@ -99,6 +108,7 @@ impl ServerProcess {
             pid: None,
             kind: Kind::Pushbench(child),
             auth_token,
+            registration_token,
         })
     }
 
@@ -138,6 +148,7 @@ impl ServerProcess {
                 prefix: prefix.to_owned(),
             },
             auth_token: None,
+            registration_token: None,
         };
         if server.url.is_empty() {
             return Err(SuiteError::Server(format!(
