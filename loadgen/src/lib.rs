@@ -28,7 +28,7 @@
 //! - `gateway.rs`: the gateway's dialect: send options, device registration, topic
 //!   subscription, send bodies.
 //! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection (Nchan:
-//!   `POST /pub`).
+//!   `POST /pub`; the gateway: its send API, through hyper).
 //! - `client/mod.rs`: [`Client`], [`ClientConfig`], [`Item`], [`Delivery`], and the reconnect
 //!   policy every transport shares.
 //! - `client/poll.rs`: short polling on a fixed-rate schedule (when to poll).
@@ -37,6 +37,8 @@
 //!   as state so a task or the readiness loop can drive it, and the batch handling.
 //! - `client/answer.rs`: requests written from a reused buffer, and whole answers parsed in place
 //!   (`httparse`) off a keep-alive connection, with no HTTP client library.
+//! - `client/post.rs`: the publisher's `POST`s, written by hand on such a connection, so a
+//!   publish reaches its socket within a few µs of its due time.
 //! - `client/stream.rs`: HTTP streaming, NDJSON lines split zero-copy from a `BytesMut`.
 //! - `client/sse.rs`: Server-Sent Events, reconnecting like `EventSource` (`retry:`,
 //!   `Last-Event-ID`).

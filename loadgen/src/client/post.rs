@@ -39,8 +39,9 @@ impl PostConn {
     }
 
     /// Whether the server has closed the connection while it was idle (or sent something
-    /// unasked): a non-blocking look at the socket, so a publish is not written into a
-    /// connection already gone, where nobody could tell whether the server stored it.
+    /// unasked), so a publish is not written into a connection already gone, where nobody
+    /// could tell whether the server stored it. A look at tokio's readiness for the socket, and
+    /// a read only when that says readable: a quiet connection costs no system call.
     pub(crate) fn closed_by_peer(&mut self) -> bool {
         let Ok(socket) = self.conn.socket() else {
             return true;
