@@ -53,6 +53,8 @@
 //! - `client/arrival.rs`: when bytes reached a socket, as the kernel stamped them
 //!   (`SO_TIMESTAMPNS`): every delivery is timed by it, not by when it was read.
 //! - `client/wsconn.rs`: a lean client WebSocket (RFC 6455) on that socket.
+//! - `client/fuzz.rs` (tests only): fuzz targets of every parser of what servers send
+//!   (docs/FUZZING.md).
 //! - `client/subscription.rs`, `client/hot.rs`: what the load generator asks of a subscriber,
 //!   and [`HotClient`], a subscription driven without I/O of its own (`buffered`: the
 //!   client's `next` minus the reading; `wants_write`, `write_to`, `wake_at`: a poll's

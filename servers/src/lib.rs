@@ -25,6 +25,8 @@
 //! - `chunked`: chunked writes gathered into one `writev`, the rest kept for later.
 //! - `write_timeout`: the socket wrapper that cuts a connection whose peer stops reading.
 //! - `drop_switch`: cuts every open connection on demand (the demo's drop-all button).
+//! - `fuzz` (tests only): fuzz targets of the parsers above (docs/FUZZING.md); the gateway's
+//!   are in `gateway/fuzz.rs`.
 //! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each
 //!   with `run(listener, hub, shutdown)`.
 //! - [`gateway`]: the FCM-style push gateway: the send API, devices, topics, groups,
@@ -47,6 +49,8 @@ mod chunked;
 mod drop_switch;
 mod fanout;
 mod framing;
+#[cfg(test)]
+mod fuzz;
 mod head;
 mod http;
 mod lean;

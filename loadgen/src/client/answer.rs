@@ -109,7 +109,7 @@ impl RawConn {
 
 /// Parses the answer at the start of `buf`: the reply and the bytes it takes, or `None` when it
 /// is incomplete.
-fn parse(buf: &[u8], received: Instant) -> Result<Option<(Reply, usize)>, ClientError> {
+pub(super) fn parse(buf: &[u8], received: Instant) -> Result<Option<(Reply, usize)>, ClientError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buf) {

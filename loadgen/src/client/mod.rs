@@ -12,6 +12,8 @@
 mod answer;
 pub(crate) mod arrival;
 mod chunked;
+#[cfg(test)]
+mod fuzz;
 mod gateway;
 mod hot;
 mod longpoll;

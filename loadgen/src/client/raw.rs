@@ -258,7 +258,7 @@ pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(haystack, needle)
 }
 
-fn parse_head(head: &str) -> Result<Head, ClientError> {
+pub(super) fn parse_head(head: &str) -> Result<Head, ClientError> {
     let bad = || ClientError::Protocol(format!("malformed response head {head:?}"));
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or_else(bad)?;

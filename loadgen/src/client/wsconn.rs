@@ -250,7 +250,7 @@ fn message(opcode: u8, payload: Bytes) -> Result<WsMessage, ClientError> {
 
 /// One whole frame off the front of `buf`: (FIN, opcode, payload, a view of `buf`'s bytes).
 /// `None` until the frame is whole. Server frames must not be masked.
-fn take_frame(buf: &mut ReadBuf) -> Result<Option<(bool, u8, Bytes)>, ClientError> {
+pub(super) fn take_frame(buf: &mut ReadBuf) -> Result<Option<(bool, u8, Bytes)>, ClientError> {
     let [b0, b1, ..] = buf[..] else {
         return Ok(None);
     };

@@ -20,12 +20,15 @@
 //! - `queue`: one device's store-and-forward queue (TTL, collapse keys, acks, bound);
 //! - `quota`: the per-project send quota;
 //! - `stats`: the gateway's counters;
-//! - `error`: errors in FCM's JSON shape.
+//! - `error`: errors in FCM's JSON shape;
+//! - `fuzz` (tests only): fuzz targets of the send request, conditions, TTLs and tokens.
 
 mod api;
 mod condition;
 mod direct;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod message;
 mod queue;
 mod quota;

@@ -31,6 +31,28 @@ pub fn encode_item(item: &Item) -> Bytes {
     }
 }
 
+/// Where an SSE subscription resumes: after the `Last-Event-ID` header's id when it is sent,
+/// else after `after=`. The header wins: a reconnecting EventSource repeats its original URL,
+/// whose `after` is stale by then.
+pub(crate) fn resume_cursor(
+    last_event_id: Option<&[u8]>,
+    after: Option<u64>,
+) -> Result<Option<u64>, ApiError> {
+    let Some(v) = last_event_id else {
+        return Ok(after);
+    };
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Last-Event-ID must be a whole number, got {:?}",
+                String::from_utf8_lossy(v)
+            ))
+        })
+}
+
 /// The subscription `GET /sse` opens, resuming after `last_event_id` (the header's raw value)
 /// if sent, else after `after=`.
 pub(crate) fn open(
@@ -38,22 +60,7 @@ pub(crate) fn open(
     last_event_id: Option<&[u8]>,
     query: Query,
 ) -> Result<Opened, ApiError> {
-    let after = match last_event_id {
-        // The header wins over `after=`: a reconnecting EventSource repeats its original URL,
-        // whose `after` is stale by then.
-        Some(v) => Some(
-            std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "Last-Event-ID must be a whole number, got {:?}",
-                        String::from_utf8_lossy(v)
-                    ))
-                })?,
-        ),
-        None => query.after,
-    };
+    let after = resume_cursor(last_event_id, query.after)?;
     let sub = app.hub.subscribe(&query.topic, after)?;
     let preamble = Bytes::from(format!("retry: {}\n\n", app.config.sse_retry_ms));
     let mut head = head(StatusCode::OK, "text/event-stream");
