@@ -9,7 +9,7 @@
 //!   shows which clients resume by themselves and which must do it in code.
 //!
 //! The two controls (`/demo/config` and `/demo/drop-all`) answer only the demo page's own
-//! origin ([`same_origin`]), and their answers carry no CORS header: the protocol's endpoints
+//! origin (`same_origin` below), and their answers carry no CORS header: the protocol's endpoints
 //! are open to every page on purpose, but any page open in the same browser could otherwise
 //! press "drop all" or change the rate.
 //!
