@@ -74,6 +74,7 @@ impl Clients {
                     let report = match client.next().await {
                         Ok(Item::Event(d)) => Ok((d.id, d.received)),
                         Ok(Item::Gap { from, to }) => Err(format!("gap {from}-{to}")),
+                        Ok(Item::Reset { epoch }) => Err(format!("reset to epoch {epoch}")),
                         Err(e) => Err(format!("client error: {e}")),
                     };
                     let failed = report.is_err();

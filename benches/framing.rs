@@ -14,6 +14,7 @@ use pushbench_loadgen::envelope::{parse_batch, parse_envelope};
 use pushbench_loadgen::SseParser;
 use pushbench_servers::event::Event;
 use pushbench_servers::hub::{Batch, Item};
+use pushbench_servers::protocol::Epoch;
 use pushbench_servers::{poll, sse, stream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -30,17 +31,18 @@ fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("framing/encode");
     for size in SIZES {
         let text = payload(size);
-        let event = Arc::new(Event::encode(42, &text));
+        let event = Arc::new(Event::encode(Epoch::from_bits(1), 42, &text));
         let item = Item::Event(event.clone());
         let batch = Batch {
             events: vec![event.clone()],
             gap: None,
             last_id: 42,
+            ..Batch::empty(Epoch::from_bits(1), false)
         };
         g.throughput(Throughput::Bytes(size as u64));
         let id = |what: &str| BenchmarkId::new(what, format!("payload={size}"));
         g.bench_function(id("event"), |b| {
-            b.iter(|| Event::encode(black_box(42), black_box(&text)))
+            b.iter(|| Event::encode(Epoch::from_bits(1), black_box(42), black_box(&text)))
         });
         g.bench_function(id("poll"), |b| {
             b.iter(|| poll::encode_batch(black_box(&batch)))
@@ -68,11 +70,12 @@ fn encode(c: &mut Criterion) {
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("framing/parse");
     for size in SIZES {
-        let event = Arc::new(Event::encode(42, &payload(size)));
+        let event = Arc::new(Event::encode(Epoch::from_bits(1), 42, &payload(size)));
         let batch = poll::encode_batch(&Batch {
             events: vec![event.clone()],
             gap: None,
             last_id: 42,
+            ..Batch::empty(Epoch::from_bits(1), false)
         });
         let line = event.json();
         let sse_bytes = event.sse().clone();

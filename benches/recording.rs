@@ -16,6 +16,7 @@ use pushbench_loadgen::SseParser;
 use pushbench_servers::event::Event;
 use pushbench_servers::hub::Batch;
 use pushbench_servers::poll;
+use pushbench_servers::protocol::Epoch;
 
 /// Distinct events per round: every recorded delivery is a first delivery, as in a real run.
 const ROUND: u64 = 4096;
@@ -43,7 +44,7 @@ impl Fixture {
                     PAYLOAD,
                     &mut text,
                 );
-                Event::encode(seq + 1, &text)
+                Event::encode(Epoch::from_bits(1), seq + 1, &text)
             })
             .collect();
         Fixture { clock, events }
@@ -148,6 +149,7 @@ fn record(c: &mut Criterion) {
                 events: vec![std::sync::Arc::new(e.clone())],
                 gap: None,
                 last_id: e.id(),
+                ..Batch::empty(Epoch::from_bits(1), false)
             })
         })
         .collect();

@@ -7,7 +7,7 @@ topic's fan-out writes its events and its framing state is put away between inpu
     target/release/pushbench serve ws --keepalive 1s      # prints listening on http://ADDR
     python3 scripts/ws-client-check.py http://ADDR
 
-In order: three events published over HTTP arrive in order; the client idles past several of the
+In order: the hello frame; three events published over HTTP arrive in order; the client idles past several of the
 server's keep-alive pings (answered by the library) and its own pings, then gets the next event;
 a whole text frame and a text message in three fragments are published upstream and come back as
 events; a binary frame gets the JSON error frame; a last event arrives; the client closes, and the
@@ -37,6 +37,9 @@ async def main(base):
         return json.loads(await asyncio.wait_for(ws.recv(), 5))
 
     async with websockets.connect(url, ping_interval=0.3, ping_timeout=2) as ws:
+        # First the hello: the server's life (epoch) and the id the subscription starts after.
+        hello = await recv(ws)
+        assert set(hello) == {"epoch", "after"}, hello
         got = []
         for i in range(3):
             await loop.run_in_executor(None, publish, base, f"event {i}")

@@ -36,10 +36,16 @@ async fn bad_requests_get_json_errors_and_the_server_stays_up() {
         "/longpoll?timeout_ms=999999999",
         "/stream?after=1.5",
         "/sse?after=abc",
-        "/poll?after=5", // ahead of the topic's last id (0)
+        "/poll?after=beef-1",     // an epoch is 8 lowercase hex digits
+        "/poll?after=0000BEEF-1", // lowercase
+        "/stream?after=0000beef-",
     ] {
         assert_json_error(&get(a, path).await, 400);
     }
+    // A cursor of this very life ahead of the topic was never sent: refused. (Another life's,
+    // or a bare id ahead, is a reset: tests/restart.rs.)
+    let epoch = server.hub.epoch();
+    assert_json_error(&get(a, &format!("/poll?after={epoch}-5")).await, 400);
     let r = raw(
         a,
         b"GET /sse HTTP/1.1\r\nHost: t\r\nLast-Event-ID: nope\r\nConnection: close\r\n\r\n",
@@ -136,8 +142,15 @@ async fn too_many_topics_is_503() {
     // Polling does not create one: a missing topic reads as empty, even at the cap.
     let r = get(a, "/poll?topic=four").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), serde_json::json!({"events": [], "last_id": 0}));
-    assert_json_error(&get(a, "/poll?topic=four&after=1").await, 400);
+    let epoch = server.hub.epoch().to_string();
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"events": [], "last_id": 0, "epoch": epoch})
+    );
+    assert_json_error(
+        &get(a, &format!("/poll?topic=four&after={epoch}-1")).await,
+        400,
+    );
     assert_eq!(get(a, "/poll?topic=one").await.status, 200);
     assert_eq!(server.hub.topic_count(), 2);
     server.shutdown().await;

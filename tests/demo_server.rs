@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// The demo served in-process on `127.0.0.1:0`.
 struct DemoServer {
     addr: SocketAddr,
+    hub: Hub,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<ShutdownReport>>,
 }
@@ -33,7 +34,7 @@ impl DemoServer {
         let hub = Hub::new(HubConfig::default());
         let task = tokio::spawn(demo::serve(
             listener,
-            hub,
+            hub.clone(),
             ServerConfig::default(),
             settings,
             async {
@@ -42,6 +43,7 @@ impl DemoServer {
         ));
         DemoServer {
             addr,
+            hub,
             stop: Some(tx),
             task: Some(task),
         }
@@ -131,10 +133,11 @@ async fn control_endpoint_refuses_bad_input_with_json_errors() {
     let mut server = DemoServer::start(paused()).await;
     let a = server.addr;
     let before = get(a, "/demo/config").await.json();
+    let epoch = server.hub.epoch().to_string();
     assert_eq!(
         before,
-        serde_json::json!({"topic": TOPIC, "last_id": 0, "rate": 0.0, "payload_bytes": 64,
-                           "poll_interval_ms": 1000})
+        serde_json::json!({"topic": TOPIC, "last_id": 0, "epoch": epoch, "rate": 0.0,
+                           "payload_bytes": 64, "poll_interval_ms": 1000})
     );
     let too_big = format!("{{\"rate\":1{}}}", " ".repeat(5000));
     let cases: [(&[u8], u16, &str); 12] = [
@@ -314,12 +317,17 @@ async fn drop_all_cuts_every_connection_and_the_server_keeps_serving() {
 
     // The server keeps serving, and a client resumes where it was.
     assert_eq!(publish(a, TOPIC, "after the drop").await, 2);
-    let (mut resumed, head) =
-        open_stream(a, &format!("/sse?topic={TOPIC}"), "Last-Event-ID: 1\r\n").await;
+    let epoch = server.hub.epoch();
+    let (mut resumed, head) = open_stream(
+        a,
+        &format!("/sse?topic={TOPIC}"),
+        &format!("Last-Event-ID: {epoch}-1\r\n"),
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).contains("id: 2\ndata: after the drop") {
+    while !String::from_utf8_lossy(&got).contains(&format!("id: {epoch}-2\ndata: after the drop")) {
         let n = tokio::time::timeout(STEP, resumed.read(&mut buf))
             .await
             .unwrap()

@@ -102,8 +102,12 @@ async fn lean_and_hyper_upgrade_a_websocket_alike() {
     let (lean_head, hyper_head) = (read_head(&mut lean).await, read_head(&mut hyper).await);
     assert!(lean_head.starts_with("HTTP/1.1 101 "), "{lean_head}");
     assert_eq!(dateless(&lean_head), dateless(&hyper_head));
-    // The same unmasked text frame follows on both: 0x81, the length, the event's JSON.
-    let want = b"\x81\x17{\"id\":1,\"data\":\"first\"}";
+    // The same unmasked text frames follow on both: 0x81, the length, the JSON of the hello
+    // (30 bytes), then of the event.
+    let hello = format!("{{\"epoch\":\"{}\",\"after\":0}}", server.hub.epoch());
+    let mut want = vec![0x81, 30];
+    want.extend_from_slice(hello.as_bytes());
+    want.extend_from_slice(b"\x81\x17{\"id\":1,\"data\":\"first\"}");
     for s in [&mut lean, &mut hyper] {
         let mut frame = vec![0; want.len()];
         tokio::time::timeout(STEP, s.read_exact(&mut frame))
@@ -140,8 +144,9 @@ async fn a_subscriber_that_leaves_is_let_go_at_once() {
 async fn a_refused_subscription_gets_the_json_error_it_always_got() {
     let server = TestServer::start(&[Transport::Sse, Transport::Stream]).await;
     publish(server.addr, "r", "x").await;
+    let ahead = format!("/sse?topic=r&after={}-9", server.hub.epoch());
     for (path, extra, status) in [
-        ("/sse?topic=r&after=9", "", 400),
+        (ahead.as_str(), "", 400),
         ("/stream?after=x", "", 400),
         ("/sse", "Last-Event-ID: nope\r\n", 400),
         ("/sse?topic=bad%20topic", "", 400),
@@ -343,6 +348,15 @@ async fn a_websocket_written_by_the_fanout_still_answers_its_client() {
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     let url = format!("ws://{}/ws?topic=u", server.addr);
     let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let hello = tokio::time::timeout(STEP, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        hello.to_text().unwrap().starts_with("{\"epoch\":"),
+        "{hello}"
+    );
     // Caught up, the subscriber is direct: this event is written by the fan-out.
     tokio::time::sleep(Duration::from_millis(50)).await;
     server.hub.publish("u", b"first").unwrap();

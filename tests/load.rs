@@ -9,6 +9,7 @@ use common::*;
 use indicatif::ProgressBar;
 use pushbench_loadgen::load::{self, LoadConfig, LoadReport};
 use pushbench_servers::event::Event;
+use pushbench_servers::protocol::Epoch;
 use pushbench_servers::Transport;
 
 const CLIENTS: usize = 20;
@@ -85,7 +86,7 @@ async fn loadgen_numbers_add_up_for_every_transport() {
 
         // Bytes per event are plausible against the encoded frame.
         // Ids in this run have two digits, like this sample's.
-        let sample = Event::encode(50, &"x".repeat(PAYLOAD));
+        let sample = Event::encode(Epoch::from_bits(1), 50, &"x".repeat(PAYLOAD));
         let frame = match transport {
             Transport::Sse => sample.sse().len(),
             Transport::Stream => sample.ndjson().len(),

@@ -39,6 +39,7 @@ async fn collect_until(client: &mut Client, last: u64) -> Vec<(u64, String)> {
                 }
             }
             Item::Gap { from, to } => got.push((0, format!("gap {from}-{to}"))),
+            Item::Reset { .. } => got.push((0, "reset".into())),
         }
     }
 }
@@ -99,6 +100,42 @@ async fn every_transport_resumes_after_an_id() {
     }
 }
 
+/// A restart between publishes, as issue 14 found it: a client at id 5 of the last life must be
+/// told of the reset and get every event of the new life, whether the new life has published
+/// fewer events than the client had (3: its cursor is ahead) or more (10: its bare id would
+/// have skipped 1 to 5 silently).
+#[tokio::test]
+async fn every_transport_resumes_across_a_restart_with_a_reset() {
+    for transport in Transport::ALL {
+        for published_after in [3, 10] {
+            let mut server = TestServer::start(&[transport]).await;
+            let target = Target::from_addr(server.addr);
+            let mut client = Client::connect(
+                &target,
+                ClientConfig {
+                    reconnect: true,
+                    reconnect_delay: Duration::from_millis(50),
+                    ..config(transport, Some(0))
+                },
+                Counters::new_shared(),
+            )
+            .await
+            .unwrap();
+            publish_all(&target, 1..=5).await;
+            let got = collect_until(&mut client, 5).await;
+            assert_eq!(got.len(), 5, "{transport}: {got:?}");
+            server.restart(&[transport]).await;
+            publish_all(&target, 1..=published_after).await;
+            let got = collect_until(&mut client, published_after as u64).await;
+            let mut want = vec![(0, "reset".to_owned())];
+            want.extend((1..=published_after).map(|i| (i as u64, payload(i))));
+            assert_eq!(got, want, "{transport}, {published_after} published after");
+            drop(client);
+            server.shutdown().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_transport_signals_a_gap_past_the_replay_buffer() {
     let hub = HubConfig {
@@ -133,18 +170,28 @@ async fn sse_resumes_from_last_event_id_header_over_after() {
     for i in 1..=5 {
         publish(a, "t", &format!("e{i}")).await;
     }
-    // The header wins over a stale `after`, as for a reconnecting EventSource.
-    let (mut s, head) = open_stream(a, "/sse?topic=t&after=1", "Last-Event-ID: 3\r\n").await;
-    assert!(head.contains("content-type: text/event-stream"), "{head}");
-    let text = read_until(&mut s, "data: e5").await;
-    assert!(text.starts_with("retry: 1000\n\n"), "{text:?}");
-    assert!(!text.contains("data: e3"), "{text:?}");
-    assert!(text.contains("id: 4\ndata: e4\n\n"), "{text:?}");
+    let e = server.hub.epoch();
+    // The header wins over a stale `after`, as for a reconnecting EventSource, whether it names
+    // the server's life (what a browser sends back) or is a bare id.
+    for header in [format!("{e}-3"), "3".to_owned()] {
+        let extra = format!("Last-Event-ID: {header}\r\n");
+        let (mut s, head) = open_stream(a, "/sse?topic=t&after=1", &extra).await;
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        let text = read_until(&mut s, "data: e5").await;
+        // The retry hint, then the hello: the cursor it starts after, in this life.
+        let start = format!("retry: 1000\n\nid: {e}-3\n\n");
+        assert!(text.starts_with(&start), "{text:?}");
+        assert!(!text.contains("data: e3"), "{text:?}");
+        assert!(
+            text.contains(&format!("id: {e}-4\ndata: e4\n\n")),
+            "{text:?}"
+        );
+    }
     // Without the header, `after=` applies.
     let (mut s, _) = open_stream(a, "/sse?topic=t&after=3", "").await;
     let text = read_until(&mut s, "data: e5").await;
     assert!(
-        text.contains("id: 4\n") && !text.contains("id: 3\n"),
+        text.contains(&format!("id: {e}-4\n")) && !text.contains("data: e3"),
         "{text:?}"
     );
     server.shutdown().await;

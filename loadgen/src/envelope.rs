@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
+use pushbench_servers::event::Hello;
+use pushbench_servers::protocol::Epoch;
 use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
 
@@ -48,6 +50,9 @@ pub enum Envelope {
     Event(Event),
     /// `{"gap":{"from":A,"to":B}}`.
     Gap(Gap),
+    /// `{"epoch":"E","after":N}` (with `"reset":true` for a reset): where a subscription
+    /// starts, in which life of the server.
+    Hello(Hello),
     /// `{"error":"..."}`, e.g. a WebSocket server refusing an upstream frame.
     Error(String),
 }
@@ -61,6 +66,10 @@ pub struct Batch {
     pub gap: Option<Gap>,
     /// The topic's newest id; larger than the last event's id when the batch was truncated.
     pub last_id: u64,
+    /// The server's life, when it says (pushbench does; other servers need not).
+    pub epoch: Option<Epoch>,
+    /// The cursor named another life: the events are that life's from its oldest kept.
+    pub reset: bool,
 }
 
 /// A JSON string that borrows from the input when it has no escapes.
@@ -102,6 +111,10 @@ struct RawMessage<'a> {
     gap: Option<Gap>,
     #[serde(borrow)]
     error: Option<Text<'a>>,
+    #[serde(borrow)]
+    epoch: Option<Text<'a>>,
+    after: Option<u64>,
+    reset: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +130,9 @@ struct RawBatch<'a> {
     events: Vec<RawEvent<'a>>,
     gap: Option<Gap>,
     last_id: u64,
+    #[serde(borrow)]
+    epoch: Option<Text<'a>>,
+    reset: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -226,13 +242,28 @@ pub fn parse_envelope(buf: &Bytes) -> Result<Envelope, EnvelopeError> {
             payload: payload_bytes(buf, data),
         })),
         RawMessage {
+            epoch: Some(Text(epoch)),
+            after: Some(after),
+            id: None,
+            data: None,
+            gap: None,
+            error: None,
+            reset,
+        } => Ok(Envelope::Hello(Hello {
+            epoch: parse_epoch(&epoch)?,
+            after,
+            reset: reset.unwrap_or(false),
+        })),
+        RawMessage {
             error: Some(Text(error)),
             id: None,
             data: None,
             gap: None,
+            epoch: None,
+            ..
         } => Ok(Envelope::Error(error.into_owned())),
         _ => Err(EnvelopeError::Shape(
-            "expected {\"id\",\"data\"}, {\"gap\"} or {\"error\"}",
+            "expected {\"id\",\"data\"}, {\"gap\"}, {\"epoch\",\"after\"} or {\"error\"}",
         )),
     }
 }
@@ -284,7 +315,15 @@ pub fn parse_batch(body: &Bytes) -> Result<Batch, EnvelopeError> {
         events,
         gap: raw.gap,
         last_id: raw.last_id,
+        epoch: raw.epoch.map(|Text(e)| parse_epoch(&e)).transpose()?,
+        reset: raw.reset.unwrap_or(false),
     })
+}
+
+/// An `epoch` member: 8 lowercase hex digits (docs/PROTOCOL.md §1).
+fn parse_epoch(text: &str) -> Result<Epoch, EnvelopeError> {
+    text.parse()
+        .map_err(|_| EnvelopeError::Shape("an epoch is 8 lowercase hex digits"))
 }
 
 /// Parses the data of an SSE `gap` event: `{"from":A,"to":B}`.

@@ -275,7 +275,7 @@ async fn publish(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body
     let id = app.hub.publish(&query.topic, &body)?;
     Ok(json_response(
         StatusCode::OK,
-        Bytes::from(format!("{{\"id\":{id}}}")),
+        Bytes::from(format!("{{\"id\":{id},\"epoch\":\"{}\"}}", app.hub.epoch())),
     ))
 }
 

@@ -6,7 +6,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
-use crate::protocol::SSE_GAP_EVENT;
+use crate::epoch::Epoch;
+use crate::protocol::{SSE_GAP_EVENT, SSE_RESET_EVENT};
 
 /// A published event with its id and its pre-encoded frames.
 #[derive(Debug, Clone)]
@@ -17,15 +18,17 @@ pub struct Event {
     /// `{"id":N,"data":"..."}\n`: an NDJSON line; without the `\n` it is the JSON object that
     /// poll batches and WebSocket frames carry, so one buffer serves three transports.
     ndjson: Bytes,
-    /// `id: N\ndata: ...\n\n`: one SSE event.
+    /// `id: EPOCH-N\ndata: ...\n\n`: one SSE event. Its id names the server's life, because
+    /// a browser resumes with nothing but that id (docs/PROTOCOL.md §4.4).
     sse: Bytes,
     /// The JSON object as WebSocket text: validated as UTF-8 once here, not per send.
     ws: Utf8Bytes,
 }
 
 impl Event {
-    /// Encodes `payload` (already validated: one line of UTF-8) as event `id`.
-    pub fn encode(id: u64, payload: &str) -> Event {
+    /// Encodes `payload` (already validated: one line of UTF-8) as event `id` of the server's
+    /// life `epoch`.
+    pub fn encode(epoch: Epoch, id: u64, payload: &str) -> Event {
         let mut json = Vec::with_capacity(payload.len() + 40);
         json.extend_from_slice(b"{\"id\":");
         json.extend_from_slice(itoa(id).as_bytes());
@@ -38,8 +41,10 @@ impl Event {
         let ws =
             Utf8Bytes::try_from(ndjson.slice(..ndjson.len() - 1)).expect("serde_json writes UTF-8");
 
-        let mut sse = BytesMut::with_capacity(payload.len() + 32);
+        let mut sse = BytesMut::with_capacity(payload.len() + 48);
         sse.put_slice(b"id: ");
+        sse.put_slice(&epoch.hex());
+        sse.put_u8(b'-');
         sse.put_slice(itoa(id).as_bytes());
         sse.put_slice(b"\ndata: ");
         sse.put_slice(payload.as_bytes());
@@ -74,7 +79,7 @@ impl Event {
         &self.ndjson
     }
 
-    /// `id: N\ndata: ...\n\n`, one SSE event.
+    /// `id: EPOCH-N\ndata: ...\n\n`, one SSE event.
     pub fn sse(&self) -> &Bytes {
         &self.sse
     }
@@ -136,6 +141,48 @@ impl Gap {
     }
 }
 
+/// Where a streaming subscription starts: the first item of every stream, SSE stream and
+/// WebSocket (docs/PROTOCOL.md §5.1). It tells the client the server's life and the id it
+/// starts after, so the client can resume with `EPOCH-ID` from its very first moment, even if
+/// the connection breaks before any event arrives. With `reset`, the client's cursor came from
+/// another life: nothing it had counts here, and this life's events follow from the oldest kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// This life of the server.
+    pub epoch: Epoch,
+    /// The id after which events follow (0 after a reset).
+    pub after: u64,
+    /// Whether the client's cursor named another life.
+    pub reset: bool,
+}
+
+impl Hello {
+    /// `{"epoch":"E","after":N}`, with `,"reset":true` for a reset.
+    pub fn json(&self) -> String {
+        let reset = if self.reset { ",\"reset\":true" } else { "" };
+        format!(
+            "{{\"epoch\":\"{}\",\"after\":{}{reset}}}",
+            self.epoch, self.after
+        )
+    }
+
+    /// The hello line of NDJSON streaming.
+    pub fn ndjson(&self) -> Bytes {
+        Bytes::from(format!("{}\n", self.json()))
+    }
+
+    /// SSE: `id: E-N` and a blank line, which a browser takes as its last event id without
+    /// dispatching anything; a reset is the named event `reset`, with that id and the JSON.
+    pub fn sse(&self) -> Bytes {
+        let id = format!("id: {}-{}\n", self.epoch, self.after);
+        Bytes::from(if self.reset {
+            format!("event: {SSE_RESET_EVENT}\n{id}data: {}\n\n", self.json())
+        } else {
+            format!("{id}\n")
+        })
+    }
+}
+
 /// Formats a u64 without going through `fmt` machinery on the publish path.
 fn itoa(mut n: u64) -> ItoaBuf {
     let mut buf = [0u8; 20];
@@ -168,7 +215,7 @@ mod tests {
 
     #[test]
     fn encodes_every_format() {
-        let e = Event::encode(42, "a \"q\" \\ ü\t");
+        let e = Event::encode(Epoch::from_bits(0xbeef), 42, "a \"q\" \\ ü\t");
         assert_eq!(
             e.ndjson().as_ref(),
             b"{\"id\":42,\"data\":\"a \\\"q\\\" \\\\ \xc3\xbc\\t\"}\n"
@@ -177,7 +224,7 @@ mod tests {
         assert_eq!(e.ws_text().as_str().as_bytes(), e.json().as_ref());
         assert_eq!(
             e.sse().as_ref(),
-            "id: 42\ndata: a \"q\" \\ ü\t\n\n".as_bytes()
+            "id: 0000beef-42\ndata: a \"q\" \\ ü\t\n\n".as_bytes()
         );
         let v: serde_json::Value = serde_json::from_slice(&e.json()).unwrap();
         assert_eq!(v["id"], 42);
@@ -189,6 +236,31 @@ mod tests {
         for n in [0u64, 1, 9, 10, 12345, u64::MAX] {
             assert_eq!(itoa(n).as_bytes(), n.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn hello_formats() {
+        let epoch = Epoch::from_bits(0xbeef);
+        let hello = Hello {
+            epoch,
+            after: 5,
+            reset: false,
+        };
+        assert_eq!(hello.json(), r#"{"epoch":"0000beef","after":5}"#);
+        assert_eq!(
+            hello.ndjson().as_ref(),
+            b"{\"epoch\":\"0000beef\",\"after\":5}\n"
+        );
+        assert_eq!(hello.sse().as_ref(), b"id: 0000beef-5\n\n");
+        let reset = Hello {
+            epoch,
+            after: 0,
+            reset: true,
+        };
+        assert_eq!(
+            reset.sse().as_ref(),
+            b"event: reset\nid: 0000beef-0\ndata: {\"epoch\":\"0000beef\",\"after\":0,\"reset\":true}\n\n"
+        );
     }
 
     #[test]

@@ -359,7 +359,8 @@ fn read_burst(
         match sub.try_next() {
             Ok(Some(Item::Event(e))) => events.push(e),
             Ok(None) => break,
-            Ok(Some(Item::Gap(_))) | Err(_) => return None,
+            // The fan-out's own subscription is never greeted (`Subscription::uncounted`).
+            Ok(Some(Item::Gap(_) | Item::Hello(_))) | Err(_) => return None,
         }
     }
     Some(Burst {

@@ -9,7 +9,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::hub::HubError;
-use crate::protocol::DEFAULT_TOPIC;
+use crate::protocol::{Cursor, CursorError, DEFAULT_TOPIC};
 
 /// Every server's response body: a full buffer or an endless stream, boxed once per response.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -152,8 +152,8 @@ pub fn head(status: StatusCode, content_type: &'static str) -> Response<()> {
 pub struct Query {
     /// `topic`, or `default`.
     pub topic: String,
-    /// `after`: the id to resume after.
-    pub after: Option<u64>,
+    /// `after`: where to resume, `ID` or `EPOCH-ID`.
+    pub after: Option<Cursor>,
     /// `timeout_ms`: the long-poll hold time.
     pub timeout_ms: Option<u64>,
     /// `latest=1`: short polling answers with the newest event only (a client that wants the
@@ -173,7 +173,7 @@ impl Query {
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*key {
                 "topic" => q.topic = value.into_owned(),
-                "after" => q.after = Some(parse_u64("after", &value)?),
+                "after" => q.after = Some(parse_cursor("after", &value)?),
                 "timeout_ms" => q.timeout_ms = Some(parse_u64("timeout_ms", &value)?),
                 "latest" => {
                     q.latest = match &*value {
@@ -191,6 +191,13 @@ impl Query {
         }
         Ok(q)
     }
+}
+
+/// A cursor (`ID` or `EPOCH-ID`) from a query value or a `Last-Event-ID` header.
+pub(crate) fn parse_cursor(key: &str, value: &str) -> Result<Cursor, ApiError> {
+    value
+        .parse()
+        .map_err(|e: CursorError| ApiError::BadRequest(format!("{key}: {e}")))
 }
 
 fn parse_u64(key: &str, value: &str) -> Result<u64, ApiError> {
@@ -213,9 +220,18 @@ mod tests {
         assert_eq!(q.after, None);
         let q = Query::parse(Some("topic=a%3Ab&after=7&timeout_ms=10&_=1")).unwrap();
         assert_eq!(q.topic, "a:b");
-        assert_eq!(q.after, Some(7));
+        assert_eq!(q.after, Some(Cursor::bare(7)));
         assert_eq!(q.timeout_ms, Some(10));
-        for bad in ["after=-1", "after=x", "after=", "timeout_ms=1e3"] {
+        let q = Query::parse(Some("after=0000beef-7")).unwrap();
+        let epoch = crate::protocol::Epoch::from_bits(0xbeef);
+        assert_eq!(q.after, Some(Cursor::of(epoch, 7)));
+        for bad in [
+            "after=-1",
+            "after=x",
+            "after=",
+            "after=beef-7",
+            "timeout_ms=1e3",
+        ] {
             let err = Query::parse(Some(bad)).unwrap_err();
             assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
         }

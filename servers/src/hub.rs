@@ -7,6 +7,11 @@
 //! [`HubConfig::max_lag`] behind, or off the ring, is slow: the [`SlowPolicy`] decides whether it
 //! skips ahead with a gap signal or is disconnected, and both are counted.
 //!
+//! Each hub is one life of a server: it draws an [`Epoch`] when made, and cursors are read
+//! against it. A cursor from another life, or a bare id past the topic's newest, is a reset:
+//! the reader starts from the oldest event kept and is told so ([`Hello::reset`],
+//! [`Batch::reset`]), because ids count from 1 again in every life.
+//!
 //! A lean subscriber that is caught up is not woken at all: its topic's fan-out
 //! (`crate::fanout`) reads each burst once, with an uncounted subscription of its own, and writes
 //! it to the subscriber's socket.
@@ -17,7 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use tokio::sync::watch;
 
 use crate::config::{HubConfig, SlowPolicy};
-use crate::event::{Event, Gap};
+use crate::epoch::{Cursor, Epoch};
+use crate::event::{Event, Gap, Hello};
 use crate::protocol::{validate_payload, validate_topic, PayloadError, TopicError};
 use crate::stats::Stats;
 
@@ -33,9 +39,9 @@ pub enum HubError {
     /// Creating the topic would pass [`HubConfig::max_topics`].
     #[error("topic limit reached ({0} topics exist)")]
     TopicLimit(usize),
-    /// `after` names an id the topic has not reached, which means the client is talking to a
-    /// restarted server; refusing is better than silently waiting for ids it already has.
-    #[error("after={after} is ahead of the topic's last id {last_id}")]
+    /// A cursor of this very life names an id the topic has not reached: no server sent it.
+    /// (A bare id past the newest is a reset instead: it came from an earlier life.)
+    #[error("after={after} is ahead of the topic's last id {last_id} in this server's life")]
     AheadOfTopic {
         /// The requested cursor.
         after: u64,
@@ -55,6 +61,8 @@ pub struct SlowSubscriber {
 /// What a subscriber receives next.
 #[derive(Debug, Clone)]
 pub enum Item {
+    /// Where the subscription starts, in which life of the server: always the first item.
+    Hello(Hello),
     /// The next event.
     Event(Arc<Event>),
     /// Events the subscriber will never receive.
@@ -70,6 +78,7 @@ pub struct Hub {
 #[derive(Debug)]
 struct Inner {
     config: HubConfig,
+    epoch: Epoch,
     topics: RwLock<HashMap<Box<str>, Arc<Topic>>>,
     stats: Arc<Stats>,
 }
@@ -104,8 +113,12 @@ impl Ring {
 }
 
 /// One poll's worth of events.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Batch {
+    /// The server's life the ids belong to.
+    pub epoch: Epoch,
+    /// Whether the cursor named another life: the events are read from the oldest kept.
+    pub reset: bool,
     /// Events after the cursor, oldest first, at most the requested number.
     pub events: Vec<Arc<Event>>,
     /// Ids the caller asked for that the replay buffer no longer holds.
@@ -114,12 +127,31 @@ pub struct Batch {
     pub last_id: u64,
 }
 
+impl Batch {
+    /// No events, from a topic with none yet.
+    pub fn empty(epoch: Epoch, reset: bool) -> Batch {
+        Batch {
+            epoch,
+            reset,
+            events: Vec::new(),
+            gap: None,
+            last_id: 0,
+        }
+    }
+}
+
 impl Hub {
-    /// A hub with the given limits and fresh counters.
+    /// A hub with the given limits and fresh counters: a new life, with a new epoch.
     pub fn new(config: HubConfig) -> Hub {
+        Hub::with_epoch(config, Epoch::fresh())
+    }
+
+    /// [`Hub::new`] with a chosen epoch: for tests that need to know it in advance.
+    pub fn with_epoch(config: HubConfig, epoch: Epoch) -> Hub {
         Hub {
             inner: Arc::new(Inner {
                 config,
+                epoch,
                 topics: RwLock::new(HashMap::new()),
                 stats: Arc::new(Stats::default()),
             }),
@@ -134,6 +166,30 @@ impl Hub {
     /// The hub's limits.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
+    }
+
+    /// This life of the server.
+    pub fn epoch(&self) -> Epoch {
+        self.inner.epoch
+    }
+
+    /// Where `after` puts a reader of a topic whose newest id is `last_id`: the id to read
+    /// after, and whether that is a reset. No cursor reads from now. A cursor of another life,
+    /// or a bare id past the newest (which only an earlier life can have sent), reads from the
+    /// oldest kept, as a reset. A cursor of this life past the newest was never sent: refused.
+    fn place(&self, after: Option<Cursor>, last_id: u64) -> Result<(u64, bool), HubError> {
+        let Some(cursor) = after else {
+            return Ok((last_id, false));
+        };
+        match cursor.epoch {
+            Some(epoch) if epoch != self.inner.epoch => Ok((0, true)),
+            None if cursor.id > last_id => Ok((0, true)),
+            Some(_) if cursor.id > last_id => Err(HubError::AheadOfTopic {
+                after: cursor.id,
+                last_id,
+            }),
+            _ => Ok((cursor.id, false)),
+        }
     }
 
     /// Validates and stores `payload` as the next event of `topic`, wakes its subscribers, and
@@ -155,7 +211,7 @@ impl Hub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let id = read(&topic.ring).last_id + 1;
-        let event = Arc::new(Event::encode(id, text));
+        let event = Arc::new(Event::encode(self.inner.epoch, id, text));
         {
             let mut ring = write(&topic.ring);
             ring.bytes += event.retained_bytes();
@@ -184,16 +240,16 @@ impl Hub {
     ///
     /// Reading never creates a topic: a topic that does not exist reads as empty, with
     /// `last_id` 0, so polls for arbitrary names cannot fill the topic table.
-    pub fn read(&self, topic: &str, after: Option<u64>, max: usize) -> Result<Batch, HubError> {
+    pub fn read(&self, topic: &str, after: Option<Cursor>, max: usize) -> Result<Batch, HubError> {
         let Some(topic) = self.existing_topic(topic)? else {
-            check_after(after, 0)?;
-            return Ok(Batch::default());
+            let (_, reset) = self.place(after, 0)?;
+            return Ok(Batch::empty(self.inner.epoch, reset));
         };
         let ring = read(&topic.ring);
-        let after = check_after(after, ring.last_id)?;
+        let (after, reset) = self.place(after, ring.last_id)?;
         let mut batch = Batch {
             last_id: ring.last_id,
-            ..Batch::default()
+            ..Batch::empty(self.inner.epoch, reset)
         };
         let first = ring.first_id();
         let mut next = after + 1;
@@ -216,16 +272,16 @@ impl Hub {
 
     /// The newest event on `topic` if it is newer than `after`: the current state, skipping
     /// whatever came between. No gap is signalled, because skipping is what the client asked for.
-    pub fn read_latest(&self, topic: &str, after: Option<u64>) -> Result<Batch, HubError> {
+    pub fn read_latest(&self, topic: &str, after: Option<Cursor>) -> Result<Batch, HubError> {
         let Some(topic) = self.existing_topic(topic)? else {
-            check_after(after, 0)?;
-            return Ok(Batch::default());
+            let (_, reset) = self.place(after, 0)?;
+            return Ok(Batch::empty(self.inner.epoch, reset));
         };
         let ring = read(&topic.ring);
-        let after = check_after(after, ring.last_id)?;
+        let (after, reset) = self.place(after, ring.last_id)?;
         let mut batch = Batch {
             last_id: ring.last_id,
-            ..Batch::default()
+            ..Batch::empty(self.inner.epoch, reset)
         };
         if ring.last_id > after && ring.last_id >= ring.first_id() {
             batch.events.push(ring.get(ring.last_id).clone());
@@ -248,19 +304,25 @@ impl Hub {
         })
     }
 
-    /// Subscribes to `topic` after id `after` (`None`: only events published from now on).
+    /// Subscribes to `topic` after `after` (`None`: only events published from now on). Its
+    /// first item is the [`Hello`]: the epoch, where it starts, and whether that is a reset.
     ///
     /// A resume never starts more than [`HubConfig::max_lag`] events behind, whatever the
     /// [`SlowPolicy`]: older ids are skipped with one gap signal, counted as `replay_misses` for
     /// the ids the replay buffer no longer held and as `drops` for the ones it did. Otherwise a
     /// backlog under the disconnect policy would cut the client at once, every time it resumed.
-    pub fn subscribe(&self, topic: &str, after: Option<u64>) -> Result<Subscription, HubError> {
+    pub fn subscribe(&self, topic: &str, after: Option<Cursor>) -> Result<Subscription, HubError> {
         let topic = self.topic(topic)?;
         let mut newest = topic.newest.subscribe();
         newest.mark_unchanged();
-        let (cursor, gap) = {
+        let (cursor, hello, gap) = {
             let ring = read(&topic.ring);
-            let after = check_after(after, ring.last_id)?;
+            let (after, reset) = self.place(after, ring.last_id)?;
+            let hello = Hello {
+                epoch: self.inner.epoch,
+                after,
+                reset,
+            };
             let stats = &self.inner.stats;
             // Ids up to `missed` are gone from the buffer; up to `skipped`, too far behind.
             let missed = after.max(ring.first_id() - 1);
@@ -273,9 +335,9 @@ impl Hub {
                     from: after + 1,
                     to: skipped,
                 };
-                (skipped, Some(gap))
+                (skipped, hello, Some(gap))
             } else {
-                (after, None)
+                (after, hello, None)
             }
         };
         Ok(Subscription {
@@ -283,6 +345,7 @@ impl Hub {
             topic,
             newest,
             cursor,
+            pending_hello: Some(hello),
             pending_gap: gap,
             counted: true,
         })
@@ -330,14 +393,6 @@ impl Hub {
     }
 }
 
-fn check_after(after: Option<u64>, last_id: u64) -> Result<u64, HubError> {
-    match after {
-        None => Ok(last_id),
-        Some(after) if after > last_id => Err(HubError::AheadOfTopic { after, last_id }),
-        Some(after) => Ok(after),
-    }
-}
-
 // A panic while holding these locks cannot leave the ring half-updated in a way that matters
 // more than losing the server, so poisoning is ignored rather than propagated as a panic.
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -356,7 +411,9 @@ pub struct Subscription {
     newest: watch::Receiver<u64>,
     /// Id of the last item handed out.
     cursor: u64,
-    /// A resume gap found at subscribe time, handed out first.
+    /// Where it starts, handed out first.
+    pending_hello: Option<Hello>,
+    /// A resume gap found at subscribe time, handed out next.
     pending_gap: Option<Gap>,
     /// Whether what this subscription reads counts as deliveries, drops and gaps: not when it
     /// only reads events for others, who count their own (`crate::fanout`).
@@ -376,12 +433,16 @@ impl Subscription {
     /// count their own deliveries.
     pub(crate) fn uncounted(mut self) -> Subscription {
         self.counted = false;
+        // It reads for subscribers who were each greeted on their own.
+        self.pending_hello = None;
         self
     }
 
     /// Whether every event published so far has been handed out (nothing pending, no gap).
     pub(crate) fn caught_up(&self) -> bool {
-        self.pending_gap.is_none() && read(&self.topic.ring).last_id <= self.cursor
+        self.pending_hello.is_none()
+            && self.pending_gap.is_none()
+            && read(&self.topic.ring).last_id <= self.cursor
     }
 
     /// Moves the cursor to `id`, whose events were delivered to this subscriber by someone
@@ -414,6 +475,9 @@ impl Subscription {
 
     /// The next item if one is ready, without waiting: lets a sender batch a burst.
     pub fn try_next(&mut self) -> Result<Option<Item>, SlowSubscriber> {
+        if let Some(hello) = self.pending_hello.take() {
+            return Ok(Some(Item::Hello(hello)));
+        }
         if let Some(gap) = self.pending_gap.take() {
             return Ok(Some(Item::Gap(gap)));
         }
@@ -496,8 +560,14 @@ mod tests {
     fn event_id(item: Item) -> u64 {
         match item {
             Item::Event(e) => e.id(),
-            Item::Gap(g) => panic!("unexpected gap {g:?}"),
+            other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// `s` with its hello taken: the first item of every subscription.
+    fn greeted(mut s: Subscription) -> Subscription {
+        assert!(matches!(s.try_next(), Ok(Some(Item::Hello(_)))));
+        s
     }
 
     #[tokio::test]
@@ -512,7 +582,7 @@ mod tests {
     #[tokio::test]
     async fn subscriber_sees_events_in_order() {
         let h = Hub::new(HubConfig::default());
-        let mut s = h.subscribe("t", Some(0)).unwrap();
+        let mut s = greeted(h.subscribe("t", Some(Cursor::bare(0))).unwrap());
         let waiter = tokio::spawn(async move {
             let mut ids = vec![];
             for _ in 0..5 {
@@ -533,7 +603,7 @@ mod tests {
         for _ in 0..10 {
             h.publish("t", b"x").unwrap();
         }
-        let mut s = h.subscribe("t", Some(2)).unwrap();
+        let mut s = greeted(h.subscribe("t", Some(Cursor::bare(2))).unwrap());
         match s.next().await.unwrap() {
             Item::Gap(g) => assert_eq!(g, Gap { from: 3, to: 6 }),
             other => panic!("{other:?}"),
@@ -541,7 +611,7 @@ mod tests {
         for want in 7..=10 {
             assert_eq!(event_id(s.next().await.unwrap()), want);
         }
-        let b = h.read("t", Some(0), 2).unwrap();
+        let b = h.read("t", Some(Cursor::bare(0)), 2).unwrap();
         assert_eq!(b.gap, Some(Gap { from: 1, to: 6 }));
         assert_eq!(
             b.events.iter().map(|e| e.id()).collect::<Vec<_>>(),
@@ -556,7 +626,7 @@ mod tests {
     #[tokio::test]
     async fn slow_subscriber_drop_policy_skips_and_counts() {
         let h = hub(100, 3, SlowPolicy::Drop);
-        let mut s = h.subscribe("t", None).unwrap();
+        let mut s = greeted(h.subscribe("t", None).unwrap());
         for _ in 0..10 {
             h.publish("t", b"x").unwrap();
         }
@@ -573,7 +643,7 @@ mod tests {
     #[tokio::test]
     async fn slow_subscriber_disconnect_policy() {
         let h = hub(100, 3, SlowPolicy::Disconnect);
-        let mut s = h.subscribe("t", None).unwrap();
+        let mut s = greeted(h.subscribe("t", None).unwrap());
         for _ in 0..4 {
             h.publish("t", b"x").unwrap();
         }
@@ -584,7 +654,7 @@ mod tests {
     #[tokio::test]
     async fn falling_off_the_ring_is_slow_too() {
         let h = hub(4, 1000, SlowPolicy::Drop);
-        let mut s = h.subscribe("t", None).unwrap();
+        let mut s = greeted(h.subscribe("t", None).unwrap());
         for _ in 0..10 {
             h.publish("t", b"x").unwrap();
         }
@@ -606,7 +676,7 @@ mod tests {
         h.publish("a", b"x").unwrap();
         assert_eq!(h.publish("b", b"x"), Err(HubError::TopicLimit(1)));
         assert_eq!(
-            h.read("a", Some(5), 10).unwrap_err(),
+            h.read("a", Some(Cursor::of(h.epoch(), 5)), 10).unwrap_err(),
             HubError::AheadOfTopic {
                 after: 5,
                 last_id: 1
@@ -622,7 +692,7 @@ mod tests {
             for _ in 0..10 {
                 h.publish("t", b"x").unwrap();
             }
-            let mut s = h.subscribe("t", Some(1)).unwrap();
+            let mut s = greeted(h.subscribe("t", Some(Cursor::bare(1))).unwrap());
             match s.next().await.unwrap() {
                 Item::Gap(g) => assert_eq!(g, Gap { from: 2, to: 7 }, "{policy:?}"),
                 other => panic!("{policy:?}: {other:?}"),
@@ -645,9 +715,13 @@ mod tests {
         let b = h.read("nobody", None, 10).unwrap();
         assert!(b.events.is_empty() && b.gap.is_none());
         assert_eq!(b.last_id, 0);
-        assert_eq!(h.read("nobody", Some(0), 10).unwrap().last_id, 0);
         assert_eq!(
-            h.read("nobody", Some(3), 10).unwrap_err(),
+            h.read("nobody", Some(Cursor::bare(0)), 10).unwrap().last_id,
+            0
+        );
+        assert_eq!(
+            h.read("nobody", Some(Cursor::of(h.epoch(), 3)), 10)
+                .unwrap_err(),
             HubError::AheadOfTopic {
                 after: 3,
                 last_id: 0
@@ -697,11 +771,61 @@ mod tests {
         for p in [b"a", b"b", b"c"] {
             h.publish("t", p).unwrap();
         }
-        let b = h.read_latest("t", Some(0)).unwrap();
+        let b = h.read_latest("t", Some(Cursor::bare(0))).unwrap();
         let ids: Vec<_> = b.events.iter().map(|e| e.id()).collect();
         assert_eq!((ids, b.last_id, b.gap), (vec![3], 3, None));
-        assert!(h.read_latest("t", Some(3)).unwrap().events.is_empty());
-        assert!(h.read_latest("t", Some(4)).is_err());
+        assert!(h
+            .read_latest("t", Some(Cursor::bare(3)))
+            .unwrap()
+            .events
+            .is_empty());
+        assert!(h.read_latest("t", Some(Cursor::of(h.epoch(), 4))).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cursor_of_another_life_resets_to_the_oldest_kept() {
+        let (this, other) = (Epoch::from_bits(1), Epoch::from_bits(2));
+        let h = Hub::with_epoch(HubConfig::default(), this);
+        for _ in 0..3 {
+            h.publish("t", b"x").unwrap();
+        }
+        let ids = |b: &Batch| b.events.iter().map(|e| e.id()).collect::<Vec<_>>();
+        // Another life's cursor, behind or ahead of this life's newest, and a bare id past it.
+        for cursor in [Cursor::of(other, 2), Cursor::of(other, 9), Cursor::bare(9)] {
+            let b = h.read("t", Some(cursor), 10).unwrap();
+            assert!(b.reset, "{cursor}");
+            assert_eq!((ids(&b), b.epoch), (vec![1, 2, 3], this), "{cursor}");
+            let b = h.read("nobody", Some(cursor), 10).unwrap();
+            assert!(b.reset && b.events.is_empty(), "{cursor}");
+            let mut s = h.subscribe("t", Some(cursor)).unwrap();
+            let hello = Hello {
+                epoch: this,
+                after: 0,
+                reset: true,
+            };
+            assert!(matches!(s.next().await.unwrap(), Item::Hello(x) if x == hello));
+            for want in 1..=3 {
+                assert_eq!(event_id(s.next().await.unwrap()), want);
+            }
+        }
+        // This life's cursor, or a bare id within it, resumes where it says, with no reset.
+        for cursor in [Cursor::of(this, 2), Cursor::bare(2)] {
+            let b = h.read("t", Some(cursor), 10).unwrap();
+            assert!(!b.reset);
+            assert_eq!(ids(&b), vec![3]);
+            let mut s = h.subscribe("t", Some(cursor)).unwrap();
+            let hello = Hello {
+                epoch: this,
+                after: 2,
+                reset: false,
+            };
+            assert!(matches!(s.next().await.unwrap(), Item::Hello(x) if x == hello));
+            assert_eq!(event_id(s.next().await.unwrap()), 3);
+        }
+        // From now: the hello names the newest id, so a reconnect can resume from it.
+        let mut s = h.subscribe("t", None).unwrap();
+        assert!(matches!(s.next().await.unwrap(), Item::Hello(x) if x.after == 3 && !x.reset));
+        assert_eq!(h.stats().snapshot().gaps, 0);
     }
 
     #[test]
@@ -714,7 +838,11 @@ mod tests {
         let reader = h.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(reader.read("t", Some(0), 10).map(|b| b.last_id));
+            let _ = tx.send(
+                reader
+                    .read("t", Some(Cursor::bare(0)), 10)
+                    .map(|b| b.last_id),
+            );
         });
         let got = rx.recv_timeout(std::time::Duration::from_secs(5));
         assert_eq!(got, Ok(Ok(1)));
@@ -729,7 +857,7 @@ mod tests {
         for _ in 0..100 {
             h.publish("t", &[b'x'; 100]).unwrap();
         }
-        let b = h.read("t", Some(0), 1000).unwrap();
+        let b = h.read("t", Some(Cursor::bare(0)), 1000).unwrap();
         assert!(b.events.len() < 10, "kept {}", b.events.len());
         assert_eq!(b.last_id, 100);
     }

@@ -8,7 +8,9 @@
 //! # Layout
 //! - [`protocol`]: the wire protocol's names and rules (transports, paths, topic and payload
 //!   validation), shared with the reference clients in `pushbench-loadgen`.
-//! - [`event`]: one event encoded once per wire format, and the gap signal.
+//! - [`epoch`]: a server's life ([`epoch::Epoch`]) and the `EPOCH-ID` cursor that survives a
+//!   restart.
+//! - [`event`]: one event encoded once per wire format, the gap signal and the hello.
 //! - [`hub`]: topics, bounded replay buffers, fan-out, the slow-subscriber policy.
 //! - [`config`]: every limit and its default.
 //! - [`stats`]: counters for `/stats` (JSON) and `/metrics` (Prometheus).
@@ -36,6 +38,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod epoch;
 pub mod event;
 pub mod gateway;
 pub mod hub;

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::epoch::{Cursor, CursorError, Epoch};
+
 /// Topic used when a request names none.
 pub const DEFAULT_TOPIC: &str = "default";
 /// Longest accepted topic name, in bytes.
@@ -23,6 +25,8 @@ pub const PATH_METRICS: &str = "/metrics";
 
 /// SSE `event:` name of the gap signal.
 pub const SSE_GAP_EVENT: &str = "gap";
+/// SSE `event:` name of the reset signal: the cursor came from another life of the server.
+pub const SSE_RESET_EVENT: &str = "reset";
 
 /// One server-push technique. Each has its own subscribe endpoint and its own server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

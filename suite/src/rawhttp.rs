@@ -228,7 +228,7 @@ impl EventStream {
 }
 
 /// Takes one complete event off the front of `body`: `None` when none is complete yet,
-/// `Some(None)` for one without a payload (keep-alive, retry hint, gap).
+/// `Some(None)` for one without a payload (keep-alive, retry hint, hello, gap).
 fn take_event(format: Format, body: &mut Vec<u8>) -> io::Result<Option<Option<String>>> {
     let sep: &[u8] = match format {
         Format::Sse => b"\n\n",

@@ -32,10 +32,39 @@ impl TestServer {
         hub_config: HubConfig,
         config: ServerConfig,
     ) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, transports, hub_config, config).await
+    }
+
+    /// A new life of this server on the same address, as a restart makes it: the old one
+    /// shuts down, and a fresh hub (a new epoch, ids from 1) serves `transports`.
+    pub async fn restart(&mut self, transports: &[Transport]) {
+        self.shutdown().await;
+        // The port was the old listener's; nothing else on this machine asks for it.
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        *self = Self::start_on(
+            listener,
+            transports,
+            HubConfig::default(),
+            ServerConfig::default(),
+        )
+        .await;
+    }
+
+    async fn start_on(
+        listener: TcpListener,
+        transports: &[Transport],
+        hub_config: HubConfig,
+        config: ServerConfig,
+    ) -> TestServer {
         let transports = transports.to_vec();
-        Self::spawn(hub_config, move |listener, hub, stop| async move {
-            serve(listener, hub, config, &transports, stop).await
-        })
+        Self::spawn(
+            listener,
+            hub_config,
+            move |listener, hub, stop| async move {
+                serve(listener, hub, config, &transports, stop).await
+            },
+        )
         .await
     }
 
@@ -44,14 +73,19 @@ impl TestServer {
         gateway: pushbench_servers::gateway::GatewayConfig,
         config: ServerConfig,
     ) -> TestServer {
-        Self::spawn(HubConfig::default(), move |listener, hub, stop| {
-            pushbench_servers::gateway::serve(listener, hub, config, gateway, stop)
-        })
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::spawn(
+            listener,
+            HubConfig::default(),
+            move |listener, hub, stop| {
+                pushbench_servers::gateway::serve(listener, hub, config, gateway, stop)
+            },
+        )
         .await
     }
 
-    /// Binds `127.0.0.1:0` and runs `server(listener, hub, shutdown)` on a task.
-    async fn spawn<F, Fut>(hub_config: HubConfig, server: F) -> TestServer
+    /// Runs `server(listener, hub, shutdown)` on a task.
+    async fn spawn<F, Fut>(listener: TcpListener, hub_config: HubConfig, server: F) -> TestServer
     where
         F: FnOnce(
             TcpListener,
@@ -60,7 +94,6 @@ impl TestServer {
         ) -> Fut,
         Fut: std::future::Future<Output = ShutdownReport> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hub = Hub::new(hub_config);
         let (tx, rx) = oneshot::channel::<()>();

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pushbench_servers::protocol::{Transport, DEFAULT_TOPIC};
+use pushbench_servers::protocol::{Cursor, Epoch, Transport, DEFAULT_TOPIC};
 
 use crate::counters::Counters;
 use crate::error::{check_topic, ClientError};
@@ -119,6 +119,13 @@ pub enum Item {
         from: u64,
         /// Last lost id.
         to: u64,
+    },
+    /// The server says the client's cursor was from another life of it (it restarted): ids
+    /// count from 1 again, and this life's events follow from the oldest it keeps. Whatever the
+    /// last life published and this client had not read is gone with it.
+    Reset {
+        /// The server's new life.
+        epoch: Epoch,
     },
 }
 
@@ -210,8 +217,8 @@ impl Client {
         }
     }
 
-    /// The id of the last event received, or the end of a later gap (0 before anything).
-    /// Against Nchan: the number of events received.
+    /// The id of the last event received, or the end of a later gap (0 before anything, and
+    /// again after a reset). Against Nchan: the number of events received.
     ///
     /// A reconnect (or the next poll) resumes after it. SSE is the exception, being faithful to
     /// browsers: its cursor and its `Last-Event-ID` move with `id:` fields only, which gap
@@ -278,11 +285,11 @@ impl Client {
     }
 }
 
-/// `PATH?topic=T[&after=N][&timeout_ms=MS]`.
+/// `PATH?topic=T[&after=CURSOR][&timeout_ms=MS]`.
 pub(crate) fn subscribe_path(
     transport: Transport,
     topic: &str,
-    after: Option<u64>,
+    after: Option<Cursor>,
     timeout: Option<Duration>,
 ) -> String {
     let mut path = String::with_capacity(64 + topic.len());
@@ -298,13 +305,16 @@ pub(crate) fn subscribe_path(
 }
 
 /// Where a client that resumes by id stands. NDJSON lines and WebSocket frames carry the same
-/// event and gap objects, so both clients keep their place with this one type.
+/// event, gap and hello objects, so both clients keep their place with this one type.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Position {
     /// Id of the last event handed out, or the end of a later gap (0 before anything).
     pub(crate) cursor: u64,
     /// What a reconnect asks for (`None`: from now).
     pub(crate) resume: Option<u64>,
+    /// The server's life, once a hello named it: a reconnect sends `EPOCH-ID`, so that a
+    /// restarted server sees the id is from its last life.
+    pub(crate) epoch: Option<Epoch>,
 }
 
 impl Position {
@@ -318,29 +328,54 @@ impl Position {
             } else {
                 setup.config.after
             },
+            epoch: None,
         }
     }
 
-    /// One event, gap or error object as the client yields it, moving the position past it.
-    pub(crate) fn envelope(&mut self, buf: &Bytes, received: Instant) -> Result<Item, ClientError> {
+    /// What a reconnect asks for: the resume id, in the life the server last named.
+    pub(crate) fn resume_cursor(&self) -> Option<Cursor> {
+        self.resume.map(|id| Cursor {
+            epoch: self.epoch,
+            id,
+        })
+    }
+
+    /// One event, gap, hello or error object as the client yields it, moving the position past
+    /// it. A hello that is not a reset yields nothing: it only tells the position where it is.
+    pub(crate) fn envelope(
+        &mut self,
+        buf: &Bytes,
+        received: Instant,
+    ) -> Result<Option<Item>, ClientError> {
         match crate::envelope::parse_envelope(buf)? {
             crate::envelope::Envelope::Event(e) => {
                 self.cursor = e.id;
                 self.resume = Some(self.resume.unwrap_or(0).max(e.id));
-                Ok(Item::Event(Delivery {
+                Ok(Some(Item::Event(Delivery {
                     id: e.id,
                     payload: e.payload,
                     received,
                     asked_late: None,
-                }))
+                })))
             }
             crate::envelope::Envelope::Gap(g) => {
                 self.cursor = self.cursor.max(g.to);
                 self.resume = Some(self.resume.unwrap_or(0).max(g.to));
-                Ok(Item::Gap {
+                Ok(Some(Item::Gap {
                     from: g.from,
                     to: g.to,
-                })
+                }))
+            }
+            crate::envelope::Envelope::Hello(h) => {
+                self.epoch = Some(h.epoch);
+                if h.reset {
+                    self.cursor = h.after;
+                    self.resume = Some(h.after);
+                    return Ok(Some(Item::Reset { epoch: h.epoch }));
+                }
+                // A subscription from now learns here which id "now" was.
+                self.resume = Some(self.resume.map_or(h.after, |r| r.max(h.after)));
+                Ok(None)
             }
             crate::envelope::Envelope::Error(message) => Err(ClientError::Server(message)),
         }
@@ -384,13 +419,13 @@ impl Setup {
     /// The subscribe path of a streaming transport, starting after `after`. Nchan has no
     /// integer ids: there `after` can only say "from now" (`None`) or "the oldest kept"
     /// (`Some(0)`, sent as `last_event_id`, which Nchan reads when no header names one).
-    pub(crate) fn stream_path(&self, after: Option<u64>) -> Result<String, ClientError> {
+    pub(crate) fn stream_path(&self, after: Option<Cursor>) -> Result<String, ClientError> {
         let (transport, topic) = (self.config.transport, &self.config.topic);
         if !self.nchan() {
             return Ok(subscribe_path(transport, topic, after, None));
         }
         let mut path = subscribe_path(transport, topic, None, None);
-        if let Some(id) = nchan::start_id(after)? {
+        if let Some(id) = nchan::start_id(after.map(|c| c.id))? {
             let _ = write!(path, "&last_event_id={id}");
         }
         Ok(path)
@@ -501,14 +536,19 @@ mod tests {
             subscribe_path(
                 Transport::LongPoll,
                 "a.b",
-                Some(7),
+                Some(Cursor::bare(7)),
                 Some(Duration::from_secs(30))
             ),
             "/longpoll?topic=a.b&after=7&timeout_ms=30000"
         );
         assert_eq!(
-            subscribe_path(Transport::Ws, "x", Some(0), None),
+            subscribe_path(Transport::Ws, "x", Some(Cursor::bare(0)), None),
             "/ws?topic=x&after=0"
+        );
+        let epoch = Epoch::from_bits(0xbeef);
+        assert_eq!(
+            subscribe_path(Transport::Stream, "x", Some(Cursor::of(epoch, 3)), None),
+            "/stream?topic=x&after=0000beef-3"
         );
     }
 

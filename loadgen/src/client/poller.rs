@@ -24,7 +24,7 @@ use crate::counters::Counters;
 use crate::envelope::{parse_batch, Batch};
 use crate::error::{status_error, ClientError};
 use crate::target::Target;
-use pushbench_servers::protocol::Transport;
+use pushbench_servers::protocol::{Epoch, Transport};
 
 /// Extra time a long poll may take beyond its own timeout before the client calls the
 /// connection dead, so a hung server cannot stall a client forever.
@@ -63,6 +63,9 @@ pub(crate) struct Poller {
     queue: VecDeque<Item>,
     /// The `after` of the next request; `None` until "now" is pinned to an id.
     resume: Option<u64>,
+    /// The server's life, once an answer named it: the next request's `after` is
+    /// `EPOCH-ID`, so a restarted server sees the id is from its last life.
+    epoch: Option<Epoch>,
     cursor: u64,
     /// The last answer stopped short of the topic's newest id: ask again without waiting.
     truncated: bool,
@@ -97,6 +100,7 @@ impl Poller {
             failed: None,
             queue: VecDeque::new(),
             resume,
+            epoch: None,
             cursor: 0,
             truncated: false,
             pinned: false,
@@ -256,14 +260,16 @@ impl Poller {
     fn start(&mut self, timeout: Option<Duration>) -> Exchange {
         let hold = match (&self.nchan, self.resume) {
             (None, Some(after)) => {
-                let current = self.template.as_ref().is_some_and(|t| t.timeout == timeout);
+                let epoch = self.epoch;
+                let current = (self.template.as_ref())
+                    .is_some_and(|t| t.timeout == timeout && t.epoch == epoch);
                 let digits = Digits::of(after);
                 match self.digits_at {
                     Some((at, len)) if current && len == digits.len() => {
                         self.out[at..at + len].copy_from_slice(digits.as_bytes());
                     }
                     _ => {
-                        let t = template(&mut self.template, &self.setup, timeout);
+                        let t = template(&mut self.template, &self.setup, timeout, epoch);
                         self.digits_at = Some(t.write(&mut self.out, &digits));
                     }
                 }
@@ -271,11 +277,11 @@ impl Poller {
             }
             (None, None) => {
                 self.digits_at = None;
-                let t = template(&mut self.template, &self.setup, timeout);
+                let t = template(&mut self.template, &self.setup, timeout, self.epoch);
                 self.out.clear();
-                // The prefix ends in `&after=`; without an id the query stops before it.
-                self.out
-                    .extend_from_slice(&t.prefix[..t.prefix.len() - AFTER.len()]);
+                // The prefix ends in `&after=` (and the epoch); without an id the query stops
+                // before it.
+                self.out.extend_from_slice(&t.prefix[..t.query_end]);
                 self.out.extend_from_slice(&t.suffix);
                 timeout
             }
@@ -424,10 +430,21 @@ impl Poller {
             events,
             gap,
             last_id,
+            epoch,
+            reset,
         } = batch;
-        let progressed = gap.is_some() || !events.is_empty();
+        let progressed = gap.is_some() || !events.is_empty() || reset;
         if events.is_empty() {
             self.setup.counters.add_empty_response();
+        }
+        if let (true, Some(epoch)) = (reset, epoch) {
+            // The cursor was from the server's last life: this one's events start at 1.
+            self.queue.push_back(Item::Reset { epoch });
+            self.cursor = 0;
+            self.resume = Some(0);
+        }
+        if epoch.is_some() {
+            self.epoch = epoch;
         }
         if let Some(gap) = gap {
             self.queue.push_back(Item::Gap {
@@ -462,13 +479,23 @@ fn template<'a>(
     slot: &'a mut Option<Template>,
     setup: &Setup,
     timeout: Option<Duration>,
+    epoch: Option<Epoch>,
 ) -> &'a Template {
-    if slot.as_ref().is_some_and(|t| t.timeout != timeout) {
+    if slot
+        .as_ref()
+        .is_some_and(|t| t.timeout != timeout || t.epoch != epoch)
+    {
         *slot = None;
     }
     slot.get_or_insert_with(|| {
         let (transport, topic) = (setup.config.transport, &setup.config.topic);
-        let prefix = format!("GET {}?topic={topic}{AFTER}", transport.path()).into_bytes();
+        let mut prefix = format!("GET {}?topic={topic}", transport.path()).into_bytes();
+        let query_end = prefix.len();
+        prefix.extend_from_slice(AFTER.as_bytes());
+        if let Some(epoch) = epoch {
+            prefix.extend_from_slice(&epoch.hex());
+            prefix.push(b'-');
+        }
         let timeout_ms = Param("timeout_ms", timeout.map(|t| t.as_millis()));
         let latest = setup.config.latest && transport == Transport::Poll;
         let latest = if latest { "&latest=1" } else { "" };
@@ -481,7 +508,9 @@ fn template<'a>(
         end_head(&mut suffix);
         Template {
             timeout,
+            epoch,
             prefix,
+            query_end,
             suffix,
         }
     })
@@ -494,8 +523,12 @@ const AFTER: &str = "&after=";
 #[derive(Debug)]
 struct Template {
     timeout: Option<Duration>,
-    /// `GET /poll?topic=T&after=`.
+    /// The life the `after` id is of, written before it.
+    epoch: Option<Epoch>,
+    /// `GET /poll?topic=T&after=`, then `EPOCH-` when the life is known.
     prefix: Vec<u8>,
+    /// Where the prefix's `&after=` begins: a request without an id stops there.
+    query_end: usize,
     /// The rest of the query, then the rest of the head.
     suffix: Vec<u8>,
 }
@@ -572,7 +605,9 @@ mod tests {
         }
         let t = Template {
             timeout: None,
+            epoch: None,
             prefix: b"GET /poll?topic=t&after=".to_vec(),
+            query_end: 17,
             suffix: b" HTTP/1.1\r\n\r\n".to_vec(),
         };
         let mut out = Vec::new();

@@ -10,14 +10,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pushbench_servers::protocol::{Transport, SSE_GAP_EVENT};
+use pushbench_servers::protocol::{Cursor, Transport, SSE_GAP_EVENT, SSE_RESET_EVENT};
 
 use super::chunked::{Chunk, ChunkedResponse};
 use super::raw::RawConn;
 use super::stream::MAX_LINE;
 use super::{subscribe_path, ClientConfig, Delivery, Item, Retry, Setup};
 use crate::counters::Counters;
-use crate::envelope::parse_gap;
+use crate::envelope::{parse_envelope, parse_gap, Envelope};
 use crate::error::ClientError;
 use crate::sse_parser::{SseEvent, SseParser};
 use crate::target::Target;
@@ -154,15 +154,17 @@ impl SseClient {
         }
         match event.event_type() {
             b"message" => {
+                // `EPOCH-ID`, or a bare id from a server that does not name its lives.
                 let id = std::str::from_utf8(&event.last_event_id)
                     .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
+                    .and_then(|s| s.parse::<Cursor>().ok())
                     .ok_or_else(|| {
                         ClientError::Protocol(format!(
-                            "SSE event without a numeric id (last id {:?})",
+                            "SSE event without a cursor id (last id {:?})",
                             String::from_utf8_lossy(&event.last_event_id)
                         ))
-                    })?;
+                    })?
+                    .id;
                 self.cursor = id;
                 Ok(Item::Event(Delivery {
                     id,
@@ -178,6 +180,17 @@ impl SseClient {
                     to: gap.to,
                 })
             }
+            // Its `id:` (`EPOCH-0`) already moved the last event id into the new life, as a
+            // browser's does.
+            t if t == SSE_RESET_EVENT.as_bytes() => match parse_envelope(&event.data)? {
+                Envelope::Hello(hello) if hello.reset => {
+                    self.cursor = hello.after;
+                    Ok(Item::Reset { epoch: hello.epoch })
+                }
+                _ => Err(ClientError::Protocol(
+                    "an SSE reset event without a reset object".into(),
+                )),
+            },
             other => Err(ClientError::Protocol(format!(
                 "unexpected SSE event type {:?}",
                 String::from_utf8_lossy(other)

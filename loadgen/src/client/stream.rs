@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use pushbench_servers::protocol::Cursor;
 
 use super::chunked::{Chunk, ChunkedResponse};
 use super::raw::RawConn;
@@ -75,7 +76,7 @@ impl StreamClient {
         counters: Arc<Counters>,
     ) -> Result<Self, ClientError> {
         let setup = Setup::new(target, config, counters);
-        let conn = open(&setup, setup.config.after).await?;
+        let conn = open(&setup, setup.config.after.map(Cursor::bare)).await?;
         Ok(StreamClient {
             pos: Position::start(&setup),
             setup,
@@ -93,7 +94,7 @@ impl StreamClient {
                 return item;
             }
             let Some(response) = self.conn.as_mut() else {
-                let (setup, resume) = (&self.setup, self.pos.resume);
+                let (setup, resume) = (&self.setup, self.pos.resume_cursor());
                 let delay = setup.config.reconnect_delay;
                 let fresh =
                     Box::pin(self.retry.reconnect(setup, delay, || open(setup, resume))).await?;
@@ -170,12 +171,12 @@ impl StreamClient {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(None); // keep-alive
         }
-        self.pos.envelope(line, self.read_at).map(Some)
+        self.pos.envelope(line, self.read_at)
     }
 }
 
 /// Opens a connection and subscribes, returning once the server answered 200.
-async fn open(setup: &Setup, after: Option<u64>) -> Result<ChunkedResponse, ClientError> {
+async fn open(setup: &Setup, after: Option<Cursor>) -> Result<ChunkedResponse, ClientError> {
     let path = setup.stream_path(after)?;
     // Nchan picks its http-chunked subscriber by the TE header (and refuses without it).
     let headers: &[(&str, &str)] = if setup.nchan() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pushbench_servers::protocol::Transport;
+use pushbench_servers::protocol::{Cursor, Transport};
 
 use super::wsconn::{WsConn, WsMessage};
 use super::{ClientConfig, Item, Position, Retry, Setup};
@@ -36,7 +36,7 @@ impl WsClient {
         counters: Arc<Counters>,
     ) -> Result<Self, ClientError> {
         let setup = Setup::new(target, config, counters);
-        let ws = open(&setup, setup.config.after).await?;
+        let ws = open(&setup, setup.config.after.map(Cursor::bare)).await?;
         Ok(WsClient {
             pos: Position::start(&setup),
             setup,
@@ -122,7 +122,7 @@ impl WsClient {
 
     async fn ensure_connected(&mut self) -> Result<&mut WsConn, ClientError> {
         if self.ws.is_none() {
-            let (setup, resume) = (&self.setup, self.pos.resume);
+            let (setup, resume) = (&self.setup, self.pos.resume_cursor());
             let delay = setup.config.reconnect_delay;
             // Boxed: a reconnect is rare, and inline its future would grow every subscriber's
             // task by the size of a connect and upgrade.
@@ -141,7 +141,7 @@ impl WsClient {
         if self.setup.nchan() {
             return Ok(Some(self.pos.numbered(frame, received)));
         }
-        self.pos.envelope(&frame, received).map(Some)
+        self.pos.envelope(&frame, received)
     }
 }
 
@@ -169,7 +169,7 @@ pub(super) fn connection_ended(
 }
 
 /// Connects and upgrades, returning once the server answered 101.
-async fn open(setup: &Setup, after: Option<u64>) -> Result<WsConn, ClientError> {
+async fn open(setup: &Setup, after: Option<Cursor>) -> Result<WsConn, ClientError> {
     WsConn::open(&setup.target, &setup.counters, &setup.stream_path(after)?).await
 }
 

@@ -81,6 +81,15 @@ pub(super) fn account(
             rec.gap_events += to.saturating_sub(from) + 1;
             Accounted::Noted
         }
+        // Loss is judged by payload, not id, so a restart needs no more than this: the ids that
+        // follow are not out of order, only of a new life. What the last life published and
+        // this client never got stays lost.
+        Ok(Item::Reset { .. }) => {
+            state.errors_in_a_row = 0;
+            rec.resets += 1;
+            state.track.restart_order();
+            Accounted::Noted
+        }
         Err(err) => {
             rec.error(&err);
             state.errors_in_a_row += 1;

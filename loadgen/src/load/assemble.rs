@@ -183,6 +183,7 @@ pub(super) fn build_report(config: LoadConfig, b: Built) -> LoadReport {
         out_of_order: r.out_of_order,
         gaps: r.gaps,
         gap_events: r.gap_events,
+        resets: r.resets,
         clients: config.clients as u64,
         clients_connected: r.clients_connected,
         clients_failed: r.clients_failed,

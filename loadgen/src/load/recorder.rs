@@ -93,6 +93,9 @@ pub struct Recorder {
     pub gaps: u64,
     /// Ids covered by those gap signals.
     pub gap_events: u64,
+    /// Reset signals received: the server restarted, and ids counted from 1 again.
+    #[serde(default)]
+    pub resets: u64,
     /// Events whose payload is not ours (another publisher on the topic).
     pub foreign: u64,
     /// Deliveries timed before they were sent: a clock problem, recorded as 1 µs.
@@ -134,6 +137,7 @@ impl Default for Recorder {
             out_of_order: 0,
             gaps: 0,
             gap_events: 0,
+            resets: 0,
             foreign: 0,
             clock_anomalies: 0,
             clients_connected: 0,
@@ -248,6 +252,7 @@ impl Recorder {
         self.out_of_order += other.out_of_order;
         self.gaps += other.gaps;
         self.gap_events += other.gap_events;
+        self.resets += other.resets;
         self.foreign += other.foreign;
         self.clock_anomalies += other.clock_anomalies;
         self.clients_connected += other.clients_connected;
@@ -336,6 +341,11 @@ impl Track {
         }
         self.last_id = id;
         false
+    }
+
+    /// Starts ordering afresh: the server restarted, and its ids count from 1 again.
+    pub fn restart_order(&mut self) {
+        self.last_id = 0;
     }
 
     /// Notes the window event at `index` (0-based within the window).

@@ -251,6 +251,10 @@ pub struct LoadReport {
     pub gaps: u64,
     /// Ids those gap signals covered.
     pub gap_events: u64,
+    /// Reset signals the server sent: it restarted, and a client's cursor was from its last
+    /// life (docs/PROTOCOL.md §5.1).
+    #[serde(default)]
+    pub resets: u64,
     /// Subscribers asked for.
     pub clients: u64,
     /// Subscribers that connected.
@@ -356,8 +360,18 @@ impl LoadReport {
         );
         let _ = writeln!(
             s,
-            "delivered {} / expected {}  lost {}  duplicates {}  out-of-order {}  gaps {}",
-            self.delivered, self.expected, self.lost, self.duplicates, self.out_of_order, self.gaps
+            "delivered {} / expected {}  lost {}  duplicates {}  out-of-order {}  gaps {}{}",
+            self.delivered,
+            self.expected,
+            self.lost,
+            self.duplicates,
+            self.out_of_order,
+            self.gaps,
+            if self.resets > 0 {
+                format!("  resets {}", self.resets)
+            } else {
+                String::new()
+            }
         );
         let p = &self.publish;
         let _ = writeln!(

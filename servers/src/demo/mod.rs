@@ -186,14 +186,16 @@ fn page(
     Ok(response(StatusCode::OK, content_type, full(text)))
 }
 
-/// `{"topic":..,"last_id":..,"rate":..,"payload_bytes":..,"poll_interval_ms":..}`: the page
-/// starts every client after `last_id`, so all five see the same ids.
+/// `{"topic":..,"last_id":..,"epoch":..,"rate":..,"payload_bytes":..,"poll_interval_ms":..}`:
+/// the page starts every client after `EPOCH-LAST_ID`, so all five see the same ids, and a
+/// restart of the server is a reset to each of them rather than a silent mix of two lives.
 fn config(app: &App, demo: &Demo) -> Response<Body> {
     let last_id = app.hub.read(TOPIC, None, 0).map_or(0, |b| b.last_id);
     let mut value = serde_json::to_value(*demo.settings.borrow()).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
         map.insert("topic".into(), TOPIC.into());
         map.insert("last_id".into(), last_id.into());
+        map.insert("epoch".into(), app.hub.epoch().to_string().into());
     }
     json_response(StatusCode::OK, Bytes::from(value.to_string()))
 }

@@ -84,6 +84,7 @@ pub(crate) fn payload(sent_ms: u64, size: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Cursor;
 
     #[test]
     fn payload_has_the_size_asked_and_parses() {
@@ -109,7 +110,7 @@ mod tests {
 
         tokio::time::sleep(Duration::from_millis(1050)).await;
         assert_eq!(last(&hub), 10);
-        let batch = hub.read("t", Some(9), 1).unwrap();
+        let batch = hub.read("t", Some(Cursor::bare(9)), 1).unwrap();
         assert_eq!(batch.events[0].payload_len(), 64);
 
         tx.send(Settings::new(0.0, 64, 1000).unwrap()).unwrap();
@@ -120,7 +121,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(last(&hub), 12);
         assert_eq!(
-            hub.read("t", Some(11), 1).unwrap().events[0].payload_len(),
+            hub.read("t", Some(Cursor::bare(11)), 1).unwrap().events[0].payload_len(),
             128
         );
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::http::{ApiError, Body, Query};
 use crate::hub::{Batch, Waiter};
-use crate::protocol::Transport;
+use crate::protocol::{Cursor, Transport};
 use crate::stats::GaugeGuard;
 
 use super::poll::batch_response;
@@ -56,7 +56,8 @@ pub(crate) fn start(app: &App, query: Query) -> Result<Start, ApiError> {
     };
     let hub = &app.hub;
     let batch = hub.read(&query.topic, query.after, app.config.max_batch)?;
-    if !batch.events.is_empty() || batch.gap.is_some() || timeout.is_zero() {
+    // A reset answers at once too: the client must hear of the new life before it waits in it.
+    if !batch.events.is_empty() || batch.gap.is_some() || batch.reset || timeout.is_zero() {
         return Ok(Start::Now(batch));
     }
     // Watching from the batch's last id cannot miss an event published since the read, because
@@ -83,9 +84,11 @@ impl Hold {
 
     /// What the poll answers once [`Hold::wait`] is over.
     pub(crate) fn answer(self, app: &App) -> Result<Batch, ApiError> {
-        Ok(app
-            .hub
-            .read(&self.topic, Some(self.after), app.config.max_batch)?)
+        Ok(app.hub.read(
+            &self.topic,
+            Some(Cursor::bare(self.after)),
+            app.config.max_batch,
+        )?)
     }
 }
 

@@ -24,7 +24,8 @@ pub(crate) fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, Api
     Ok(batch_response(&batch))
 }
 
-/// `{"events":[...],"last_id":N}` plus `"gap":{...}` when the replay buffer missed ids. Shared
+/// `{"events":[...],"last_id":N,"epoch":"E"}` plus `"gap":{...}` when the replay buffer missed
+/// ids, and `"reset":true` when the cursor named another life of the server. Shared
 /// with long polling, which answers in the same shape.
 pub(crate) fn batch_response(batch: &Batch) -> Response<Body> {
     let (head, body) = batch_parts(batch);
@@ -52,6 +53,12 @@ pub fn encode_batch(batch: &Batch) -> Bytes {
     }
     out.put_slice(b"],\"last_id\":");
     out.put_slice(batch.last_id.to_string().as_bytes());
+    out.put_slice(b",\"epoch\":\"");
+    out.put_slice(&batch.epoch.hex());
+    out.put_u8(b'"');
+    if batch.reset {
+        out.put_slice(b",\"reset\":true");
+    }
     if let Some(gap) = batch.gap {
         out.put_slice(b",\"gap\":");
         out.put_slice(gap.inner_json().as_bytes());
@@ -64,23 +71,33 @@ pub fn encode_batch(batch: &Batch) -> Bytes {
 mod tests {
     use super::*;
     use crate::event::{Event, Gap};
+    use crate::protocol::Epoch;
 
     #[test]
     fn batch_is_valid_json() {
+        let epoch = Epoch::from_bits(0xbeef);
         let batch = Batch {
             events: vec![
-                Arc::new(Event::encode(3, "a")),
-                Arc::new(Event::encode(4, "b\"c")),
+                Arc::new(Event::encode(epoch, 3, "a")),
+                Arc::new(Event::encode(epoch, 4, "b\"c")),
             ],
             gap: Some(Gap { from: 1, to: 2 }),
             last_id: 4,
+            ..Batch::empty(epoch, true)
         };
         let v: serde_json::Value = serde_json::from_slice(&encode_batch(&batch)).unwrap();
         assert_eq!(v["events"][1]["data"], "b\"c");
         assert_eq!(v["last_id"], 4);
         assert_eq!(v["gap"]["from"], 1);
+        assert_eq!(
+            (&v["epoch"], &v["reset"]),
+            (&"0000beef".into(), &true.into())
+        );
         let empty: serde_json::Value =
-            serde_json::from_slice(&encode_batch(&Batch::default())).unwrap();
-        assert_eq!(empty, serde_json::json!({"events": [], "last_id": 0}));
+            serde_json::from_slice(&encode_batch(&Batch::empty(epoch, false))).unwrap();
+        assert_eq!(
+            empty,
+            serde_json::json!({"events": [], "last_id": 0, "epoch": "0000beef"})
+        );
     }
 }

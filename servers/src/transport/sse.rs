@@ -9,8 +9,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use crate::app::App;
 use crate::body::Opened;
 use crate::framing::Framing;
-use crate::http::{head, ApiError, Body, Query};
+use crate::http::{head, parse_cursor, ApiError, Body, Query};
 use crate::hub::Item;
+use crate::protocol::Cursor;
 use crate::protocol::Transport;
 
 super::transport_server!(Transport::Sse);
@@ -26,31 +27,29 @@ pub(crate) const FRAMING: Framing = Framing {
 /// The bytes this transport writes for one item.
 pub fn encode_item(item: &Item) -> Bytes {
     match item {
+        Item::Hello(h) => h.sse(),
         Item::Event(e) => e.sse().clone(),
         Item::Gap(g) => g.sse(),
     }
 }
 
-/// Where an SSE subscription resumes: after the `Last-Event-ID` header's id when it is sent,
-/// else after `after=`. The header wins: a reconnecting EventSource repeats its original URL,
-/// whose `after` is stale by then.
+/// Where an SSE subscription resumes: after the `Last-Event-ID` header's cursor when it is
+/// sent, else after `after=`. The header wins: a reconnecting EventSource repeats its original
+/// URL, whose `after` is stale by then.
 pub(crate) fn resume_cursor(
     last_event_id: Option<&[u8]>,
-    after: Option<u64>,
-) -> Result<Option<u64>, ApiError> {
+    after: Option<Cursor>,
+) -> Result<Option<Cursor>, ApiError> {
     let Some(v) = last_event_id else {
         return Ok(after);
     };
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "Last-Event-ID must be a whole number, got {:?}",
-                String::from_utf8_lossy(v)
-            ))
-        })
+    let text = std::str::from_utf8(v).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "Last-Event-ID must be a cursor, got {:?}",
+            String::from_utf8_lossy(v)
+        ))
+    })?;
+    parse_cursor("Last-Event-ID", text.trim()).map(Some)
 }
 
 /// The subscription `GET /sse` opens, resuming after `last_event_id` (the header's raw value)

@@ -26,6 +26,7 @@ pub(crate) const FRAMING: Framing = Framing {
 /// The bytes this transport writes for one item.
 pub fn encode_item(item: &Item) -> Bytes {
     match item {
+        Item::Hello(h) => h.ndjson(),
         Item::Event(e) => e.ndjson().clone(),
         Item::Gap(g) => g.ndjson(),
     }

@@ -51,6 +51,7 @@ pub(crate) const FRAMING: Framing = Framing {
 /// `item` as one unmasked text frame (RFC 6455 §5.2), the bytes tungstenite writes for it.
 pub fn frame_bytes(item: &Item) -> Bytes {
     let payload = match item {
+        Item::Hello(h) => Bytes::from(h.json()),
         Item::Event(e) => e.json(),
         Item::Gap(g) => Bytes::from(g.json()),
     };
@@ -537,6 +538,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let frame = |item: Item| match item {
+        Item::Hello(h) => Message::text(h.json()),
         Item::Event(e) => Message::Text(e.ws_text().clone()),
         Item::Gap(g) => Message::text(g.json()),
     };
@@ -571,7 +573,7 @@ mod tests {
     #[test]
     fn fanout_frames_read_back_as_the_sessions_messages() {
         for len in [0, 10, 125, 126, 200, 65_535, 70_000] {
-            let event = Event::encode(7, &"p".repeat(len));
+            let event = Event::encode(crate::protocol::Epoch::from_bits(7), 7, &"p".repeat(len));
             let item = Item::Event(Arc::new(event.clone()));
             let bytes = frame_bytes(&item);
             let mut client = WebSocket::from_raw_socket(

@@ -1,9 +1,12 @@
 // pushbench live demo: one real browser client per push technique, side by side.
 //
 // Every panel starts after the same id (the topic's newest when the page loaded), so all five
-// should receive the same consecutive ids. For automation, each panel keeps data-received,
-// data-first-id, data-last-id, data-gaps, data-dups, data-requests and data-reconnects up to
-// date on every event; tests/demo.rs reads them through the DevTools protocol.
+// should receive the same consecutive ids. Each resumes with the cursor EPOCH-ID, so that a
+// restart of the server is a reset it is told of (ids count from 1 again in each life of the
+// server), never a silent mix of two lives. For automation, each panel keeps data-received,
+// data-first-id, data-last-id, data-epoch, data-resets, data-gaps, data-dups, data-requests
+// and data-reconnects up to date on every event; tests/demo.rs reads them through the
+// DevTools protocol.
 "use strict";
 
 const WINDOW = 100; // latency percentiles over the last 100 events
@@ -56,10 +59,12 @@ function percentile(sorted, p) {
 
 // One technique's panel: its counters, its latency window, and how it draws them.
 class Panel {
-  constructor(section, startAfter) {
+  constructor(section, epoch, startAfter) {
     this.el = section;
     this.name = section.dataset.transport;
+    this.epoch = epoch;
     this.lastId = startAfter;
+    this.resets = 0;
     this.received = 0;
     this.gaps = 0;
     this.dups = 0;
@@ -114,6 +119,21 @@ class Panel {
     this.sync();
   }
 
+  // Where to resume: EPOCH-ID, so that a restarted server knows the id is from its last life.
+  cursor() { return `${this.epoch}-${this.lastId}`; }
+
+  // The server's life: a stream's or WebSocket's first message, or a poll answer's members.
+  // A reset means the cursor named another life: this life's events follow from its first.
+  life(epoch, reset) {
+    if (reset) {
+      this.resets++;
+      this.lastId = 0;
+      this.resume = `the server restarted (epoch ${epoch}); reading its events from the first`;
+    }
+    this.epoch = epoch;
+    this.sync();
+  }
+
   // A gap signal from the server: ids from..to will never come.
   gap(from, to) {
     this.gaps += to - from + 1;
@@ -123,6 +143,7 @@ class Panel {
 
   // A batch answer of short or long polling.
   batch(body) {
+    if (body.epoch) this.life(body.epoch, body.reset === true);
     if (body.gap) this.gap(body.gap.from, body.gap.to);
     for (const e of body.events) this.event(e.id, e.data);
   }
@@ -165,6 +186,8 @@ class Panel {
     const d = this.el.dataset;
     d.received = String(this.received);
     d.lastId = String(this.lastId);
+    d.epoch = this.epoch;
+    d.resets = String(this.resets);
     d.gaps = String(this.gaps);
     d.dups = String(this.dups);
     d.requests = String(this.requests);
@@ -229,7 +252,7 @@ class Panel {
   }
 }
 
-const url = (path, after) => `${path}?topic=${encodeURIComponent(demo.topic)}&after=${after}`;
+const url = (path, p) => `${path}?topic=${encodeURIComponent(demo.topic)}&after=${p.cursor()}`;
 
 // Short polling: ask every interval; a capped batch (last_id beyond it) is fetched again at once.
 async function runPoll(p) {
@@ -238,7 +261,7 @@ async function runPoll(p) {
     let more = false;
     try {
       p.request();
-      const resp = await fetch(url("/poll", p.lastId), { cache: "no-store" });
+      const resp = await fetch(url("/poll", p), { cache: "no-store" });
       const text = await resp.text();
       p.addBytes(headLength(resp) + utf8Length(text));
       if (!resp.ok) throw new Error(`HTTP ${resp.status}: ${text}`);
@@ -263,7 +286,7 @@ async function runLongPoll(p) {
       p.request();
       // While retrying, the panel keeps saying why until a request succeeds.
       if (p.retryMs === RETRY_FIRST_MS) p.setState(true, HELD);
-      const resp = await fetch(`${url("/longpoll", p.lastId)}&timeout_ms=${LONGPOLL_TIMEOUT_MS}`,
+      const resp = await fetch(`${url("/longpoll", p)}&timeout_ms=${LONGPOLL_TIMEOUT_MS}`,
         { cache: "no-store" });
       const text = await resp.text();
       p.addBytes(headLength(resp) + utf8Length(text));
@@ -271,7 +294,7 @@ async function runLongPoll(p) {
       p.batch(JSON.parse(text));
       p.connected(HELD);
     } catch (err) {
-      p.lost(`held request cut (${err.message}); code retries after=${p.lastId}`);
+      p.lost(`held request cut (${err.message}); code retries after=${p.cursor()}`);
       await sleep(p.nextRetry());
     }
   }
@@ -282,7 +305,7 @@ async function runStream(p) {
   for (;;) {
     try {
       p.request();
-      const resp = await fetch(url("/stream", p.lastId), { cache: "no-store" });
+      const resp = await fetch(url("/stream", p), { cache: "no-store" });
       p.addBytes(headLength(resp));
       if (!resp.ok) throw new Error(`HTTP ${resp.status}: ${await resp.text()}`);
       p.connected("one response, streaming");
@@ -300,15 +323,16 @@ async function runStream(p) {
           buffer = buffer.slice(newline + 1);
           if (line === "") continue; // keep-alive
           const item = JSON.parse(line);
-          if (item.gap) p.gap(item.gap.from, item.gap.to);
+          if (item.epoch) p.life(item.epoch, item.reset === true);
+          else if (item.gap) p.gap(item.gap.from, item.gap.to);
           else p.event(item.id, item.data);
         }
       }
-      p.lost(`stream ended; code reopens after=${p.lastId}`);
+      p.lost(`stream ended; code reopens after=${p.cursor()}`);
     } catch (err) {
       // A line cut in half is dropped with the connection: the resume starts after the last
       // whole event.
-      p.lost(`stream cut (${err.message}); code reopens after=${p.lastId}`);
+      p.lost(`stream cut (${err.message}); code reopens after=${p.cursor()}`);
     }
     await sleep(p.nextRetry());
   }
@@ -319,15 +343,24 @@ function runSse(p) {
   const retryHint = utf8Length("retry: 1000\n\n");
   const open = () => {
     p.request();
-    const es = new EventSource(url("/sse", p.lastId));
+    const es = new EventSource(url("/sse", p));
     es.onopen = () => {
-      p.addBytes(retryHint);
+      // The retry hint, then the hello: `id: EPOCH-ID` and a blank line, which sets the
+      // browser's last event id without dispatching an event.
+      p.addBytes(retryHint + utf8Length(`id: ${p.cursor()}\n\n`));
       p.connected("EventSource open");
     };
+    // Ids are EPOCH-ID; the browser keeps the last one and sends it back as Last-Event-ID.
     es.onmessage = (e) => {
       p.addBytes(utf8Length(`id: ${e.lastEventId}\ndata: ${e.data}\n\n`));
-      p.event(Number(e.lastEventId), e.data);
+      const [epoch, id] = e.lastEventId.split("-");
+      p.epoch = epoch;
+      p.event(Number(id), e.data);
     };
+    es.addEventListener("reset", (e) => {
+      p.addBytes(utf8Length(`event: reset\nid: ${e.lastEventId}\ndata: ${e.data}\n\n`));
+      p.life(JSON.parse(e.data).epoch, true);
+    });
     es.addEventListener("gap", (e) => {
       p.addBytes(utf8Length(`event: gap\ndata: ${e.data}\n\n`));
       const g = JSON.parse(e.data);
@@ -336,7 +369,7 @@ function runSse(p) {
     es.onerror = () => {
       if (es.readyState === EventSource.CONNECTING) {
         // The browser is already reconnecting: the next request is its own.
-        p.lost(`EventSource reconnects by itself, Last-Event-ID: ${p.lastId}`);
+        p.lost(`EventSource reconnects by itself, Last-Event-ID: ${p.cursor()}`);
         p.request();
       } else {
         // A non-200 answer is fatal to EventSource: only code can try again.
@@ -354,17 +387,18 @@ function runWs(p) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const open = () => {
     p.request();
-    const ws = new WebSocket(`${scheme}://${location.host}${url("/ws", p.lastId)}`);
+    const ws = new WebSocket(`${scheme}://${location.host}${url("/ws", p)}`);
     ws.onopen = () => p.connected("WebSocket open");
     ws.onmessage = (e) => {
       const n = utf8Length(e.data);
       p.addBytes(n + (n < 126 ? 2 : 4)); // the frame header
       const m = JSON.parse(e.data);
-      if (m.gap) p.gap(m.gap.from, m.gap.to);
+      if (m.epoch) p.life(m.epoch, m.reset === true);
+      else if (m.gap) p.gap(m.gap.from, m.gap.to);
       else if (m.id !== undefined) p.event(m.id, m.data);
     };
     ws.onclose = (e) => {
-      p.lost(`closed (code ${e.code}); code reopens after=${p.lastId}`);
+      p.lost(`closed (code ${e.code}); code reopens after=${p.cursor()}`);
       setTimeout(open, p.nextRetry());
     };
   };
@@ -447,7 +481,7 @@ async function main() {
   demo.topic = config.topic;
   showSettings(config);
   const panels = [...document.querySelectorAll("[data-transport]")]
-    .map((section) => new Panel(section, config.last_id));
+    .map((section) => new Panel(section, config.epoch, config.last_id));
   for (const p of panels) CLIENTS[p.name](p);
 
   for (const input of controls.querySelectorAll("input")) {
