@@ -164,7 +164,11 @@ fn drain(sockets: &[TcpStream]) {
 fn floor(c: &mut Criterion, n: usize) {
     let (near, far) = socket_pairs(n);
     let reader = Reader::spawn(far, event_end("write(2)"));
-    let frame = format!("{:x}\r\nid: 1\ndata: {PAYLOAD}\n\n\r\n", PAYLOAD.len() + 14);
+    // An SSE event as the servers write it: `id: EPOCH-ID`, then the data.
+    let frame = format!(
+        "{:x}\r\nid: 00000001-1\ndata: {PAYLOAD}\n\n\r\n",
+        PAYLOAD.len() + 23
+    );
     let frame = frame.as_bytes();
     let mut g = c.benchmark_group("fanout");
     configure(&mut g);

@@ -14,7 +14,7 @@ use pushbench_loadgen::envelope::{parse_batch, parse_envelope};
 use pushbench_loadgen::SseParser;
 use pushbench_servers::event::Event;
 use pushbench_servers::hub::{Batch, Item};
-use pushbench_servers::protocol::Epoch;
+use pushbench_servers::protocol::{Cursor, Epoch};
 use pushbench_servers::{poll, sse, stream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -96,10 +96,11 @@ fn parse(c: &mut Criterion) {
             b.iter(|| {
                 parser.feed(black_box(&sse_bytes));
                 let ev = parser.next_event().expect("one event");
-                let id: u64 = std::str::from_utf8(&ev.last_event_id)
+                let id = std::str::from_utf8(&ev.last_event_id)
                     .expect("ascii id")
-                    .parse()
-                    .expect("numeric id");
+                    .parse::<Cursor>()
+                    .expect("an EPOCH-ID cursor")
+                    .id;
                 black_box((id, ev.data))
             })
         });

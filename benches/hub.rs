@@ -37,7 +37,12 @@ fn publish(c: &mut Criterion) {
     for n in SUBSCRIBERS {
         let hub = Hub::new(HubConfig::default());
         let mut subs: Vec<Subscription> = (0..n)
-            .map(|_| hub.subscribe(TOPIC, None).expect("subscribe"))
+            .map(|_| {
+                let mut sub = hub.subscribe(TOPIC, None).expect("subscribe");
+                // Every subscription's first item is its hello (the server's epoch).
+                assert!(matches!(sub.try_next(), Ok(Some(Item::Hello(_)))));
+                sub
+            })
             .collect();
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(

@@ -16,7 +16,7 @@ use pushbench_loadgen::SseParser;
 use pushbench_servers::event::Event;
 use pushbench_servers::hub::Batch;
 use pushbench_servers::poll;
-use pushbench_servers::protocol::Epoch;
+use pushbench_servers::protocol::{Cursor, Epoch};
 
 /// Distinct events per round: every recorded delivery is a first delivery, as in a real run.
 const ROUND: u64 = 4096;
@@ -130,10 +130,11 @@ fn record(c: &mut Criterion) {
                 rounds(&mut rec, &mut track, &mut i, |rec, track, k| {
                     parser.feed(black_box(&sse[k]));
                     let ev = parser.next_event().expect("one event per frame");
-                    let id: u64 = std::str::from_utf8(&ev.last_event_id)
+                    let id = std::str::from_utf8(&ev.last_event_id)
                         .ok()
-                        .and_then(|s| s.parse().ok())
-                        .expect("numeric id");
+                        .and_then(|s| s.parse::<Cursor>().ok())
+                        .expect("an EPOCH-ID cursor")
+                        .id;
                     rec.delivery(track, window, &f.clock, id, &ev.data, received)
                 })
             })

@@ -1,6 +1,6 @@
 //! `pushbench demo`, the real binary: bad settings fail with one line, and, end to end in
 //! Debian's headless Chromium, every panel of the page receives consecutive ids before and after
-//! the drop-all button. The demo server's own behaviour is tested in `tests/demo_server.rs`.
+//! the drop-all button, and goes on through a restart of the server, told of it by a reset. The demo server's own behaviour is tested in `tests/demo_server.rs`.
 
 mod cdp;
 mod common;
@@ -51,11 +51,13 @@ struct DemoProcess {
 
 impl DemoProcess {
     fn spawn() -> DemoProcess {
-        let (child, rest) = common::spawn_announcing(
-            &["demo", "--addr", "127.0.0.1:0"],
-            "demo on ",
-            Stdio::inherit(),
-        );
+        Self::spawn_on("127.0.0.1:0")
+    }
+
+    /// On `addr`: `127.0.0.1:0` picks a port; a restart asks for the same one again.
+    fn spawn_on(addr: &str) -> DemoProcess {
+        let (child, rest) =
+            common::spawn_announcing(&["demo", "--addr", addr], "demo on ", Stdio::inherit());
         let url = rest;
         let addr = url
             .strip_prefix("http://")
@@ -107,6 +109,8 @@ struct PanelState {
     dups: u64,
     requests: u64,
     reconnects: u64,
+    resets: u64,
+    epoch: String,
     state: String,
 }
 
@@ -120,7 +124,8 @@ impl PanelState {
 const READ_PANELS: &str = r#"[...document.querySelectorAll("[data-transport]")].map((e) => ({
     transport: e.dataset.transport, received: e.dataset.received, first: e.dataset.firstId,
     last: e.dataset.lastId, gaps: e.dataset.gaps, dups: e.dataset.dups,
-    requests: e.dataset.requests, reconnects: e.dataset.reconnects, state: e.dataset.state,
+    requests: e.dataset.requests, reconnects: e.dataset.reconnects, resets: e.dataset.resets,
+    epoch: e.dataset.epoch, state: e.dataset.state,
 }))"#;
 
 /// The panels, or `None` while the page has not set them up.
@@ -139,6 +144,8 @@ fn parse_panels(value: &Value) -> Option<Vec<PanelState>> {
                 dups: num(p, "dups")?,
                 requests: num(p, "requests")?,
                 reconnects: num(p, "reconnects")?,
+                resets: num(p, "resets")?,
+                epoch: p["epoch"].as_str()?.to_owned(),
                 state: p["state"].as_str().unwrap_or("").to_owned(),
             })
         })
@@ -151,7 +158,7 @@ fn describe(panels: &[PanelState]) -> String {
         .iter()
         .map(|p| {
             format!(
-                "  {:<9} received {:>4}  ids {}..={}  gaps {}  dups {}  requests {}  reconnects {}  {}",
+                "  {:<9} received {:>4}  ids {}..={}  gaps {}  dups {}  requests {}  reconnects {}  epoch {} resets {}  {}",
                 p.transport,
                 p.received,
                 p.first_id,
@@ -160,6 +167,8 @@ fn describe(panels: &[PanelState]) -> String {
                 p.dups,
                 p.requests,
                 p.reconnects,
+                p.epoch,
+                p.resets,
                 p.state
             )
         })
@@ -295,6 +304,27 @@ async fn every_panel_receives_consecutive_ids_before_and_after_drop_all() {
         assert_eq!(p.state, "connected", "{}", describe(&after));
     }
 
+    // A restart: the server is killed and started again on the same address, a new life whose
+    // ids start at 1 again. Every panel resumes with its EPOCH-ID cursor, is told of the reset,
+    // and goes on with the new life's events from its first: none twice, none skipped.
+    let addr = server.addr;
+    drop(server); // SIGKILL, as a crash
+    let server = DemoProcess::spawn_on(&addr.to_string());
+    let config = get(server.addr, "/demo/config").await.json();
+    let epoch = config["epoch"].as_str().unwrap().to_owned();
+    // It publishes at its default rate (2 events/s), so the new life's first 10 events take 5 s.
+    let restarted = wait_panels(&mut browser, &page, "after the restart", |panels| {
+        panels.iter().all(|p| {
+            p.epoch == epoch
+                && p.resets == 1
+                && p.gaps == 0
+                && p.dups == 0
+                && p.last_id >= EVENTS
+                && p.state == "connected"
+        })
+    })
+    .await;
+
     // The whole page, for the README.
     let height = browser
         .eval(
@@ -323,6 +353,6 @@ async fn every_panel_receives_consecutive_ids_before_and_after_drop_all() {
         "demo in Chromium: ok in {:.1} s; screenshot {}\n{}",
         started.elapsed().as_secs_f64(),
         shot.display(),
-        describe(&after)
+        describe(&restarted)
     );
 }

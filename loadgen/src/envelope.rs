@@ -331,7 +331,7 @@ pub fn parse_gap(data: &[u8]) -> Result<Gap, EnvelopeError> {
     Ok(serde_json::from_slice(data)?)
 }
 
-/// Parses a publish answer, `{"id":N}`.
+/// Parses a publish answer, `{"id":N,"epoch":"E"}` (the epoch is not needed here).
 pub fn parse_published(body: &[u8]) -> Result<u64, EnvelopeError> {
     let raw: RawPublished = serde_json::from_slice(body)?;
     Ok(raw.id)

@@ -45,6 +45,8 @@ const QUERY: &[&str] = &[
     "_=1",
     "é",
     "\0",
+    "0000beef-",
+    "-",
 ];
 const HEAD: &[&str] = &[
     "GET ",

@@ -22,7 +22,8 @@ use tokio::net::TcpStream;
 use crate::SuiteError;
 
 /// Bytes per frame: about what one 64-byte event costs on the wire as SSE, WebSocket or a
-/// stream line (84–89 bytes in `[fanout]`).
+/// stream line (84–89 bytes in `[fanout]` before protocol version 2; SSE's ids have carried the
+/// server's epoch since, 9 bytes more, so an SSE frame is about 95 bytes now).
 pub const FRAME_BYTES: usize = 85;
 
 /// What the reader must do.

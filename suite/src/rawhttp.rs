@@ -181,7 +181,7 @@ impl Conn {
 /// An event stream's wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `text/event-stream`: `id: N\ndata: PAYLOAD\n\n` per event.
+    /// `text/event-stream`: `id: EPOCH-N\ndata: PAYLOAD\n\n` per event.
     Sse,
     /// `application/x-ndjson`: `{"id":N,"data":"PAYLOAD"}\n` per event.
     Ndjson,

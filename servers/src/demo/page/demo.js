@@ -210,6 +210,7 @@ class Panel {
     f["last-id"].textContent = String(this.lastId);
     f.gaps.textContent = String(this.gaps);
     f.dups.textContent = String(this.dups);
+    f.resets.textContent = String(this.resets);
     f.gaps.classList.toggle("bad", this.gaps > 0);
     f.dups.classList.toggle("bad", this.dups > 0);
     f.resume.textContent = this.resume;
