@@ -306,6 +306,24 @@ fn suite_report_and_compare_end_to_end() {
         text(&out)
     );
 
+    // A machine 1.5× slower moves every push technique's latency, but not short polling's,
+    // which its poll interval sets: nothing moved against the others. (Judged against the
+    // median, short polling's would have read 0.67× and been flagged.)
+    let mut slower = summary.clone();
+    for r in slower["runs"].as_array_mut().unwrap() {
+        if r["experiment"] == "latency" && r["transport"] != "poll" {
+            let p50 = r["latency_us"]["p50"].as_u64().unwrap();
+            r["latency_us"]["p50"] = (p50 * 3 / 2).into();
+        }
+    }
+    let out = compare_planted(&slower);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        row(&out, "latency_p50_ms", "poll").ends_with("ok"),
+        "{}",
+        text(&out)
+    );
+
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&again).unwrap();
 }
