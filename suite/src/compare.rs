@@ -44,6 +44,29 @@ pub struct Row {
     pub moved: bool,
 }
 
+impl Row {
+    /// A judged row: `new / published` (`values`), divided by how the machine moved when that
+    /// is given, and moved when its log is past `limit` (the log of 1 + tolerance).
+    fn judged(
+        metric: &'static str,
+        who: &'static str,
+        (published, new): (f64, f64),
+        machine: Option<f64>,
+        limit: f64,
+    ) -> Row {
+        let change = new / published / machine.unwrap_or(1.0);
+        Row {
+            metric,
+            who,
+            published,
+            new,
+            change,
+            machine,
+            moved: change.ln().abs() > limit,
+        }
+    }
+}
+
 /// The whole comparison.
 #[derive(Debug, Clone)]
 pub struct Comparison {
@@ -99,16 +122,7 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
                 if a > 0.0 && b > 0.0 {
                     if m.checked && m.poll_interval_bound && t == Transport::Poll {
                         // Set by the poll interval, not the machine: judged as it is.
-                        let change = b / a;
-                        ratios.push(Row {
-                            metric: m.key,
-                            who: t.name(),
-                            published: a,
-                            new: b,
-                            change,
-                            machine: None,
-                            moved: change.ln().abs() > limit,
-                        });
+                        ratios.push(Row::judged(m.key, t.name(), (a, b), None, limit));
                     } else {
                         pairs.push((t, a, b));
                     }
@@ -123,31 +137,13 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
             continue;
         };
         for (t, a, b) in pairs {
-            let change = b / a / machine;
-            ratios.push(Row {
-                metric: m.key,
-                who: t.name(),
-                published: a,
-                new: b,
-                change,
-                machine: Some(machine),
-                moved: change.ln().abs() > limit,
-            });
+            ratios.push(Row::judged(m.key, t.name(), (a, b), Some(machine), limit));
         }
     }
     // `[gateway]`: the gateway's figures divided by direct WebSocket's in the same run.
     for (metric, read) in crate::gateway::RATIOS {
         if let (Some(a), Some(b)) = (read(published), read(new)) {
-            let change = b / a;
-            ratios.push(Row {
-                metric,
-                who: "gateway",
-                published: a,
-                new: b,
-                change,
-                machine: None,
-                moved: change.ln().abs() > limit,
-            });
+            ratios.push(Row::judged(metric, "gateway", (a, b), None, limit));
         }
     }
     Comparison {
