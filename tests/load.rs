@@ -355,7 +355,19 @@ struct Relay {
 }
 
 impl Relay {
+    /// A relay whose hang-up ends every subscription at once.
     async fn start(upstream: std::net::SocketAddr) -> Relay {
+        Relay::start_hanging_up(upstream, false).await
+    }
+
+    /// A relay whose hang-up ends each subscription right behind the next bytes the server
+    /// sends it: those bytes and the close reach the client together, as when a server cuts
+    /// connections just after writing an event.
+    async fn start_behind(upstream: std::net::SocketAddr) -> Relay {
+        Relay::start_hanging_up(upstream, true).await
+    }
+
+    async fn start_hanging_up(upstream: std::net::SocketAddr, behind_an_event: bool) -> Relay {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -374,6 +386,9 @@ impl Relay {
                         return;
                     }
                     let subscription = first.starts_with(b"GET ");
+                    if subscription && behind_an_event {
+                        return cut_behind_next_read(client, server, rx).await;
+                    }
                     let pipe = tokio::io::copy_bidirectional(&mut client, &mut server);
                     if subscription {
                         tokio::select! {
@@ -396,6 +411,69 @@ impl Relay {
     /// Ends every subscription open now.
     fn hang_up(&self) {
         self.hang_up.send_modify(|n| *n += 1);
+    }
+}
+
+/// Forwards `server`'s bytes to `client` (and the client's upstream) until `hang_up` fires,
+/// then forwards the server's next read and closes the client's side right behind it.
+async fn cut_behind_next_read(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    mut hang_up: tokio::sync::watch::Receiver<u32>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream =
+        tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut armed = false;
+    loop {
+        tokio::select! {
+            read = server_read.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if client_write.write_all(&buf[..n]).await.is_err() || armed {
+                    break;
+                }
+            }
+            changed = hang_up.changed(), if !armed => {
+                if changed.is_err() {
+                    break;
+                }
+                armed = true;
+            }
+        }
+    }
+    // Dropping the write half sends the FIN at once, right behind the bytes just written.
+    drop(client_write);
+    upstream.abort();
+}
+
+/// A close that reaches the readiness loop together with the event before it is seen: the
+/// subscription reconnects and resumes. The loop once trusted the short read that took the
+/// event as "drained", never read the end, and left the subscriber in CLOSE_WAIT for the rest
+/// of the run with every later event counted lost (found by `[faults]`' mass drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_right_behind_an_event_is_seen_and_the_subscriber_resumes() {
+    for transport in [Transport::Stream, Transport::Sse, Transport::Ws] {
+        let mut server = TestServer::start(&[transport]).await;
+        let relay = Relay::start_behind(server.addr).await;
+        let config = LoadConfig {
+            duration: Duration::from_secs(3),
+            ..small(transport, relay.url())
+        };
+        let running = tokio::spawn(run(config));
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        relay.hang_up();
+        let r = running.await.unwrap();
+        let ctx = format!("{transport}:\n{}", r.summary());
+        assert!(r.expected > 0, "{ctx}");
+        assert_eq!((r.lost, r.duplicates, r.clients_lost), (0, 0, 0), "{ctx}");
+        assert!(r.reconnects >= CLIENTS as u64, "{ctx}");
+        assert_eq!(server.shutdown().await.forced, 0, "{transport}");
     }
 }
 

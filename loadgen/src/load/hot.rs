@@ -283,7 +283,12 @@ impl LoopState {
                 if event.token() == WAKE {
                     stopping |= self.take_messages(&clocks);
                 } else {
-                    self.drive_slot(event.token().0, &clocks, true);
+                    let ready = if event.is_read_closed() || event.is_error() {
+                        Ready::Closed
+                    } else {
+                        Ready::Readable
+                    };
+                    self.drive_slot(event.token().0, &clocks, ready);
                     gather = true;
                 }
             }
@@ -353,7 +358,7 @@ impl LoopState {
                 // Driven as if at `by`, the earliest poll of each batch looked over 5 ms late
                 // and restarted its schedule from `by`.
                 let clocks_due = clocks.at(at.max(now));
-                self.drive_slot(slot, &clocks_due, false);
+                self.drive_slot(slot, &clocks_due, Ready::Timer);
             }
         }
     }
@@ -395,12 +400,11 @@ impl LoopState {
         }
         // Bytes may have arrived before the registration; the registration reports them,
         // but anything already in the client's buffer is decoded now, and a poll due is sent.
-        self.drive_slot(slot, clocks, true);
+        self.drive_slot(slot, clocks, Ready::Readable);
     }
 
-    /// Drives one subscription: `readable` when its socket reported bytes (or may hold some),
-    /// false when only its timer came due.
-    fn drive_slot(&mut self, slot: usize, clocks: &Clocks, readable: bool) {
+    /// Drives one subscription, as `ready` says its socket is.
+    fn drive_slot(&mut self, slot: usize, clocks: &Clocks, ready: Ready) {
         let now = clocks.mono();
         let Some(entry) = self.subs.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -408,7 +412,7 @@ impl LoopState {
         let outcome = match drive(
             &mut entry.sub,
             clocks,
-            readable,
+            ready,
             &self.plan,
             &mut self.rec,
             &self.delivered,
@@ -451,12 +455,24 @@ impl LoopState {
     }
 }
 
+/// What woke a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// Its socket reported bytes (or may hold some).
+    Readable,
+    /// Its socket reported bytes and the peer's close (or an error): read to the end, whatever
+    /// a short read suggests.
+    Closed,
+    /// Only its timer came due.
+    Timer,
+}
+
 /// Writes what the client owes (a poll due by the batch's time, a WebSocket reply), then
 /// decodes and reads until the socket has nothing more.
 fn drive(
     sub: &mut HotSub,
     clocks: &Clocks,
-    readable: bool,
+    ready: Ready,
     plan: &WorkerPlan,
     rec: &mut Recorder,
     delivered: &AtomicU64,
@@ -466,7 +482,14 @@ fn drive(
     // and edge-triggered readiness reports every arrival since. So a poll sent on its timer
     // does not try to read its answer at once, which only ever said `WouldBlock` (a system
     // call per request for nothing); the answer's arrival drives the subscription again.
-    let mut drained = !readable;
+    let mut drained = ready == Ready::Timer;
+    // A short read usually means the socket is drained, and edge-triggered readiness reports
+    // the next arrival. Not when the close came with the last bytes: one readiness event
+    // reported both, the read that took the bytes stops short of the end, and no event ever
+    // comes again. Trusting that short read left a subscriber whose server cut it in CLOSE_WAIT
+    // for the rest of the run, every later event counted lost (found by `[faults]`' mass drop,
+    // which cuts connections right behind an event).
+    let trust_short_reads = ready != Ready::Closed;
     loop {
         if sub.client.wants_write(now) {
             if let Err(e) = sub.client.write_to(&sub.socket, now) {
@@ -492,7 +515,7 @@ fn drive(
                 // The end of the stream, or an error: the task's own read meets it again and
                 // handles it as the client always does (a reconnect, mostly).
                 Ok((0, _)) => return Drive::GiveBack(None),
-                Ok((_, all)) => drained = all,
+                Ok((_, all)) => drained = all && trust_short_reads,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drive::Wait,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Drive::GiveBack(None),
