@@ -18,8 +18,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one transport's server (or `all` of them on one port), or the FCM-style push gateway,
-    /// until SIGINT or SIGTERM.
-    Serve(cmd::serve::ServeArgs),
+    /// until SIGINT or SIGTERM. SIGUSR1 cuts every open connection (a mass drop).
+    // Boxed, as `Load`: its options outweigh the small commands'.
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Measure one transport under load: N subscribers, an open-loop publisher, HDR latency,
     /// loss, bytes, requests, and the CPU and memory of the server and of the load generator.
     // Boxed: its options outweigh every other command's.
@@ -52,7 +53,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
-        Command::Serve(args) => cmd::serve::run(args),
+        Command::Serve(args) => cmd::serve::run(*args),
         Command::Load(args) => cmd::load::run(*args),
         Command::LoadWorker(args) => cmd::load::run_worker(args),
         Command::FanoutFloorReader { spec } => {

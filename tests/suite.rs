@@ -55,6 +55,66 @@ fn copy_json(from: &Path, to: &Path) {
     }
 }
 
+/// `[faults]`: with resume, a mass drop loses and duplicates nothing and every subscriber
+/// comes back; a restart tells every subscriber of the new life; the server cuts every stalled
+/// streaming reader, counts it, and neither grows nor slows the others past the bounds.
+fn check_faults(runs: &[serde_json::Value]) {
+    let faults: Vec<_> = runs
+        .iter()
+        .filter(|r| r["experiment"] == "faults")
+        .collect();
+    assert_eq!(faults.len(), 5 * 4, "{faults:?}");
+    for r in faults {
+        let f = &r["fault"];
+        let kind = f["fault"].as_str().unwrap();
+        let streaming = !matches!(r["transport"].as_str(), Some("poll" | "longpoll"));
+        assert_eq!(
+            (&r["duplicates"], &r["out_of_order"]),
+            (&0.into(), &0.into()),
+            "{r}"
+        );
+        match kind {
+            "drop_fixed" | "drop_jitter" => {
+                assert_eq!(r["lost"], 0, "{r}");
+                assert!(f["back_99_s"].as_f64().is_some(), "never back: {r}");
+                assert!(
+                    f["reconnects"].as_u64() >= r["clients_connected"].as_u64(),
+                    "{r}"
+                );
+                assert!(f["peak_reconnects_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            }
+            "restart" => {
+                assert_eq!(f["resets"], r["clients_connected"], "{r}");
+                assert!(f["restart_s"].as_f64().unwrap() > 0.0, "{r}");
+                assert!(
+                    f["server_rss_peak"].as_u64().unwrap() > 0,
+                    "new life unsampled: {r}"
+                );
+                if streaming {
+                    // What a push subscriber had not been sent when the server died is all
+                    // it can lose, and at this scale that is nothing.
+                    assert_eq!(r["lost"], 0, "{r}");
+                }
+            }
+            "stall" => {
+                let st = &f["stall"];
+                assert_eq!(r["lost"], 0, "the readers lost events: {r}");
+                if streaming {
+                    assert_eq!(st["cut_by_server"], st["stalled"], "{r}");
+                    assert!(
+                        st["write_timeouts"].as_u64() >= st["stalled"].as_u64(),
+                        "{r}"
+                    );
+                }
+                let rss = f["server_rss_peak"].as_f64().unwrap()
+                    / f["server_rss_before"].as_f64().unwrap();
+                assert!(rss < 1.5, "RSS grew {rss}x: {r}");
+            }
+            other => panic!("unknown fault {other}"),
+        }
+    }
+}
+
 #[test]
 fn suite_report_and_compare_end_to_end() {
     let dir = temp_dir("suite");
@@ -89,7 +149,7 @@ fn suite_report_and_compare_end_to_end() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["schema"], "pushbench-suite/1");
-    assert_eq!(summary["experiments"].as_array().unwrap().len(), 10);
+    assert_eq!(summary["experiments"].as_array().unwrap().len(), 11);
     assert!(summary["floor"]["rtt_ns"]["p50"].as_u64().unwrap() > 0);
     // The floor paced at [latency]'s rate: one ping per event, 10 ms apart.
     let paced = &summary["floor"]["paced_rtt_ns"];
@@ -138,9 +198,11 @@ fn suite_report_and_compare_end_to_end() {
         "coherence",
         "idle",
         "gateway",
+        "faults",
     ] {
         assert!(runs.iter().any(|r| r["experiment"] == e), "no {e} run");
     }
+    check_faults(runs);
     for r in runs.iter().filter(|r| r["experiment"] == "fanout") {
         assert_eq!(r["lost"], 0, "fan-out lost events: {r}");
         assert_eq!(r["duplicates"], 0);

@@ -30,7 +30,8 @@
 //! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection (Nchan:
 //!   `POST /pub`; the gateway: its send API, through hyper).
 //! - `client/mod.rs`: [`Client`], [`ClientConfig`], [`Item`], [`Delivery`], and the reconnect
-//!   policy every transport shares.
+//!   policy every transport shares; `client/backoff.rs`: [`client::Backoff`], how long to wait
+//!   before each reconnect attempt (a fixed delay, or exponential backoff with full jitter).
 //! - `client/poll.rs`: short polling on a fixed-rate schedule (when to poll).
 //! - `client/longpoll.rs`: long polling, re-issued as soon as an answer arrives.
 //! - `client/poller.rs`: how both poll: one exchange at a time on a keep-alive connection, kept

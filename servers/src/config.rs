@@ -1,6 +1,9 @@
 //! Limits and knobs of the hub and the servers. Every queue and cap has a default here.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 /// What the hub does with a subscriber that falls more than [`HubConfig::max_lag`] events behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +88,16 @@ pub struct ServerConfig {
     /// so without this a client that stops reading would hold its connection, its subscriber
     /// and the graceful shutdown forever: the slow-subscriber policy never gets to run.
     pub write_timeout: Duration,
+    /// Cuts every open connection each time it is notified, as the demo's drop-all button
+    /// does, while the server keeps accepting: how `pushbench serve` answers SIGUSR1, so the
+    /// suite's `[faults]` can drop every subscriber of a server it does not share memory with.
+    pub drop_all: Option<Arc<Notify>>,
+    /// Each accepted socket's send buffer (`SO_SNDBUF`, which the kernel doubles), or `None`
+    /// for the kernel's autotuning. On loopback autotuning grows a buffer to megabytes, so a
+    /// subscriber that stops reading at 10 KiB/s fills it only after minutes; a fixed buffer
+    /// bounds the kernel memory each subscriber may hold and brings the write timeout into
+    /// play within seconds (the suite's `[faults]` stalled readers).
+    pub send_buffer: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +113,8 @@ impl Default for ServerConfig {
             max_batch: 1000,
             shutdown_deadline: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
+            drop_all: None,
+            send_buffer: None,
         }
     }
 }

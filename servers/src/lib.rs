@@ -26,7 +26,8 @@
 //!   streaming or SSE subscriber itself, instead of waking one task per subscriber.
 //! - `chunked`: chunked writes gathered into one `writev`, the rest kept for later.
 //! - `write_timeout`: the socket wrapper that cuts a connection whose peer stops reading.
-//! - `drop_switch`: cuts every open connection on demand (the demo's drop-all button).
+//! - `drop_switch`: cuts every open connection on demand (the demo's drop-all button, and
+//!   [`ServerConfig::drop_all`], which `pushbench serve` fires on SIGUSR1).
 //! - `fuzz` (tests only): fuzz targets of the parsers above (docs/FUZZING.md); the gateway's
 //!   are in `gateway/fuzz.rs`.
 //! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each

@@ -76,6 +76,9 @@ pub(crate) async fn serve_app(
         .keep_alive(true);
     // Shared by every connection task, which holds it only until its first request is read.
     let builder = Arc::new(http);
+    if let Some(trigger) = app.config.drop_all.clone() {
+        app.tasks.spawn(drop_on(trigger, app.clone()));
+    }
 
     tokio::pin!(shutdown);
     loop {
@@ -86,6 +89,9 @@ pub(crate) async fn serve_app(
                 Ok((stream, _peer)) => {
                     // Push latency is the product: never let Nagle hold back a small frame.
                     let _ = stream.set_nodelay(true);
+                    if let Some(bytes) = app.config.send_buffer {
+                        set_send_buffer(&stream, bytes);
+                    }
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => spawn_connection(&app, &builder, stream, permit),
                         Err(_) => {
@@ -119,6 +125,27 @@ pub(crate) async fn serve_app(
             app.hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), app.tasks.wait()).await;
             ShutdownReport { forced }
+        }
+    }
+}
+
+/// Sets `stream`'s `SO_SNDBUF`; a socket that refuses keeps the kernel's buffer, logged.
+fn set_send_buffer(stream: &TcpStream, bytes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt::SndBuf};
+    if let Err(err) = setsockopt(stream, SndBuf, &bytes) {
+        tracing::warn!(%err, bytes, "cannot set the send buffer");
+    }
+}
+
+/// Drops every open connection each time `trigger` is notified, until shutdown.
+async fn drop_on(trigger: Arc<tokio::sync::Notify>, app: Arc<App>) {
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = trigger.notified() => {
+                tracing::info!("dropping every open connection");
+                app.drops.drop_all();
+            }
         }
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pushbench_loadgen::client::Backoff;
 use pushbench_loadgen::gateway::{GatewayOptions, Offline, SendTo};
-use pushbench_loadgen::load::{self, report::write_hlog, LoadConfig, LoadReport};
+use pushbench_loadgen::load::{self, report::write_hlog, LoadConfig, LoadReport, ReconnectPolicy};
 use pushbench_servers::Transport;
 
 use crate::duration;
@@ -107,6 +108,18 @@ pub struct LoadArgs {
     /// Long polling: how long the server may hold each request (ignored by others).
     #[arg(long, default_value = "30s", value_parser = duration::parse)]
     pub longpoll_timeout: Duration,
+    /// Wait before a subscriber reconnects after losing its connection (SSE: the server's
+    /// `retry:` hint instead, as EventSource does); with `--reconnect-backoff jitter`, the
+    /// first cap of the random wait.
+    #[arg(long, default_value = "250ms", value_parser = duration::parse)]
+    pub reconnect_delay: Duration,
+    /// fixed: wait the delay before every attempt. jitter: before attempt n, a uniform random
+    /// wait up to min(max, delay × 2^n) ("full jitter"), which spreads a herd of reconnects.
+    #[arg(long, default_value = "fixed", value_name = "fixed|jitter")]
+    pub reconnect_backoff: Backoff,
+    /// The longest jittered wait.
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    pub reconnect_max_delay: Duration,
     /// New subscriptions per second while connecting.
     #[arg(long, default_value_t = 2000.0)]
     pub ramp: f64,
@@ -210,6 +223,11 @@ impl LoadArgs {
             source_ip: self.source_ip,
             target_profile: self.target_profile,
             gateway: self.gateway()?,
+            reconnect: ReconnectPolicy {
+                delay: self.reconnect_delay,
+                backoff: self.reconnect_backoff,
+                max_delay: self.reconnect_max_delay,
+            },
             ..LoadConfig::new(self.transport, self.target.clone())
         })
     }

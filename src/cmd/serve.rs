@@ -2,12 +2,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use pushbench_servers::gateway::GatewayConfig;
 use pushbench_servers::{Hub, HubConfig, ServerConfig, ShutdownReport, SlowPolicy, Transport};
+use tokio::sync::Notify;
 
 /// Options of `pushbench serve`.
 #[derive(Debug, Args)]
@@ -49,6 +51,14 @@ pub struct ServeArgs {
     /// How long graceful shutdown may take before open connections are cut.
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
     pub shutdown_deadline: Duration,
+    /// How long a write to a subscriber may make no progress (it stopped reading) before its
+    /// connection is cut and counted in `write_timeouts`.
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
+    pub write_timeout: Duration,
+    /// Each connection's socket send buffer in bytes (SO_SNDBUF; the kernel doubles it).
+    /// Default: the kernel's autotuning, which on loopback grows to megabytes per socket.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
+    pub send_buffer: Option<u32>,
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -140,11 +150,18 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         keepalive: args.keepalive,
         sse_retry_ms: args.sse_retry_ms,
         shutdown_deadline: args.shutdown_deadline,
+        write_timeout: args.write_timeout,
+        send_buffer: args.send_buffer.map(|b| b as usize),
+        drop_all: Some(Arc::new(Notify::new())),
         ..ServerConfig::default()
     };
     anyhow::ensure!(
         !config.keepalive.is_zero(),
         "--keepalive must be more than 0"
+    );
+    anyhow::ensure!(
+        !config.write_timeout.is_zero(),
+        "--write-timeout must be more than 0"
     );
     let hub_config = HubConfig {
         replay_events: args.replay,
@@ -178,6 +195,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listener =
             bind_announced(args.addr, |addr| format!("listening on http://{addr}")).await?;
         let hub = Hub::new(hub_config);
+        if let Some(trigger) = config.drop_all.clone() {
+            tokio::spawn(drop_all_on_sigusr1(trigger));
+        }
         let report = match args.transport {
             TransportSet::Transports(transports) => {
                 pushbench_servers::serve(listener, hub, config, &transports, shutdown_signal())
@@ -216,6 +236,28 @@ pub(crate) fn warn_if_forced(report: ShutdownReport) {
             "connections cut at the shutdown deadline"
         );
     }
+}
+
+/// Cuts every open connection on each SIGUSR1, as the demo's drop-all button does: the suite's
+/// `[faults]` mass drop, and a way to try any client's recovery by hand
+/// (`kill -USR1 $(pgrep -f 'pushbench serve')`).
+async fn drop_all_on_sigusr1(trigger: Arc<Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGUSR1; no drop-all by signal");
+                return;
+            }
+        };
+        while usr1.recv().await.is_some() {
+            trigger.notify_one();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = trigger;
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -22,7 +22,7 @@ pub struct SuiteArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Run only these experiments: floor, latency, fanout, capacity, throughput, polling,
-    /// coherence, upstream, idle, gateway (comma-separated).
+    /// coherence, upstream, idle, gateway, faults (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_experiment)]
     pub only: Vec<Experiment>,
     /// Also run Nchan's subscriber types in [latency] and [fanout], when Nchan is installed.
@@ -79,7 +79,7 @@ pub(crate) fn run(args: SuiteArgs) -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
             on_signal.cancel();
         });
-        pushbench_suite::run(config, &progress, interrupt).await
+        Box::pin(pushbench_suite::run(config, &progress, interrupt)).await
     })?;
     println!("wrote {}", out.join("REPORT.md").display());
     for w in &summary.warnings {

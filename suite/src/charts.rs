@@ -304,6 +304,7 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
         ));
     }
     crate::gateway::figures(s, &mut out);
+    out.extend(crate::faults_report::figures(s));
     out
 }
 
@@ -485,7 +486,7 @@ fn coherence(s: &Summary) -> Option<Figure> {
     })
 }
 
-fn one(name: &str, title: &str, panel: Panel) -> Figure {
+pub(crate) fn one(name: &str, title: &str, panel: Panel) -> Figure {
     Figure {
         name: name.into(),
         title: title.into(),
@@ -494,7 +495,7 @@ fn one(name: &str, title: &str, panel: Panel) -> Figure {
     }
 }
 
-fn bars(title: &str, y: &str, sets: Vec<(String, Vec<Option<f64>>, bool)>) -> Bars {
+pub(crate) fn bars(title: &str, y: &str, sets: Vec<(String, Vec<Option<f64>>, bool)>) -> Bars {
     Bars {
         title: title.into(),
         y_label: y.into(),

@@ -7,7 +7,7 @@ use plotters::style::RGBColor;
 use pushbench_servers::Transport;
 
 use crate::charts::{color, fmt_interval};
-use crate::headline::fmt_value;
+use crate::headline::{fmt_ms, fmt_value};
 use crate::plan::Experiment;
 use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series};
 use crate::summary::{Run, Server, Summary};
@@ -224,7 +224,7 @@ pub fn figures(s: &Summary, out: &mut Vec<Figure>) {
 }
 
 fn ms(us: u64) -> String {
-    format!("{} ms", fmt_value(us as f64 / 1000.0))
+    fmt_ms(us as f64)
 }
 
 /// `[gateway]`'s reading: the numbers behind its charts, as a table and a few sentences.

@@ -154,6 +154,11 @@ fn nonzero(v: f64) -> Option<f64> {
     (v > 0.0).then_some(v)
 }
 
+/// µs as `1.23 ms`.
+pub fn fmt_ms(us: f64) -> String {
+    format!("{} ms", fmt_value(us / 1000.0))
+}
+
 /// Formats a value to about three significant figures.
 pub fn fmt_value(v: f64) -> String {
     let a = v.abs();

@@ -18,6 +18,9 @@
 //!   hand-written HTTP/1.1 client that shares no code with the load generator's.
 //! - [`upstream`]: `[upstream]`, client → server → client round trips.
 //! - [`gateway`]: `[gateway]`'s charts and reading (the relay hop, store and forward).
+//! - `[faults]`: [`strike`] arms a run's fault and strikes it on the run's schedule (a
+//!   drop-all signal, a kill and restart); [`stall`] holds the stalled readers; [`faults`]
+//!   reads what the run measured about the fault; [`faults_report`] draws and reads it.
 //! - [`summary`]: `summary.json` (schema `pushbench-suite/1`), distilled from the load reports.
 //! - [`headline`]: the headline metrics of the summary table and of `compare`.
 //! - [`charts`]: what each chart shows; [`plot`]: how charts are drawn (plotters).
@@ -31,6 +34,8 @@ pub mod crosscheck;
 pub mod fanout_floor;
 pub mod fanout_floor_report;
 pub mod fanout_reader;
+pub mod faults;
+pub mod faults_report;
 pub mod floor;
 pub mod footprint_report;
 pub mod gateway;
@@ -43,6 +48,8 @@ pub mod rawhttp;
 pub mod report;
 pub mod runner;
 pub mod server;
+pub mod stall;
+pub mod strike;
 pub mod summary;
 pub mod upstream;
 

@@ -55,11 +55,14 @@ pub enum Experiment {
     /// The FCM-style gateway's relay hop against direct WebSocket: unicast, topic fan-out,
     /// devices that go offline.
     Gateway,
+    /// What breaks: every connection cut at once (fixed-delay and jittered reconnects), the
+    /// server killed and restarted, readers that stop reading.
+    Faults,
 }
 
 impl Experiment {
     /// In the order they run and appear in the report.
-    pub const ALL: [Experiment; 10] = [
+    pub const ALL: [Experiment; 11] = [
         Experiment::Floor,
         Experiment::Latency,
         Experiment::Fanout,
@@ -70,6 +73,7 @@ impl Experiment {
         Experiment::Upstream,
         Experiment::Idle,
         Experiment::Gateway,
+        Experiment::Faults,
     ];
 
     /// Its name (`--only`, file names).
@@ -85,6 +89,7 @@ impl Experiment {
             Experiment::Upstream => "upstream",
             Experiment::Idle => "idle",
             Experiment::Gateway => "gateway",
+            Experiment::Faults => "faults",
         }
     }
 
@@ -177,6 +182,20 @@ impl Experiment {
                  what it buys: messages held and delivered on return, minus TTL expiries and \
                  collapse-key replacements, which the gateway counts."
             }
+            Experiment::Faults => {
+                "What happens when things break, at 10 events/s (10,000 subscribers in the full \
+                 suite). **Mass drop:** the server cuts every connection at once (SIGUSR1, the \
+                 demo's drop-all) and keeps serving; subscribers reconnect after a fixed delay \
+                 (all at once: the thundering herd) or after a random wait up to the same delay \
+                 (exponential backoff with full jitter), and resume from their cursor. \
+                 **Restart:** the server is killed (SIGKILL) and started again on the same port; \
+                 its new life has a new epoch, so every resume is answered with a reset. \
+                 **Stalled readers:** a tenth of the subscribers stop reading (1 KiB events); the \
+                 server must cut them without growing or slowing the others. Reported: the time \
+                 until 99% of subscribers are back (from reconnects sampled every 250 ms), the \
+                 peak reconnects per second, events lost and duplicated, p99 before the fault \
+                 and during the recovery, and the server's CPU and memory peaks."
+            }
         }
     }
 
@@ -224,6 +243,68 @@ pub struct Step {
     /// `[gateway]`: the run goes through the gateway, sending like this (`None`: direct).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayStep>,
+    /// `[faults]`: what breaks, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultStep>,
+}
+
+/// What `[faults]` breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Every connection cut at once; subscribers wait a fixed delay.
+    DropFixed,
+    /// Every connection cut at once; subscribers back off with full jitter.
+    DropJitter,
+    /// The server is killed (SIGKILL) and started again on the same port.
+    Restart,
+    /// Some subscribers stop reading.
+    Stall,
+}
+
+impl Fault {
+    /// Every fault, in the order they run and are reported.
+    pub const ALL: [Fault; 4] = [
+        Fault::DropFixed,
+        Fault::DropJitter,
+        Fault::Restart,
+        Fault::Stall,
+    ];
+
+    /// Its label (file names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::DropFixed => "drop-fixed",
+            Fault::DropJitter => "drop-jitter",
+            Fault::Restart => "restart",
+            Fault::Stall => "stall",
+        }
+    }
+
+    /// In the report's words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Fault::DropFixed => "mass drop, fixed delay",
+            Fault::DropJitter => "mass drop, jittered backoff",
+            Fault::Restart => "restart (SIGKILL)",
+            Fault::Stall => "stalled readers",
+        }
+    }
+}
+
+/// One `[faults]` run's fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultStep {
+    /// What breaks.
+    pub fault: Fault,
+    /// When, after the window opened.
+    pub at: Duration,
+    /// The subscribers' reconnect delay (fixed), or the first cap of their jittered backoff.
+    pub reconnect_delay: Duration,
+    /// Stalled readers beside the load generator's subscribers (stall only).
+    pub stalled: usize,
+    /// Payload size of the run.
+    pub payload: usize,
 }
 
 /// How a `[gateway]` run sends through the gateway.
@@ -369,6 +450,40 @@ pub struct Params {
     /// `[gateway]` the TTL of the TTL run (shorter than the time away).
     #[serde(default)]
     pub gateway_offline_ttl: Duration,
+    /// `[faults]` subscribers of each run (a stall run: the readers plus the stalled).
+    #[serde(default)]
+    pub faults_clients: usize,
+    /// `[faults]` events per second.
+    #[serde(default)]
+    pub faults_rate: f64,
+    /// `[faults]` window of the drop and restart runs.
+    #[serde(default)]
+    pub faults_window: Duration,
+    /// `[faults]` when the fault strikes, after the window opened.
+    #[serde(default)]
+    pub faults_at: Duration,
+    /// `[faults]` subscribers' reconnect delay (fixed) or first backoff cap (jitter). The same
+    /// as SSE's `retry:` hint (1 s), which `EventSource` and the SSE subscribers use instead.
+    #[serde(default)]
+    pub faults_reconnect_delay: Duration,
+    /// `[faults]` window of the stall runs: long enough for the stalled readers' socket
+    /// buffers to fill and the server's write timeout to cut them.
+    #[serde(default)]
+    pub faults_stall_window: Duration,
+    /// `[faults]` readers that stall.
+    #[serde(default)]
+    pub faults_stalled: usize,
+    /// `[faults]` payload of the stall runs.
+    #[serde(default)]
+    pub faults_stall_payload: usize,
+    /// `[faults]` the stall runs' server write timeout (`serve --write-timeout`).
+    #[serde(default)]
+    pub faults_write_timeout: Duration,
+    /// `[faults]` the stall runs' server socket send buffer (`serve --send-buffer`), so a
+    /// stalled socket fills within seconds rather than the minutes loopback autotuning's
+    /// megabytes take at 10 KiB/s.
+    #[serde(default)]
+    pub faults_send_buffer: usize,
 }
 
 fn no_offline() -> Offline {
@@ -440,6 +555,16 @@ impl Params {
                     duration: s(4),
                 },
                 gateway_offline_ttl: s(2),
+                faults_clients: 10_000,
+                faults_rate: 10.0,
+                faults_window: s(20),
+                faults_at: s(5),
+                faults_reconnect_delay: s(1),
+                faults_stall_window: s(30),
+                faults_stalled: 1_000,
+                faults_stall_payload: 1024,
+                faults_write_timeout: s(5),
+                faults_send_buffer: 32 * 1024,
             },
             Scale::Quick => Params {
                 scale,
@@ -485,6 +610,16 @@ impl Params {
                     duration: s(2),
                 },
                 gateway_offline_ttl: s(1),
+                faults_clients: 1_000,
+                faults_rate: 10.0,
+                faults_window: s(5),
+                faults_at: s(2),
+                faults_reconnect_delay: s(1),
+                faults_stall_window: s(10),
+                faults_stalled: 100,
+                faults_stall_payload: 1024,
+                faults_write_timeout: s(2),
+                faults_send_buffer: 16 * 1024,
             },
             Scale::Tiny => Params {
                 scale,
@@ -530,6 +665,16 @@ impl Params {
                     duration: ms(600),
                 },
                 gateway_offline_ttl: ms(300),
+                faults_clients: 20,
+                faults_rate: 20.0,
+                faults_window: ms(2500),
+                faults_at: ms(500),
+                faults_reconnect_delay: ms(100),
+                faults_stall_window: s(4),
+                faults_stalled: 4,
+                faults_stall_payload: 1024,
+                faults_write_timeout: ms(500),
+                faults_send_buffer: 4096,
             },
         }
     }
@@ -549,6 +694,7 @@ impl Params {
             poll_latest: false,
             label,
             gateway: None,
+            fault: None,
         };
         match experiment {
             Experiment::Floor | Experiment::Upstream => Vec::new(),
@@ -649,7 +795,47 @@ impl Params {
             )],
             Experiment::Gateway if transport == Transport::Ws => self.gateway_steps(&step),
             Experiment::Gateway => Vec::new(),
+            Experiment::Faults => self.faults_steps(&step),
         }
+    }
+
+    /// `[faults]`'s runs for one technique: each fault in turn.
+    fn faults_steps(&self, step: &dyn Fn(usize, f64, Duration, String) -> Step) -> Vec<Step> {
+        Fault::ALL
+            .into_iter()
+            .map(|fault| {
+                let stall = fault == Fault::Stall;
+                let (clients, window, payload, stalled) = if stall {
+                    let stalled = self.faults_stalled.min(self.faults_clients / 2);
+                    let n = self.faults_clients - stalled;
+                    (
+                        n,
+                        self.faults_stall_window,
+                        self.faults_stall_payload,
+                        stalled,
+                    )
+                } else {
+                    (self.faults_clients, self.faults_window, 64, 0)
+                };
+                Step {
+                    fault: Some(FaultStep {
+                        fault,
+                        // Half an event gap late, so the fault never races a publish due at
+                        // the same instant (which side of it the event lands on would be luck).
+                        at: self.faults_at + Duration::from_secs_f64(0.5 / self.faults_rate),
+                        reconnect_delay: self.faults_reconnect_delay,
+                        stalled,
+                        payload,
+                    }),
+                    ..step(
+                        clients,
+                        self.faults_rate,
+                        window,
+                        format!("{}-c{}", fault.name(), self.faults_clients),
+                    )
+                }
+            })
+            .collect()
     }
 
     /// `[gateway]`'s runs: unicast and fan-out, each through the gateway and directly, then

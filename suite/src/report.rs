@@ -157,6 +157,7 @@ fn belongs(figure: &str, e: Experiment) -> bool {
         Experiment::Upstream => "upstream",
         Experiment::Idle => "rss",
         Experiment::Gateway => "gateway",
+        Experiment::Faults => "faults",
         Experiment::Throughput | Experiment::Floor => return false,
     };
     figure.starts_with(prefix) || (e == Experiment::Fanout && figure == "cost-per-event")
@@ -218,7 +219,7 @@ fn limit_mark(s: &Summary, e: Experiment, t: Transport) -> &'static str {
 }
 
 fn ms(us: f64) -> String {
-    format!("{} ms", fmt_value(us / 1000.0))
+    crate::headline::fmt_ms(us)
 }
 
 /// Extremes of `f` over the techniques that have it.
@@ -241,6 +242,7 @@ fn reading(s: &Summary, e: Experiment) -> String {
     match e {
         Experiment::Floor => s.floor.as_ref().map(|f| f.reading()).unwrap_or_default(),
         Experiment::Gateway => crate::gateway::reading(s),
+        Experiment::Faults => crate::faults_report::reading(s),
         Experiment::Latency => latency_reading(s),
         Experiment::Fanout => fanout_reading(s),
         Experiment::Capacity | Experiment::Throughput => {

@@ -5,17 +5,20 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use pushbench_loadgen::client::Backoff;
 use pushbench_loadgen::gateway::GatewayOptions;
 use pushbench_loadgen::load::env::Environment;
-use pushbench_loadgen::load::{self, LoadConfig};
+use pushbench_loadgen::load::{self, LoadConfig, ReconnectPolicy};
 use pushbench_loadgen::Profile;
 use pushbench_servers::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::crosscheck::Bracket;
+use crate::faults::FaultRun;
 use crate::pin::Pinning;
-use crate::plan::{Experiment, Params, Scale, Step};
+use crate::plan::{Experiment, Fault, Params, Scale, Step};
 use crate::server::{nchan_available, ServerProcess};
+use crate::strike::{self, Armed};
 use crate::summary::{Failure, Run, Server, Summary, SCHEMA};
 use crate::{fanout_floor, floor, io_err, upstream, SuiteError};
 
@@ -102,7 +105,7 @@ enum Job {
     Floor,
     /// `[fanout]`'s physical limit at this many subscribers.
     FanoutFloor(usize),
-    Load(Step, Server),
+    Load(Box<Step>, Server),
     Upstream(Transport),
 }
 
@@ -360,13 +363,13 @@ fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Jo
                         } else {
                             Server::Pushbench
                         };
-                        jobs.push(Job::Load(s, server));
+                        jobs.push(Job::Load(Box::new(s), server));
                     }
                 }
                 if peers && matches!(e, Experiment::Latency | Experiment::Fanout) {
                     for t in Transport::ALL {
                         for s in params.steps(e, t) {
-                            jobs.push(Job::Load(s, Server::Nchan));
+                            jobs.push(Job::Load(Box::new(s), Server::Nchan));
                         }
                     }
                 }
@@ -411,7 +414,14 @@ async fn load_one(
     mut bracket: Option<&mut Bracket>,
 ) -> Result<Run, String> {
     let proc = match server {
-        Server::Pushbench => ServerProcess::pushbench(&config.exe, step.transport, pinning),
+        Server::Pushbench => {
+            let extra = step
+                .fault
+                .as_ref()
+                .map(|f| strike::server_args(f, params))
+                .unwrap_or_default();
+            ServerProcess::pushbench_with(&config.exe, step.transport, &extra, pinning)
+        }
         Server::Gateway => ServerProcess::gateway(&config.exe, pinning),
         Server::Nchan => {
             let prefix =
@@ -421,6 +431,11 @@ async fn load_one(
     }
     .map_err(|e| e.to_string())?;
     let workers = step.clients.div_ceil(CLIENTS_PER_PROCESS).max(1);
+    let topic = format!("suite-{}", step.experiment.name());
+    let armed = match &step.fault {
+        Some(f) => Some(Armed::new(f, &proc, step.transport, &topic).await?),
+        None => None,
+    };
     let load_config = LoadConfig {
         clients: step.clients,
         rate: step.rate,
@@ -428,8 +443,8 @@ async fn load_one(
         warmup: step.warmup,
         poll_interval: step.poll_interval,
         poll_latest: step.poll_latest,
-        payload: 64,
-        topic: format!("suite-{}", step.experiment.name()),
+        payload: step.fault.as_ref().map_or(64, |f| f.payload),
+        topic,
         ramp: 5_000.0,
         drain: params.drain,
         publishers: if step.rate > 1_000.0 { 8 } else { 4 },
@@ -452,13 +467,35 @@ async fn load_one(
             offline: g.offline,
             ..GatewayOptions::default()
         }),
+        reconnect: step
+            .fault
+            .as_ref()
+            .map_or_else(ReconnectPolicy::default, |f| ReconnectPolicy {
+                delay: f.reconnect_delay,
+                backoff: if f.fault == Fault::DropJitter {
+                    Backoff::Jitter
+                } else {
+                    Backoff::Fixed
+                },
+                ..ReconnectPolicy::default()
+            }),
         ..LoadConfig::new(step.transport, proc.url.clone())
     };
     if let Some(b) = bracket.as_deref_mut() {
         b.half(&proc.url);
     }
     let bar = progress.run_bar();
-    let result = load::run(load_config, &bar, interrupt.clone().cancelled_owned()).await;
+    let (timing, timing_rx) = tokio::sync::oneshot::channel();
+    let load = load::run_timed(
+        load_config,
+        &bar,
+        interrupt.clone().cancelled_owned(),
+        Some(timing),
+    );
+    let (result, proc, struck) = match armed {
+        Some(armed) => armed.during(proc, timing_rx, load).await?,
+        None => (load.await, proc, None),
+    };
     bar.finish_and_clear();
     progress.multi.remove(&bar);
     if let Some(b) = bracket {
@@ -473,5 +510,7 @@ async fn load_one(
     }
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Run::of(step, server, file, &report))
+    let mut run = Run::of(step, server, file, &report);
+    run.fault = struck.map(|s| FaultRun::measure(&report, &s));
+    Ok(run)
 }

@@ -35,8 +35,50 @@ pub struct ServerProcess {
 
 #[derive(Debug)]
 enum Kind {
-    Pushbench(Child),
+    Pushbench { child: Child, spawn: Spawn },
     Nchan { script: PathBuf, prefix: PathBuf },
+}
+
+/// How a pushbench server was started, to start it again the same way (`[faults]` restart).
+#[derive(Debug, Clone)]
+struct Spawn {
+    exe: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    pinning: Pinning,
+}
+
+impl Spawn {
+    /// Starts the server on `addr` and waits for its `listening on` line.
+    fn start(&self, addr: &str) -> Result<(Child, String), SuiteError> {
+        let what = self.args.first().map_or("", String::as_str);
+        let mut cmd = self.pinning.server_command(&self.exe);
+        cmd.arg("serve")
+            .args(&self.args)
+            .args(["--addr", addr])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SuiteError::Server(format!("starting {}: {e}", self.exe.display())))?;
+        let url = child
+            .stdout
+            .take()
+            .and_then(|stdout| first_line(stdout, START_TIMEOUT))
+            .and_then(|line| line.strip_prefix("listening on ").map(str::to_owned));
+        match url {
+            Some(url) => Ok((child, url)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(SuiteError::Server(format!(
+                    "`pushbench serve {what}` did not print its address within {START_TIMEOUT:?}"
+                )))
+            }
+        }
+    }
 }
 
 impl ServerProcess {
@@ -48,6 +90,18 @@ impl ServerProcess {
         pinning: &Pinning,
     ) -> Result<ServerProcess, SuiteError> {
         Self::serve(exe, transport.name(), &[], pinning)
+    }
+
+    /// [`ServerProcess::pushbench`] with more options of `serve` (`[faults]`' stall runs set
+    /// the write timeout and send buffer).
+    pub fn pushbench_with(
+        exe: &Path,
+        transport: Transport,
+        extra: &[String],
+        pinning: &Pinning,
+    ) -> Result<ServerProcess, SuiteError> {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Self::serve(exe, transport.name(), &extra, pinning)
     }
 
     /// Starts the FCM-style gateway (`exe serve gateway`) the same way, with bearer tokens of
@@ -64,13 +118,6 @@ impl ServerProcess {
         extra: &[&str],
         pinning: &Pinning,
     ) -> Result<ServerProcess, SuiteError> {
-        let mut cmd = pinning.server_command(exe);
-        cmd.args(["serve", what, "--addr", "127.0.0.1:0"])
-            .args(["--threads", "1"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -79,37 +126,70 @@ impl ServerProcess {
         let auth_token = gateway.then(|| token("send"));
         let registration_token = gateway.then(|| token("register"));
         // The tokens travel in the environment, not on a command line anyone can read.
-        for (name, value) in [
+        let env = [
             ("PUSHBENCH_AUTH_TOKEN", &auth_token),
             ("PUSHBENCH_REGISTRATION_TOKEN", &registration_token),
-        ] {
-            if let Some(value) = value {
-                cmd.env(name, value);
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SuiteError::Server(format!("starting {}: {e}", exe.display())))?;
-        let url = child
-            .stdout
-            .take()
-            .and_then(|stdout| first_line(stdout, START_TIMEOUT))
-            .and_then(|line| line.strip_prefix("listening on ").map(str::to_owned));
-        let Some(url) = url else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SuiteError::Server(format!(
-                "`pushbench serve {what}` did not print its address within {START_TIMEOUT:?}"
-            )));
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.clone()?)))
+        .collect();
+        let mut args = vec![what.to_owned(), "--threads".into(), "1".into()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let spawn = Spawn {
+            exe: exe.to_owned(),
+            args,
+            env,
+            pinning: pinning.clone(),
         };
+        let (child, url) = spawn.start("127.0.0.1:0")?;
         Ok(ServerProcess {
             url,
             // The load generator finds a pushbench server's pid through `/stats`.
             pid: None,
-            kind: Kind::Pushbench(child),
+            kind: Kind::Pushbench { child, spawn },
             auth_token,
             registration_token,
         })
+    }
+
+    /// A pushbench server's process id.
+    pub fn child_pid(&self) -> Option<u32> {
+        match &self.kind {
+            Kind::Pushbench { child, .. } => Some(child.id()),
+            Kind::Nchan { .. } => None,
+        }
+    }
+
+    /// Cuts every connection of a pushbench server at once (`serve` answers SIGUSR1 with a
+    /// drop-all), leaving it serving.
+    pub fn drop_all(&self) -> Result<(), SuiteError> {
+        let pid = self
+            .child_pid()
+            .ok_or_else(|| SuiteError::Server("only a pushbench server drops on signal".into()))?;
+        signal(pid, nix::sys::signal::Signal::SIGUSR1)
+    }
+
+    /// Kills a pushbench server (SIGKILL: no goodbye to any client) and starts it again on the
+    /// same address, as a crashed service is restarted by its supervisor. Returns how long it
+    /// was gone: from the kill to the new life's `listening on` line.
+    pub fn restart(&mut self) -> Result<Duration, SuiteError> {
+        let Kind::Pushbench { child, spawn } = &mut self.kind else {
+            return Err(SuiteError::Server(
+                "only a pushbench server restarts".into(),
+            ));
+        };
+        let addr = self
+            .url
+            .strip_prefix("http://")
+            .unwrap_or(&self.url)
+            .to_owned();
+        let t0 = Instant::now();
+        let _ = child.kill();
+        let _ = child.wait();
+        let (fresh, url) = spawn.start(&addr)?;
+        *child = fresh;
+        self.url = url;
+        Ok(t0.elapsed())
     }
 
     /// Starts Nchan with `scripts/nchan.sh` in a private prefix, on the server core.
@@ -166,7 +246,7 @@ impl ServerProcess {
 
     fn stop_inner(&mut self) {
         match &mut self.kind {
-            Kind::Pushbench(child) => {
+            Kind::Pushbench { child, .. } => {
                 if matches!(child.try_wait(), Ok(Some(_))) {
                     return;
                 }
@@ -200,6 +280,12 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) -> Result<(), SuiteError> {
+    let pid = i32::try_from(pid).map_err(|_| SuiteError::Server(format!("pid {pid}")))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+        .map_err(|e| SuiteError::Server(format!("{sig:?} to {pid}: {e}")))
 }
 
 /// The first line a child prints, or `None` when it prints none within `timeout`.

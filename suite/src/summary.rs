@@ -210,6 +210,9 @@ pub struct Run {
     /// `[gateway]` runs through the gateway: how they sent, and what the gateway counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayRun>,
+    /// `[faults]`: what the fault did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<crate::faults::FaultRun>,
 }
 
 /// A run through the gateway.
@@ -310,6 +313,7 @@ impl Run {
                     summary,
                 }
             }),
+            fault: None,
         }
     }
 

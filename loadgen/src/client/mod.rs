@@ -11,6 +11,7 @@
 
 mod answer;
 pub(crate) mod arrival;
+mod backoff;
 mod chunked;
 #[cfg(test)]
 mod fuzz;
@@ -43,6 +44,7 @@ use crate::profile::Profile;
 use crate::target::Target;
 
 pub use arrival::{Clocks, LATE_READ};
+pub use backoff::Backoff;
 pub use gateway::GatewayClient;
 pub use hot::HotClient;
 pub use longpoll::LongPollClient;
@@ -76,6 +78,10 @@ pub struct ClientConfig {
     /// Wait before each reconnect attempt (default 250 ms). SSE uses the server's `retry:`
     /// hint instead when one was given, as `EventSource` does.
     pub reconnect_delay: Duration,
+    /// How the wait before each attempt is chosen from `reconnect_delay` (default fixed).
+    pub reconnect_backoff: Backoff,
+    /// The longest wait of the jittered backoff (default 30 s).
+    pub reconnect_max_delay: Duration,
     /// Failed attempts in a row after which the client gives up (default 10).
     pub max_reconnects: u32,
     /// Against the gateway: the registered device to be, instead of registering a new one
@@ -95,6 +101,8 @@ impl ClientConfig {
             latest: false,
             reconnect: true,
             reconnect_delay: Duration::from_millis(250),
+            reconnect_backoff: Backoff::Fixed,
+            reconnect_max_delay: Duration::from_secs(30),
             max_reconnects: 10,
             device_token: None,
         }
@@ -462,6 +470,14 @@ impl Retry {
         Ok(())
     }
 
+    /// The wait before the next attempt, from `delay` (the configured delay, or SSE's `retry:`)
+    /// by the client's backoff policy.
+    pub(crate) fn wait(&self, setup: &Setup, delay: Duration) -> Duration {
+        let c = &setup.config;
+        c.reconnect_backoff
+            .wait(delay, c.reconnect_max_delay, self.failures)
+    }
+
     /// Records a success, so earlier failures are no longer consecutive.
     pub(crate) fn succeeded(&mut self) {
         self.failures = 0;
@@ -485,7 +501,8 @@ impl Retry {
         Ok(())
     }
 
-    /// Opens a replacement connection with `open`, waiting `delay` before each attempt.
+    /// Opens a replacement connection with `open`, waiting before each attempt as the backoff
+    /// policy says, from `delay`.
     pub(crate) async fn reconnect<T, F, Fut>(
         &mut self,
         setup: &Setup,
@@ -500,7 +517,7 @@ impl Retry {
             return Err(ClientError::Closed);
         }
         loop {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(self.wait(setup, delay)).await;
             match open().await {
                 Ok(conn) => {
                     setup.counters.add_reconnect();

@@ -214,8 +214,13 @@ impl Poller {
                 self.setup.counters.add_error();
                 return Err(err);
             }
+            // The wait is chosen before the failure is counted: the first retry of a lost
+            // connection is attempt 0, as for the streaming clients.
+            let wait = self
+                .retry
+                .wait(&self.setup, self.setup.config.reconnect_delay);
             self.retry.failed(&self.setup, err)?;
-            tokio::time::sleep(self.setup.config.reconnect_delay).await;
+            tokio::time::sleep(wait).await;
         }
     }
 

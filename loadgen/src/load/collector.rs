@@ -47,7 +47,8 @@ pub(super) struct Collector {
     pub(super) last: (Instant, Option<ProcSample>, Option<ProcSample>),
     pub(super) series: Vec<Sample>,
     /// Latest (delivered, connected) of each worker.
-    pub(super) progress: Vec<(u64, u64)>,
+    /// Per worker: first deliveries, subscribers connected, reconnects.
+    pub(super) progress: Vec<(u64, u64, u64)>,
     /// Interval histograms merged across workers, per collector second.
     pub(super) current: Histogram<u64>,
     pub(super) current_start: Instant,
@@ -82,7 +83,7 @@ impl Collector {
     }
 
     pub(super) fn workers(&mut self, n: usize, child_pids: Vec<u32>) {
-        self.progress = vec![(0, 0); n];
+        self.progress = vec![(0, 0, 0); n];
         self.child_pids = child_pids;
         self.last.2 = self.loadgen_sample();
     }
@@ -93,6 +94,11 @@ impl Collector {
 
     pub(super) fn connected(&self) -> u64 {
         self.progress.iter().map(|p| p.1).sum()
+    }
+
+    /// Subscribers' reconnects so far.
+    fn reconnects(&self) -> u64 {
+        self.progress.iter().map(|p| p.2).sum()
     }
 
     /// This process plus its worker processes.
@@ -135,9 +141,10 @@ impl Collector {
                 worker,
                 delivered,
                 connected,
+                reconnects,
             } => {
                 if let Some(p) = self.progress.get_mut(worker) {
-                    *p = (delivered, connected);
+                    *p = (delivered, connected, reconnects);
                 }
             }
             WorkerMsg::Done {
@@ -149,7 +156,8 @@ impl Collector {
             } => {
                 self.totals.subscriber_cpu += Duration::from_nanos(window_cpu_ns);
                 if let Some(p) = self.progress.get_mut(worker) {
-                    *p = (recorder.delivered, recorder.clients_connected);
+                    p.0 = recorder.delivered;
+                    p.1 = recorder.clients_connected;
                 }
                 self.totals.recorder.merge(&recorder);
                 self.totals.window.merge(&window);
@@ -193,6 +201,7 @@ impl Collector {
             published,
             delivered: self.delivered(),
             connected: self.connected(),
+            reconnects: self.reconnects(),
             server_cpu_cores: cores(self.last.1, server),
             server_rss_bytes: server.map(|s| s.rss_bytes),
             loadgen_cpu_cores: cores(self.last.2, me).unwrap_or(0.0),

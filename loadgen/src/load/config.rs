@@ -5,6 +5,8 @@ use std::time::Duration;
 use pushbench_servers::protocol::{Transport, DEFAULT_TOPIC};
 use serde::{Deserialize, Serialize};
 
+use crate::client::{Backoff, ClientConfig};
+
 /// The readiness loop's default coalescing interval ([`LoadConfig::coalesce`]): 1 ms, under the
 /// loop-lag budget and the timer resolution polls keep anyway, and enough for a wake-up to read
 /// tens of deliveries at 10,000 subscribers (its CPU per SSE delivery fell from 0.62x to 0.45x
@@ -81,6 +83,49 @@ pub struct LoadConfig {
     /// offline when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<crate::gateway::GatewayOptions>,
+    /// How subscribers wait before reconnecting after a lost connection.
+    #[serde(default)]
+    pub reconnect: ReconnectPolicy,
+}
+
+/// How every subscriber of a run waits before reconnecting (`--reconnect-delay`,
+/// `--reconnect-backoff`, `--reconnect-max-delay`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReconnectPolicy {
+    /// The wait before an attempt (fixed), or the first cap (jitter). SSE subscribers use the
+    /// server's `retry:` hint in its place, as `EventSource` does.
+    #[serde(with = "secs")]
+    pub delay: Duration,
+    /// Fixed, or exponential backoff with full jitter.
+    pub backoff: Backoff,
+    /// The longest jittered wait.
+    #[serde(with = "secs")]
+    pub max_delay: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    /// The clients' own defaults (250 ms, fixed, 30 s cap), as in reports from before the
+    /// policy was recorded.
+    fn default() -> Self {
+        let c = ClientConfig::default();
+        ReconnectPolicy {
+            delay: c.reconnect_delay,
+            backoff: c.reconnect_backoff,
+            max_delay: c.reconnect_max_delay,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// `client` with this policy.
+    pub fn apply(self, client: ClientConfig) -> ClientConfig {
+        ClientConfig {
+            reconnect_delay: self.delay,
+            reconnect_backoff: self.backoff,
+            reconnect_max_delay: self.max_delay,
+            ..client
+        }
+    }
 }
 
 impl LoadConfig {
@@ -109,6 +154,7 @@ impl LoadConfig {
             server_pid: None,
             source_ip: None,
             gateway: None,
+            reconnect: ReconnectPolicy::default(),
         }
     }
 
@@ -152,6 +198,10 @@ impl LoadConfig {
         positive(
             self.coalesce <= Duration::from_millis(100),
             "--coalesce must be at most 100ms",
+        )?;
+        positive(
+            self.reconnect.max_delay >= self.reconnect.delay,
+            "--reconnect-max-delay must be at least --reconnect-delay",
         )?;
         positive(
             !self.poll_interval.is_zero(),

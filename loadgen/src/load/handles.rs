@@ -111,6 +111,7 @@ pub(super) fn spawn_workers(
                 source: source_for(target, index, config),
                 gateway: gateway.cloned(),
                 tokens,
+                reconnect: config.reconnect,
             };
             handles.push(WorkerHandle::Process(ProcessWorker::spawn(
                 &exe,
@@ -131,13 +132,13 @@ pub(super) fn spawn_workers(
             target: target
                 .clone()
                 .with_source(config.source_ip.map(std::net::IpAddr::V4)),
-            client: ClientConfig {
+            client: config.reconnect.apply(ClientConfig {
                 after: None,
                 poll_interval: config.poll_interval,
                 longpoll_timeout: config.longpoll_timeout,
                 latest: config.poll_latest,
                 ..ClientConfig::new(config.transport, config.topic.clone())
-            },
+            }),
             warmup_events: plan.warmup_events,
             window_events: plan.window_events,
             clock,

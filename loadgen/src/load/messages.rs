@@ -85,6 +85,9 @@ pub enum WorkerMsg {
         delivered: u64,
         /// Clients subscribed so far.
         connected: u64,
+        /// Reconnects of its subscribers so far (the timeline of a mass drop's recovery).
+        #[serde(default)]
+        reconnects: u64,
     },
     /// Latencies recorded since the previous interval.
     Interval {

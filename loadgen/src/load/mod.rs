@@ -28,7 +28,7 @@ mod run;
 mod saturation;
 mod timers;
 
-pub use config::LoadConfig;
+pub use config::{LoadConfig, ReconnectPolicy};
 pub use error::LoadError;
 pub use report::{LoadReport, SCHEMA};
-pub use run::run;
+pub use run::{run, run_timed, Timing};

@@ -63,6 +63,9 @@ pub struct WorkerSpec {
     /// Against the gateway, sending to tokens: this worker's devices' tokens.
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// How its subscribers wait before reconnecting.
+    #[serde(default)]
+    pub reconnect: super::config::ReconnectPolicy,
 }
 
 impl WorkerSpec {
@@ -87,13 +90,13 @@ impl WorkerSpec {
             clients: self.clients,
             ramp: self.ramp,
             target,
-            client: ClientConfig {
+            client: self.reconnect.apply(ClientConfig {
                 after: None,
                 poll_interval: Duration::from_millis(self.poll_interval_ms),
                 longpoll_timeout: Duration::from_millis(self.longpoll_timeout_ms),
                 latest: self.poll_latest,
                 ..ClientConfig::new(self.transport, self.topic.clone())
-            },
+            }),
             warmup_events: self.warmup_events,
             window_events: self.window_events,
             clock,

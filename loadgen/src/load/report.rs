@@ -203,6 +203,9 @@ pub struct Sample {
     pub delivered: u64,
     /// Subscribers connected so far.
     pub connected: u64,
+    /// Subscribers' reconnects so far: after a mass drop, how fast they come back.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Server CPU since the previous sample, in cores.
     pub server_cpu_cores: Option<f64>,
     /// Server RSS.

@@ -31,12 +31,34 @@ const CHECK: Duration = Duration::from_millis(50);
 /// Sockets kept free for the publisher, the sampler and stdio.
 const FD_RESERVE: u64 = 64;
 
+/// When a run's clock started and its window opens, for a caller that acts on the run's
+/// schedule (the suite's `[faults]` cuts connections or kills the server at a set time into the
+/// window). The time series' `t_s` counts from `run_start`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The run's start.
+    pub run_start: Instant,
+    /// The window's first due time.
+    pub window_start: Instant,
+}
+
 /// Runs one load test. `interrupt` (Ctrl-C) stops it early with partial results. `bar` shows
 /// progress; pass a hidden bar for none.
 pub async fn run(
     config: LoadConfig,
     bar: &ProgressBar,
     interrupt: impl Future<Output = ()>,
+) -> Result<LoadReport, LoadError> {
+    run_timed(config, bar, interrupt, None).await
+}
+
+/// [`run`], telling `timing` when the window opens, as soon as every subscriber connected and
+/// the schedule is set.
+pub async fn run_timed(
+    config: LoadConfig,
+    bar: &ProgressBar,
+    interrupt: impl Future<Output = ()>,
+    timing: Option<tokio::sync::oneshot::Sender<Timing>>,
 ) -> Result<LoadReport, LoadError> {
     config.validate().map_err(LoadError::Config)?;
     let target = Target::resolve(&config.target)
@@ -141,6 +163,12 @@ pub async fn run(
     };
     for w in &mut workers {
         w.control(Control::Window(mark_at), &clock);
+    }
+    if let Some(tx) = timing {
+        let _ = tx.send(Timing {
+            run_start,
+            window_start: schedule.window_start(),
+        });
     }
     let offline = config.gateway.as_ref().and_then(|g| g.offline);
     // Half an event gap later than asked, so no event falls due at the very instant a device

@@ -167,6 +167,7 @@ async fn run(
                         worker,
                         delivered: shared.delivered.get() + hot_delivered(&shared),
                         connected: shared.connected.get(),
+                        reconnects: shared.counters.snapshot().reconnects,
                     });
                     next_progress += PROGRESS;
                 }

@@ -1,0 +1,345 @@
+//! `[faults]`'s charts and reading: how fast each technique's subscribers come back after a
+//! mass drop (a fixed delay against jittered backoff) and a restart, what they lost, and what
+//! readers that stop reading cost the server and everyone else.
+
+use std::fmt::Write as _;
+
+use pushbench_servers::Transport;
+
+use crate::charts::{bars, color, one};
+use crate::faults::{FaultRun, BACK};
+use crate::headline::{fmt_ms, fmt_value};
+use crate::plan::{Experiment, Fault};
+use crate::plot::{Axis, Figure, Lines, Panel, Series};
+use crate::summary::{Run, Server, Summary};
+
+/// Stalled readers may move the others' p99 by less than this ratio (issue 14).
+pub const STALL_P99_BOUND: f64 = 1.2;
+/// Stalled readers may grow the server's RSS by less than this ratio.
+pub const STALL_RSS_BOUND: f64 = 1.5;
+
+/// `t`'s run of `fault` and what it measured.
+fn run_of(s: &Summary, t: Transport, fault: Fault) -> Option<(&Run, &FaultRun)> {
+    s.runs_of(Experiment::Faults, Server::Pushbench, t)
+        .find_map(|r| Some((r, r.fault.as_ref().filter(|f| f.fault == Some(fault))?)))
+}
+
+/// One value per technique, for a bar set.
+fn per_technique(
+    s: &Summary,
+    fault: Fault,
+    read: impl Fn(&FaultRun) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    Transport::ALL
+        .iter()
+        .map(|&t| run_of(s, t, fault).and_then(|(_, f)| read(f)))
+        .collect()
+}
+
+/// `[faults]`'s charts, when it ran.
+pub fn figures(s: &Summary) -> Vec<Figure> {
+    let mut out = Vec::new();
+    let drops = [Fault::DropFixed, Fault::DropJitter, Fault::Restart];
+    if drops
+        .iter()
+        .any(|&f| Transport::ALL.iter().any(|&t| run_of(s, t, f).is_some()))
+    {
+        let sets = drops
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| {
+                (
+                    f.describe().to_owned(),
+                    per_technique(s, f, |r| r.back_99_s),
+                    i > 0,
+                )
+            })
+            .collect();
+        let peaks = [Fault::DropFixed, Fault::DropJitter]
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| {
+                let v = per_technique(s, f, |r| Some(r.peak_reconnects_per_s));
+                (f.describe().to_owned(), v, i > 0)
+            })
+            .collect();
+        out.push(Figure {
+            name: "faults-recovery".into(),
+            title: format!(
+                "[faults] Recovery of {} subscribers at {} events/s",
+                s.params.faults_clients, s.params.faults_rate
+            ),
+            columns: 2,
+            panels: vec![
+                Panel::Bars(bars(
+                    "time until 99% reconnected (sampled every 250 ms)",
+                    "seconds after the fault",
+                    sets,
+                )),
+                Panel::Bars(bars(
+                    "peak reconnects per second (one 250 ms sample)",
+                    "reconnects/s",
+                    peaks,
+                )),
+            ],
+        });
+        out.push(herd(s));
+    }
+    if Transport::ALL
+        .iter()
+        .any(|&t| run_of(s, t, Fault::Stall).is_some())
+    {
+        let ms = |us: Option<u64>| us.map(|u| u as f64 / 1000.0);
+        let mib = |b: Option<u64>| b.map(|b| b as f64 / 1_048_576.0);
+        out.push(Figure {
+            name: "faults-stall".into(),
+            title: format!(
+                "[faults] {} of {} subscribers stop reading ({} B events)",
+                s.params.faults_stalled, s.params.faults_clients, s.params.faults_stall_payload
+            ),
+            columns: 2,
+            panels: vec![
+                Panel::Bars(bars(
+                    "the readers' p99, before and after the stall",
+                    "p99 due → received (ms)",
+                    vec![
+                        (
+                            "before".into(),
+                            per_technique(s, Fault::Stall, |f| ms(f.p99_before_us)),
+                            false,
+                        ),
+                        (
+                            "after".into(),
+                            per_technique(s, Fault::Stall, |f| ms(f.p99_after_us)),
+                            true,
+                        ),
+                    ],
+                )),
+                Panel::Bars(bars(
+                    "server RSS, before the stall and its peak after",
+                    "MiB",
+                    vec![
+                        (
+                            "before".into(),
+                            per_technique(s, Fault::Stall, |f| mib(f.server_rss_before)),
+                            false,
+                        ),
+                        (
+                            "peak after".into(),
+                            per_technique(s, Fault::Stall, |f| mib(f.server_rss_peak)),
+                            true,
+                        ),
+                    ],
+                )),
+            ],
+        });
+    }
+    out
+}
+
+/// Reconnects per second around a mass drop: the fixed delay's herd against jitter's spread.
+fn herd(s: &Summary) -> Figure {
+    let mut series = Vec::new();
+    for t in Transport::ALL {
+        for (fault, dashed) in [(Fault::DropFixed, false), (Fault::DropJitter, true)] {
+            if let Some((_, f)) = run_of(s, t, fault) {
+                series.push(Series {
+                    name: format!("{} {}", t.name(), f.backoff),
+                    color: color(t),
+                    dashed,
+                    points: f.reconnect_series.iter().map(|p| (p[0], p[1])).collect(),
+                });
+            }
+        }
+    }
+    one(
+        "faults-herd",
+        "[faults] Reconnects per second around a mass drop: fixed delay (solid) against \
+         jittered backoff (dashed)",
+        Panel::Lines(Lines {
+            title: "every connection cut at 0 s".into(),
+            x_label: "seconds after the drop".into(),
+            y_label: "reconnects per second".into(),
+            x_axis: Axis::Linear,
+            y_axis: Axis::Linear,
+            series,
+        }),
+    )
+}
+
+fn opt_ms(us: Option<u64>) -> String {
+    us.map_or("–".into(), |u| fmt_ms(u as f64))
+}
+
+fn opt_mib(b: Option<u64>) -> String {
+    b.map_or("–".into(), |b| {
+        format!("{:.1} MiB", b as f64 / 1_048_576.0)
+    })
+}
+
+/// `[faults]`'s reading: its tables and what they say.
+pub fn reading(s: &Summary) -> String {
+    let mut o = String::new();
+    recovery_table(&mut o, s);
+    stall_table(&mut o, s);
+    o.trim_end().to_owned()
+}
+
+fn recovery_table(o: &mut String, s: &Summary) {
+    let mut rows = Vec::new();
+    for t in Transport::ALL {
+        for fault in [Fault::DropFixed, Fault::DropJitter, Fault::Restart] {
+            if let Some((r, f)) = run_of(s, t, fault) {
+                rows.push((t, fault, r, f));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "| technique | fault | back ({:.0}%) | peak reconnects/s | lost | duplicated | resets | \
+         p99 before → during recovery | server CPU peak | server RSS before → peak |\n\
+         |---|---|---|---|---|---|---|---|---|---|",
+        BACK * 100.0
+    );
+    for (t, fault, r, f) in &rows {
+        let back = f.back_99_s.map_or("not within the run".into(), |b| {
+            format!("{} s", fmt_value(b))
+        });
+        let restart = f
+            .restart_s
+            .map_or(String::new(), |g| format!(" (gone {} s)", fmt_value(g)));
+        let _ = writeln!(
+            o,
+            "| {} | {}{restart} | {back} | {} | {} | {} | {} | {} → {} | {} | {} → {} |",
+            t.name(),
+            fault.describe(),
+            fmt_value(f.peak_reconnects_per_s),
+            r.lost,
+            r.duplicates,
+            f.resets,
+            opt_ms(f.p99_before_us),
+            opt_ms(f.p99_after_us),
+            f.server_cpu_peak_cores
+                .map_or("–".into(), |c| format!("{:.0}%", c * 100.0)),
+            opt_mib(f.server_rss_before),
+            opt_mib(f.server_rss_peak),
+        );
+    }
+    let _ = writeln!(o);
+    let drops: Vec<_> = rows
+        .iter()
+        .filter(|(_, f, _, _)| *f != Fault::Restart)
+        .collect();
+    let lost: u64 = drops.iter().map(|(_, _, r, _)| r.lost).sum();
+    let dup: u64 = drops.iter().map(|(_, _, r, _)| r.duplicates).sum();
+    let _ = writeln!(
+        o,
+        "Over the {} mass-drop runs, {lost} events were lost and {dup} duplicated: every \
+         subscriber resumed from its cursor. ",
+        drops.len()
+    );
+    let mut herd = Vec::new();
+    for t in Transport::ALL {
+        if let (Some((_, a)), Some((_, b))) = (
+            run_of(s, t, Fault::DropFixed),
+            run_of(s, t, Fault::DropJitter),
+        ) {
+            herd.push(format!(
+                "{} {} → {} reconnects/s",
+                t.name(),
+                fmt_value(a.peak_reconnects_per_s),
+                fmt_value(b.peak_reconnects_per_s)
+            ));
+        }
+    }
+    if !herd.is_empty() {
+        let _ = writeln!(
+            o,
+            "Peak reconnect rate, fixed delay → jittered backoff: {}. Polling clients retry a \
+             request at once on a fresh connection when a reused one fails (as browsers do for \
+             a GET), so a drop reaches them as a burst at their next request whatever the \
+             backoff. A restart's loss is what the old life had accepted and not yet \
+             delivered, plus nothing published while it was down (those publishes failed and \
+             are not expected); resets count the subscribers told of the new life.\n",
+            herd.join(", ")
+        );
+    }
+}
+
+fn stall_table(o: &mut String, s: &Summary) {
+    let rows: Vec<_> = Transport::ALL
+        .iter()
+        .filter_map(|&t| Some((t, run_of(s, t, Fault::Stall)?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let p = &s.params;
+    let _ = writeln!(
+        o,
+        "Stalled readers: the server ran with `--write-timeout {}ms --send-buffer {}`; each \
+         stalled reader asked for a 4 KiB receive buffer.\n\n\
+         | technique | readers + stalled | cut by the server (readers saw / write timeouts) | \
+         readers' p99 before → after | × | server RSS before → peak | × | lost by the readers |\n\
+         |---|---|---|---|---|---|---|---|",
+        p.faults_write_timeout.as_millis(),
+        p.faults_send_buffer
+    );
+    let mut held = Vec::new();
+    let mut unmeasured = Vec::new();
+    for (t, (r, f)) in &rows {
+        let st = f.stall.clone().unwrap_or_default();
+        let ratio = |v: Option<f64>, bound: f64| {
+            v.map_or("–".into(), |v| {
+                format!("{}{}", fmt_value(v), if v < bound { "" } else { " ✗" })
+            })
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} + {} | {} / {} | {} → {} | {} | {} → {} | {} | {} |",
+            t.name(),
+            r.clients,
+            st.stalled,
+            st.cut_by_server,
+            st.write_timeouts,
+            opt_ms(f.p99_before_us),
+            opt_ms(f.p99_after_us),
+            ratio(f.p99_ratio(), STALL_P99_BOUND),
+            opt_mib(f.server_rss_before),
+            opt_mib(f.server_rss_peak),
+            ratio(f.rss_ratio(), STALL_RSS_BOUND),
+            r.lost
+        );
+        let past = |v: Option<f64>, bound: f64| v.is_some_and(|v| v >= bound);
+        if past(f.p99_ratio(), STALL_P99_BOUND) || past(f.rss_ratio(), STALL_RSS_BOUND) {
+            held.push(t.name());
+        }
+        if f.p99_ratio().is_none() || f.rss_ratio().is_none() {
+            unmeasured.push(t.name());
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n✗ marks a ratio past the bound (p99 {}×, RSS {}×). {}A stalled short or long \
+         poller simply stops asking: the server holds nothing for it, and closes its idle \
+         connection once it has sent no request for the header-read timeout (10 s), which the \
+         readers count as cut though no write timed out. A stalled stream, SSE or WebSocket \
+         subscriber fills its socket, and the write timeout cuts it. The stalled readers run \
+         in the suite's process beside the load generator, so until the stall their reading \
+         shares its core.\n",
+        fmt_value(STALL_P99_BOUND),
+        fmt_value(STALL_RSS_BOUND),
+        match (held.is_empty(), unmeasured.is_empty()) {
+            (true, true) => "Every technique stayed within both bounds. ".to_owned(),
+            (true, false) => format!(
+                "No ratio passed its bound; not measured for {} (–: no second of the window \
+                 ended before the stall, or the server was not sampled). ",
+                unmeasured.join(", ")
+            ),
+            (false, _) => format!("Past a bound: {}. ", held.join(", ")),
+        }
+    );
+}
