@@ -4,29 +4,12 @@
 use plotters::style::RGBColor;
 use pushbench_servers::Transport;
 
+use crate::chart_parts::{bars, color, fmt_interval, lighter, one};
 use crate::fanout_floor_report;
 use crate::plan::Experiment;
 use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series};
 use crate::summary::{Run, Server, Summary};
 use crate::upstream::MODES;
-
-/// The colour of a technique in every chart (Tableau 10, readable in print and by most
-/// colour-blind readers).
-pub fn color(t: Transport) -> RGBColor {
-    match t {
-        Transport::Poll => RGBColor(31, 119, 180),
-        Transport::LongPoll => RGBColor(255, 127, 14),
-        Transport::Stream => RGBColor(44, 160, 44),
-        Transport::Sse => RGBColor(214, 39, 40),
-        Transport::Ws => RGBColor(148, 103, 189),
-    }
-}
-
-/// `c` halfway to white.
-fn lighter(c: RGBColor) -> RGBColor {
-    let half = |v: u8| v + (255 - v) / 2;
-    RGBColor(half(c.0), half(c.1), half(c.2))
-}
 
 /// Extra colours for series that are not techniques (coherence's publish intervals).
 const GREYS: [RGBColor; 4] = [
@@ -484,42 +467,4 @@ fn coherence(s: &Summary) -> Option<Figure> {
             }),
         ],
     })
-}
-
-pub(crate) fn one(name: &str, title: &str, panel: Panel) -> Figure {
-    Figure {
-        name: name.into(),
-        title: title.into(),
-        panels: vec![panel],
-        columns: 1,
-    }
-}
-
-pub(crate) fn bars(title: &str, y: &str, sets: Vec<(String, Vec<Option<f64>>, bool)>) -> Bars {
-    Bars {
-        title: title.into(),
-        y_label: y.into(),
-        categories: Transport::ALL.iter().map(|t| t.name().to_owned()).collect(),
-        sets: sets
-            .into_iter()
-            .map(|(name, values, light)| BarSet {
-                name,
-                values,
-                colors: Transport::ALL.iter().map(|&t| color(t)).collect(),
-                light,
-            })
-            .collect(),
-        notes: Vec::new(),
-    }
-}
-
-/// `0.1` → `100 ms`, `2` → `2 s`.
-pub fn fmt_interval(secs: f64) -> String {
-    if secs < 1.0 {
-        format!("{:.0} ms", secs * 1000.0)
-    } else if secs.fract() == 0.0 {
-        format!("{secs:.0} s")
-    } else {
-        format!("{} s", crate::headline::fmt_value(secs))
-    }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use plotters::style::RGBColor;
 
-use crate::charts::fmt_interval;
+use crate::chart_parts::fmt_interval;
 use crate::fanout_floor::FanoutFloor;
 use crate::headline::fmt_value;
 use crate::plan::Experiment;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use pushbench_servers::Transport;
 
-use crate::charts::{bars, color, one};
+use crate::chart_parts::{bars, color, one};
 use crate::faults::{FaultRun, BACK};
 use crate::headline::{fmt_ms, fmt_value};
 use crate::plan::{Experiment, Fault};
@@ -39,47 +39,45 @@ fn per_technique(
 /// `[faults]`'s charts, when it ran.
 pub fn figures(s: &Summary) -> Vec<Figure> {
     let mut out = Vec::new();
-    let drops = [Fault::DropFixed, Fault::DropJitter, Fault::Restart];
-    if drops
+    let cuts = [Fault::DropFixed, Fault::DropJitter, Fault::Restart];
+    if cuts
         .iter()
         .any(|&f| Transport::ALL.iter().any(|&t| run_of(s, t, f).is_some()))
     {
-        let sets = drops
-            .iter()
-            .enumerate()
-            .map(|(i, &f)| {
-                (
-                    f.describe().to_owned(),
-                    per_technique(s, f, |r| r.back_99_s),
-                    i > 0,
-                )
-            })
-            .collect();
-        let peaks = [Fault::DropFixed, Fault::DropJitter]
-            .iter()
-            .enumerate()
-            .map(|(i, &f)| {
-                let v = per_technique(s, f, |r| Some(r.peak_reconnects_per_s));
-                (f.describe().to_owned(), v, i > 0)
-            })
-            .collect();
+        let pair = |read: fn(&FaultRun) -> Option<f64>| {
+            [Fault::DropFixed, Fault::DropJitter]
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| (f.describe().to_owned(), per_technique(s, f, read), i > 0))
+                .collect::<Vec<_>>()
+        };
+        let restart = vec![(
+            String::new(),
+            per_technique(s, Fault::Restart, |r| r.back_99_s),
+            false,
+        )];
         out.push(Figure {
             name: "faults-recovery".into(),
             title: format!(
                 "[faults] Recovery of {} subscribers at {} events/s",
                 s.params.faults_clients, s.params.faults_rate
             ),
-            columns: 2,
+            columns: 3,
             panels: vec![
                 Panel::Bars(bars(
-                    "time until 99% reconnected (sampled every 250 ms)",
-                    "seconds after the fault",
-                    sets,
+                    "mass drop: until 99% reconnected",
+                    "seconds after the drop (250 ms samples)",
+                    pair(|r| r.back_99_s),
                 )),
                 Panel::Bars(bars(
-                    "peak reconnects per second (one 250 ms sample)",
-                    "reconnects/s",
-                    peaks,
+                    "mass drop: peak reconnects per second",
+                    "reconnects/s (one 250 ms sample)",
+                    pair(|r| Some(r.peak_reconnects_per_s)),
+                )),
+                Panel::Bars(bars(
+                    "restart (SIGKILL): until 99% reconnected",
+                    "seconds after the kill (250 ms samples)",
+                    restart,
                 )),
             ],
         });
@@ -154,8 +152,7 @@ fn herd(s: &Summary) -> Figure {
     }
     one(
         "faults-herd",
-        "[faults] Reconnects per second around a mass drop: fixed delay (solid) against \
-         jittered backoff (dashed)",
+        "[faults] Reconnects/s after a mass drop: fixed delay (solid), jitter (dashed)",
         Panel::Lines(Lines {
             title: "every connection cut at 0 s".into(),
             x_label: "seconds after the drop".into(),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use plotters::style::RGBColor;
 use pushbench_servers::Transport;
 
-use crate::charts::{color, fmt_interval};
+use crate::chart_parts::{color, fmt_interval};
 use crate::headline::{fmt_ms, fmt_value};
 use crate::plan::Experiment;
 use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series};

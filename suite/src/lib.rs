@@ -23,11 +23,13 @@
 //!   reads what the run measured about the fault; [`faults_report`] draws and reads it.
 //! - [`summary`]: `summary.json` (schema `pushbench-suite/1`), distilled from the load reports.
 //! - [`headline`]: the headline metrics of the summary table and of `compare`.
-//! - [`charts`]: what each chart shows; [`plot`]: how charts are drawn (plotters).
+//! - [`charts`]: what each chart shows; [`plot`]: how charts are drawn (plotters);
+//!   [`chart_parts`]: colours and figure helpers every chart module shares.
 //! - [`report`]: writes `REPORT.md`.
 //! - [`instrument`]: REPORT.md's section on the load generator's own cost.
 //! - [`compare`]: ratios between runs.
 
+pub mod chart_parts;
 pub mod charts;
 pub mod compare;
 pub mod crosscheck;

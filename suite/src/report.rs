@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use pushbench_servers::Transport;
 
-use crate::charts::fmt_interval;
+use crate::chart_parts::fmt_interval;
 use crate::floor::Floor;
 use crate::headline::{fmt_value, METRICS};
 use crate::plan::Experiment;
