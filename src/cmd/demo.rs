@@ -34,8 +34,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let listener =
-            super::serve::bind_announced(args.addr, |addr| format!("demo on http://{addr}/"))
-                .await?;
+            super::serve::bind_announced(args.addr, super::serve::LISTEN_BACKLOG, |addr| {
+                format!("demo on http://{addr}/")
+            })
+            .await?;
         let hub = Hub::new(HubConfig::default());
         let report = demo::serve(
             listener,

@@ -21,6 +21,11 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port, printed on the first line.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub addr: SocketAddr,
+    /// The listen backlog: handshakes the kernel completes before the server accepts them
+    /// (capped by net.core.somaxconn). A herd of reconnects past it waits a second per
+    /// dropped handshake.
+    #[arg(long, default_value_t = LISTEN_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub backlog: u32,
     /// Events each topic keeps for resume.
     #[arg(long, default_value_t = HubConfig::default().replay_events)]
     pub replay: usize,
@@ -192,8 +197,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let listener =
-            bind_announced(args.addr, |addr| format!("listening on http://{addr}")).await?;
+        let listener = bind_announced(args.addr, args.backlog, |addr| {
+            format!("listening on http://{addr}")
+        })
+        .await?;
         let hub = Hub::new(hub_config);
         if let Some(trigger) = config.drop_all.clone() {
             tokio::spawn(drop_all_on_sigusr1(trigger));
@@ -213,19 +220,38 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Binds `addr` and prints `announce(bound address)` as the first line of stdout, flushed, so
-/// a script or a test learns where the server listens (port 0 picks one) before anything else.
+/// The listen backlog: connections the kernel completes and queues before the server accepts
+/// them (it caps the number at `net.core.somaxconn`, 4096 on current kernels). tokio's
+/// `TcpListener::bind` asks for 128, and when every subscriber of a server reconnects at once
+/// (a mass drop, a restart) the queue overflows: the kernel drops the handshakes past it, and
+/// each of those clients waits a second for its SYN to be sent again (found by `[faults]`).
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with a listen queue of `backlog` and prints `announce(bound address)` as the
+/// first line of stdout, flushed, so a script or a test learns where the server listens (port 0
+/// picks one) before anything else.
 pub(crate) async fn bind_announced(
     addr: SocketAddr,
+    backlog: u32,
     announce: impl FnOnce(SocketAddr) -> String,
 ) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", announce(listener.local_addr()?))?;
     stdout.flush()?;
     Ok(listener)
+}
+
+/// A listener on `addr` as `TcpListener::bind` makes one (`SO_REUSEADDR`, so a restarted server
+/// gets its port back while the last life's connections are in TIME_WAIT), with `backlog`.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Logs connections that graceful shutdown had to cut at its deadline.

@@ -18,6 +18,9 @@ pub const STALL_P99_BOUND: f64 = 1.2;
 /// Stalled readers may grow the server's RSS by less than this ratio.
 pub const STALL_RSS_BOUND: f64 = 1.5;
 
+/// Seconds after a drop the herd chart shows.
+const HERD_SPAN_S: f64 = 6.0;
+
 /// `t`'s run of `fault` and what it measured.
 fn run_of(s: &Summary, t: Transport, fault: Fault) -> Option<(&Run, &FaultRun)> {
     s.runs_of(Experiment::Faults, Server::Pushbench, t)
@@ -145,7 +148,13 @@ fn herd(s: &Summary) -> Figure {
                     name: format!("{} {}", t.name(), f.backoff),
                     color: color(t),
                     dashed,
-                    points: f.reconnect_series.iter().map(|p| (p[0], p[1])).collect(),
+                    // The herd is over within seconds; the rest of the run is a flat line.
+                    points: f
+                        .reconnect_series
+                        .iter()
+                        .filter(|p| p[0] <= HERD_SPAN_S)
+                        .map(|p| (p[0], p[1]))
+                        .collect(),
                 });
             }
         }
@@ -162,6 +171,16 @@ fn herd(s: &Summary) -> Figure {
             series,
         }),
     )
+}
+
+/// ‡ on a run whose load generator was flagged (the report's note below the section says
+/// what it means).
+fn flag(r: &Run) -> &'static str {
+    if r.loadgen_saturated {
+        " ‡"
+    } else {
+        ""
+    }
 }
 
 fn opt_ms(us: Option<u64>) -> String {
@@ -210,8 +229,9 @@ fn recovery_table(o: &mut String, s: &Summary) {
             .map_or(String::new(), |g| format!(" (gone {} s)", fmt_value(g)));
         let _ = writeln!(
             o,
-            "| {} | {}{restart} | {back} | {} | {} | {} | {} | {} → {} | {} | {} → {} |",
+            "| {}{} | {}{restart} | {back} | {} | {} | {} | {} | {} → {} | {} | {} → {} |",
             t.name(),
+            flag(r),
             fault.describe(),
             fmt_value(f.peak_reconnects_per_s),
             r.lost,
@@ -296,8 +316,9 @@ fn stall_table(o: &mut String, s: &Summary) {
         };
         let _ = writeln!(
             o,
-            "| {} | {} + {} | {} / {} | {} → {} | {} | {} → {} | {} | {} |",
+            "| {}{} | {} + {} | {} / {} | {} → {} | {} | {} → {} | {} | {} |",
             t.name(),
+            flag(r),
             r.clients,
             st.stalled,
             st.cut_by_server,
