@@ -121,7 +121,10 @@ pub fn figures(s: &Summary, out: &mut Vec<Figure>) {
             light: false,
         };
         let mut panels = vec![Panel::Lines(Lines {
-            title: "due → received (1 device at 100 events/s; topics at 1 event/s)".into(),
+            title: format!(
+                "due → received (1 device at 100 events/s; topics at {} event/s)",
+                fmt_value(s.params.gateway_fanout_rate)
+            ),
             x_label: "devices (log)".into(),
             y_label: "latency (ms, log)".into(),
             x_axis: Axis::Log,
