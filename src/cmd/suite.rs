@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// Options of `pushbench suite`.
 #[derive(Debug, Args)]
 pub struct SuiteArgs {
-    /// Every experiment, smaller and shorter (about 4 minutes instead of about 33).
+    /// Every experiment, smaller and shorter (about 7 minutes instead of about 45).
     #[arg(long, conflicts_with = "scale")]
     pub quick: bool,
     /// full, quick or tiny (a few seconds per experiment, for tests).

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scale {
-    /// The published configuration: at most about 35 minutes on a 2-core machine.
+    /// The published configuration: about 45 minutes on a 2-core machine (33 before `[faults]`).
     Full,
-    /// Every experiment, smaller and shorter: about 4 minutes.
+    /// Every experiment, smaller and shorter: about 7 minutes (2.5 of them `[faults]`).
     Quick,
     /// A few seconds per experiment, for the tests.
     Tiny,
