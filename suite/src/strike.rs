@@ -185,8 +185,12 @@ async fn strike(
 /// Samples process `pid` every 250 ms until `done`: its busiest interval's CPU (cores) and its
 /// RSS peak.
 async fn sample_until(pid: u32, done: &CancellationToken) -> NewLife {
-    let mut life = NewLife::default();
-    let mut last = sample(Some(pid)).map(|s| (Instant::now(), s.cpu));
+    let first = sample(Some(pid));
+    let mut life = NewLife {
+        cpu_peak: None,
+        rss_peak: first.map(|s| s.rss_bytes),
+    };
+    let mut last = first.map(|s| (Instant::now(), s.cpu));
     loop {
         tokio::select! {
             () = done.cancelled() => return life,
