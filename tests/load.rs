@@ -355,18 +355,9 @@ struct Relay {
 }
 
 impl Relay {
-    /// A relay whose hang-up ends every subscription at once.
-    async fn start(upstream: std::net::SocketAddr) -> Relay {
-        Relay::start_hanging_up(upstream, false).await
-    }
-
-    /// A relay whose hang-up ends each subscription right behind the next bytes the server
-    /// sends it: those bytes and the close reach the client together, as when a server cuts
-    /// connections just after writing an event.
-    async fn start_behind(upstream: std::net::SocketAddr) -> Relay {
-        Relay::start_hanging_up(upstream, true).await
-    }
-
+    /// A relay whose hang-up ends every subscription at once or, `behind_an_event`, each right
+    /// behind the next bytes the server sends it: those bytes and the close reach the client
+    /// together, as when a server cuts connections just after writing an event.
     async fn start_hanging_up(upstream: std::net::SocketAddr, behind_an_event: bool) -> Relay {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -452,6 +443,24 @@ async fn cut_behind_next_read(
     upstream.abort();
 }
 
+/// A 3 s run of [`small`] through a [`Relay`] that hangs up every subscription 2 s in (within
+/// the window: 20 clients connect in well under a second), right behind the next bytes the
+/// server sends when `behind_an_event`. Gives the report and the connections the server's
+/// shutdown had to cut.
+async fn through_a_hang_up(transport: Transport, behind_an_event: bool) -> (LoadReport, usize) {
+    let mut server = TestServer::start(&[transport]).await;
+    let relay = Relay::start_hanging_up(server.addr, behind_an_event).await;
+    let config = LoadConfig {
+        duration: Duration::from_secs(3),
+        ..small(transport, relay.url())
+    };
+    let running = tokio::spawn(run(config));
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    relay.hang_up();
+    let r = running.await.unwrap();
+    (r, server.shutdown().await.forced)
+}
+
 /// A close that reaches the readiness loop together with the event before it is seen: the
 /// subscription reconnects and resumes. The loop once trusted the short read that took the
 /// event as "drained", never read the end, and left the subscriber in CLOSE_WAIT for the rest
@@ -459,21 +468,12 @@ async fn cut_behind_next_read(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_right_behind_an_event_is_seen_and_the_subscriber_resumes() {
     for transport in [Transport::Stream, Transport::Sse, Transport::Ws] {
-        let mut server = TestServer::start(&[transport]).await;
-        let relay = Relay::start_behind(server.addr).await;
-        let config = LoadConfig {
-            duration: Duration::from_secs(3),
-            ..small(transport, relay.url())
-        };
-        let running = tokio::spawn(run(config));
-        tokio::time::sleep(Duration::from_millis(2000)).await;
-        relay.hang_up();
-        let r = running.await.unwrap();
+        let (r, forced) = through_a_hang_up(transport, true).await;
         let ctx = format!("{transport}:\n{}", r.summary());
         assert!(r.expected > 0, "{ctx}");
         assert_eq!((r.lost, r.duplicates, r.clients_lost), (0, 0, 0), "{ctx}");
         assert!(r.reconnects >= CLIENTS as u64, "{ctx}");
-        assert_eq!(server.shutdown().await.forced, 0, "{transport}");
+        assert_eq!(forced, 0, "{transport}");
     }
 }
 
@@ -483,22 +483,12 @@ async fn a_close_right_behind_an_event_is_seen_and_the_subscriber_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_hung_up_in_the_readiness_loop_reconnect_and_lose_nothing() {
     for transport in [Transport::Sse, Transport::Stream, Transport::Poll] {
-        let mut server = TestServer::start(&[transport]).await;
-        let relay = Relay::start(server.addr).await;
-        let config = LoadConfig {
-            duration: Duration::from_secs(3),
-            ..small(transport, relay.url())
-        };
-        let running = tokio::spawn(run(config));
-        // Within the window (connects take well under a second for 20 clients).
-        tokio::time::sleep(Duration::from_millis(2000)).await;
-        relay.hang_up();
-        let r = running.await.unwrap();
+        let (r, forced) = through_a_hang_up(transport, false).await;
         let ctx = format!("{transport}:\n{}", r.summary());
         assert_eq!(r.delivered, r.expected, "{ctx}");
         assert!(r.expected > 0, "{ctx}");
         assert_eq!((r.lost, r.duplicates, r.clients_lost), (0, 0, 0), "{ctx}");
         assert!(r.reconnects >= CLIENTS as u64, "{ctx}");
-        assert_eq!(server.shutdown().await.forced, 0, "{transport}");
+        assert_eq!(forced, 0, "{transport}");
     }
 }

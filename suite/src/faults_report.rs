@@ -90,8 +90,6 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
         .iter()
         .any(|&t| run_of(s, t, Fault::Stall).is_some())
     {
-        let ms = |us: Option<u64>| us.map(|u| u as f64 / 1000.0);
-        let mib = |b: Option<u64>| b.map(|b| b as f64 / 1_048_576.0);
         out.push(Figure {
             name: "faults-stall".into(),
             title: format!(
@@ -100,42 +98,46 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
             ),
             columns: 2,
             panels: vec![
-                Panel::Bars(bars(
+                before_after(
+                    s,
                     "the readers' p99, before and after the stall",
                     "p99 due → received (ms)",
-                    vec![
-                        (
-                            "before".into(),
-                            per_technique(s, Fault::Stall, |f| ms(f.p99_before_us)),
-                            false,
-                        ),
-                        (
-                            "after".into(),
-                            per_technique(s, Fault::Stall, |f| ms(f.p99_after_us)),
-                            true,
-                        ),
-                    ],
-                )),
-                Panel::Bars(bars(
+                    ("before", |f| ms(f.p99_before_us)),
+                    ("after", |f| ms(f.p99_after_us)),
+                ),
+                before_after(
+                    s,
                     "server RSS, before the stall and its peak after",
                     "MiB",
-                    vec![
-                        (
-                            "before".into(),
-                            per_technique(s, Fault::Stall, |f| mib(f.server_rss_before)),
-                            false,
-                        ),
-                        (
-                            "peak after".into(),
-                            per_technique(s, Fault::Stall, |f| mib(f.server_rss_peak)),
-                            true,
-                        ),
-                    ],
-                )),
+                    ("before", |f| mib(f.server_rss_before)),
+                    ("peak after", |f| mib(f.server_rss_peak)),
+                ),
             ],
         });
     }
     out
+}
+
+/// A stall panel: one bar before and one (lighter) after, per technique.
+fn before_after(
+    s: &Summary,
+    title: &str,
+    y: &str,
+    before: (&str, fn(&FaultRun) -> Option<f64>),
+    after: (&str, fn(&FaultRun) -> Option<f64>),
+) -> Panel {
+    let set = |(name, read): (&str, fn(&FaultRun) -> Option<f64>), light| {
+        (name.to_owned(), per_technique(s, Fault::Stall, read), light)
+    };
+    Panel::Bars(bars(title, y, vec![set(before, false), set(after, true)]))
+}
+
+fn ms(us: Option<u64>) -> Option<f64> {
+    us.map(|u| u as f64 / 1000.0)
+}
+
+fn mib(b: Option<u64>) -> Option<f64> {
+    b.map(|b| b as f64 / 1_048_576.0)
 }
 
 /// Reconnects per second around a mass drop: the fixed delay's herd against jitter's spread.
@@ -246,6 +248,15 @@ fn recovery_table(o: &mut String, s: &Summary) {
         );
     }
     let _ = writeln!(o);
+    if rows.iter().any(|(_, _, r, _)| r.loadgen_saturated) {
+        let _ = writeln!(
+            o,
+            "In a row marked ‡ the load generator fell behind during the reconnect burst: its \
+             time until 99% back and its p99 during the recovery are upper bounds, its peak \
+             reconnect rate what the generator could send; its loss, duplicates and resets are \
+             exact.\n"
+        );
+    }
     let drops: Vec<_> = rows
         .iter()
         .filter(|(_, f, _, _)| *f != Fault::Restart)
