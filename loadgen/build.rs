@@ -42,6 +42,7 @@ fn main() {
     }
     for dir in [
         "src",
+        "protocol/src",
         "servers/src",
         "loadgen/src",
         "suite/src",

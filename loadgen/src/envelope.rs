@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use pushbench_servers::event::Hello;
-use pushbench_servers::protocol::Epoch;
+use pushbench_protocol::Epoch;
+use pushbench_protocol::Hello;
 use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
 

@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use http::StatusCode;
-use pushbench_servers::protocol::{TopicError, Transport};
+use pushbench_protocol::{TopicError, Transport};
 use tokio_tungstenite::tungstenite;
 
 use crate::envelope::EnvelopeError;
@@ -107,7 +107,7 @@ impl From<tungstenite::Error> for ClientError {
 
 /// Checks a topic before it goes into a URL.
 pub(crate) fn check_topic(topic: &str) -> Result<(), ClientError> {
-    pushbench_servers::protocol::validate_topic(topic).map_err(|source| ClientError::Topic {
+    pushbench_protocol::validate_topic(topic).map_err(|source| ClientError::Topic {
         topic: topic.to_owned(),
         source,
     })

@@ -25,8 +25,8 @@
 //!   requests.
 //! - `profile.rs`: [`Profile`], the server dialect (pushbench's protocol, Nchan's, or the
 //!   FCM-style gateway's).
-//! - `gateway.rs`: the gateway's dialect: send options, device registration, topic
-//!   subscription, send bodies.
+//! - `gateway/mod.rs`: the gateway's app-server calls: device registration, topic
+//!   subscription, sends; `gateway/options.rs`: what a run against it sends.
 //! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection (Nchan:
 //!   `POST /pub`; the gateway: its send API, through hyper).
 //! - `client/mod.rs`: [`Client`], [`ClientConfig`], [`Item`], [`Delivery`], and the reconnect
@@ -44,7 +44,7 @@
 //! - `client/sse.rs`: Server-Sent Events, reconnecting like `EventSource` (`retry:`,
 //!   `Last-Event-ID`).
 //! - `client/ws.rs`: WebSocket, including upstream publishing.
-//! - `client/gateway.rs`: a device of the FCM-style gateway: register, subscribe, one
+//! - `client/device.rs`: a device of the FCM-style gateway: register, subscribe, one
 //!   WebSocket, acknowledgements, going offline and back.
 //! - `client/nchan.rs`: Nchan's start and resume ids (pinning "now", `Last-Modified`/`Etag`).
 //! - `client/chunked.rs`: a chunked response read off the socket, one Nchan message per chunk,

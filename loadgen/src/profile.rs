@@ -71,7 +71,7 @@ impl Profile {
     /// path names a project: see [`crate::gateway::GatewayOptions::send_path`].
     pub fn publish_path(self) -> &'static str {
         match self {
-            Profile::Pushbench | Profile::Gateway => pushbench_servers::protocol::PATH_PUBLISH,
+            Profile::Pushbench | Profile::Gateway => pushbench_protocol::PATH_PUBLISH,
             Profile::Nchan => NCHAN_PUBLISH_PATH,
         }
     }

@@ -45,18 +45,21 @@ pub struct Target {
     source: Option<std::net::IpAddr>,
     /// How to speak to the FCM-style gateway (its project, token, send options), when the
     /// profile is [`Profile::Gateway`](crate::profile::Profile::Gateway).
-    gateway: Option<std::sync::Arc<crate::gateway::GatewayOptions>>,
+    gateway: Option<std::sync::Arc<crate::gateway::options::GatewayOptions>>,
 }
 
 impl Target {
     /// The same target, with the gateway's send options.
-    pub fn with_gateway(mut self, options: Option<crate::gateway::GatewayOptions>) -> Target {
+    pub fn with_gateway(
+        mut self,
+        options: Option<crate::gateway::options::GatewayOptions>,
+    ) -> Target {
         self.gateway = options.map(std::sync::Arc::new);
         self
     }
 
     /// The gateway's send options, if set.
-    pub fn gateway(&self) -> Option<&crate::gateway::GatewayOptions> {
+    pub fn gateway(&self) -> Option<&crate::gateway::options::GatewayOptions> {
         self.gateway.as_deref()
     }
 

@@ -18,10 +18,10 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::app::App;
 use crate::framing::Framing;
 use crate::http::Body;
 use crate::hub::Subscription;
+use crate::state::App;
 use crate::stats::GaugeGuard;
 
 /// A streaming subscription opened, before anything is written: what a transport answers with,

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
@@ -206,6 +206,21 @@ fn parse_u64(key: &str, value: &str) -> Result<u64, ApiError> {
             "{key} must be a whole number from 0 to {}, got {value:?}",
             u64::MAX
         ))
+    })
+}
+
+/// Refuses any method but `method`, naming the allowed ones (`allow`) in the 405.
+pub(crate) fn allow(
+    req: &Request<Incoming>,
+    method: &Method,
+    allow: &'static str,
+) -> Result<(), ApiError> {
+    if req.method() == method {
+        return Ok(());
+    }
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allow,
     })
 }
 

@@ -6,16 +6,17 @@
 //! address and decide when to stop.
 //!
 //! # Layout
-//! - [`protocol`]: the wire protocol's names and rules (transports, paths, topic and payload
-//!   validation), shared with the reference clients in `pushbench-loadgen`.
-//! - [`epoch`]: a server's life ([`epoch::Epoch`]) and the `EPOCH-ID` cursor that survives a
-//!   restart.
-//! - [`event`]: one event encoded once per wire format, the gap signal and the hello.
+//! - [`protocol`] and [`epoch`]: the `pushbench-protocol` crate re-exported: the wire
+//!   protocol's names, rules and cursors, shared with the reference clients in
+//!   `pushbench-loadgen` without their depending on this crate.
+//! - [`event`]: one event encoded once per wire format, its WebSocket frame included.
 //! - [`hub`]: topics, bounded replay buffers, fan-out, the slow-subscriber policy.
 //! - [`config`]: every limit and its default.
 //! - [`stats`]: counters for `/stats` (JSON) and `/metrics` (Prometheus).
-//! - `http`: the response body type, JSON errors, query parsing.
-//! - `app`: routing, and the shared endpoints (publish, stats, metrics).
+//! - `http`: the response body type, JSON errors, query parsing, method checks.
+//! - `state`: what every request and connection of one server shares (`App`, the connection's
+//!   guard); every endpoint uses it, and it uses no endpoint.
+//! - `router`: routing, and the shared endpoints (publish, stats, metrics).
 //! - `body`: the endless response body of HTTP streaming and SSE.
 //! - `framing`: how a long-lived subscription's transport puts items on the wire.
 //! - `serve`: the accept loop: connection cap, HTTP settings, graceful shutdown.
@@ -30,8 +31,11 @@
 //!   [`ServerConfig::drop_all`], which `pushbench serve` fires on SIGUSR1).
 //! - `fuzz` (tests only): fuzz targets of the parsers above (docs/FUZZING.md); the gateway's
 //!   are in `gateway/fuzz.rs`.
-//! - [`transport`]: one module per technique (`poll`, `longpoll`, `stream`, `sse`, `ws`), each
-//!   with `run(listener, hub, shutdown)`.
+//! - `transport`: one module per technique, its subscribe endpoint and its encoders.
+//! - `entry`: each technique's complete server, public as [`poll`], [`longpoll`], [`stream`],
+//!   [`sse`] and [`ws`], each with `run(listener, hub, shutdown)`. Dependencies point one way,
+//!   down this list's reverse: `entry` starts `serve`, which routes (`router`) to the
+//!   transports, the demo and the gateway, which all use `state`.
 //! - [`gateway`]: the FCM-style push gateway: the send API, devices, topics, groups,
 //!   store-and-forward queues, and one WebSocket per device.
 //! - [`demo`]: the live browser demo: every transport, a publisher on a timer, the embedded
@@ -39,18 +43,18 @@
 
 pub mod config;
 pub mod demo;
-pub mod epoch;
 pub mod event;
 pub mod gateway;
 pub mod hub;
-pub mod protocol;
 pub mod stats;
-pub mod transport;
 
-mod app;
+pub use pushbench_protocol as protocol;
+pub use pushbench_protocol::epoch;
+
 mod body;
 mod chunked;
 mod drop_switch;
+mod entry;
 mod fanout;
 mod framing;
 #[cfg(test)]
@@ -58,13 +62,16 @@ mod fuzz;
 mod head;
 mod http;
 mod lean;
+mod router;
 mod serve;
+mod state;
+mod transport;
 mod write_timeout;
 
 pub use config::{HubConfig, ServerConfig, SlowPolicy};
+pub use entry::{longpoll, poll, sse, stream, ws};
 pub use http::ApiError;
 pub use hub::Hub;
 pub use lean::footprint::{footprint, Footprint};
 pub use protocol::Transport;
 pub use serve::{serve, ShutdownReport};
-pub use transport::{longpoll, poll, sse, stream, ws};

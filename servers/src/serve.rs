@@ -16,7 +16,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{self, App, Conn, ConnGuard};
 use crate::config::ServerConfig;
 use crate::drop_switch::Ended;
 use crate::head::{self, Prefixed, Sniffed};
@@ -24,6 +23,8 @@ use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::lean::{self, Lean};
 use crate::protocol::Transport;
+use crate::router;
+use crate::state::{self, App, Conn, ConnGuard};
 use crate::stats::{GaugeGuard, Stats};
 use crate::write_timeout::WriteTimeout;
 
@@ -210,7 +211,7 @@ fn spawn_connection(
                     // Its own task from here, holding the connection's place; this one ends.
                     let tasks = Tracked {
                         tasks: &app.tasks,
-                        guard: app::take_guard(&slot),
+                        guard: state::take_guard(&slot),
                     };
                     lean::spawn(&app, stream, subscribe, ended, tasks);
                     return;
@@ -253,7 +254,7 @@ async fn serve_http(
     let service = service_fn(move |req| {
         let app = svc_app.clone();
         let slot = svc_slot.clone();
-        async move { Ok::<_, Infallible>(app::handle(app, req, slot).await) }
+        async move { Ok::<_, Infallible>(router::handle(app, req, slot).await) }
     });
     let conn = builder
         .serve_connection(TokioIo::new(io), service)

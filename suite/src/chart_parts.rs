@@ -53,14 +53,3 @@ pub fn bars(title: &str, y: &str, sets: Vec<(String, Vec<Option<f64>>, bool)>) -
         notes: Vec::new(),
     }
 }
-
-/// `0.1` → `100 ms`, `2` → `2 s`.
-pub fn fmt_interval(secs: f64) -> String {
-    if secs < 1.0 {
-        format!("{:.0} ms", secs * 1000.0)
-    } else if secs.fract() == 0.0 {
-        format!("{secs:.0} s")
-    } else {
-        format!("{} s", crate::headline::fmt_value(secs))
-    }
-}

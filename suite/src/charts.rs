@@ -4,8 +4,9 @@
 use plotters::style::RGBColor;
 use pushbench_servers::Transport;
 
-use crate::chart_parts::{bars, color, fmt_interval, lighter, one};
+use crate::chart_parts::{bars, color, lighter, one};
 use crate::fanout_floor_report;
+use crate::numfmt::fmt_interval;
 use crate::plan::Experiment;
 use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series};
 use crate::summary::{Run, Server, Summary};
@@ -286,7 +287,7 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
             }),
         ));
     }
-    crate::gateway::figures(s, &mut out);
+    crate::gateway_report::figures(s, &mut out);
     out.extend(crate::faults_report::figures(s));
     out
 }

@@ -20,7 +20,8 @@ use std::fmt::{self, Write as _};
 
 use pushbench_servers::Transport;
 
-use crate::headline::{fmt_value, METRICS};
+use crate::headline::METRICS;
+use crate::numfmt::fmt_value;
 use crate::summary::Summary;
 
 /// One compared figure.
@@ -141,7 +142,7 @@ pub fn compare(published: &Summary, new: &Summary, tolerance: f64) -> Comparison
         }
     }
     // `[gateway]`: the gateway's figures divided by direct WebSocket's in the same run.
-    for (metric, read) in crate::gateway::RATIOS {
+    for (metric, read) in crate::gateway_report::RATIOS {
         if let (Some(a), Some(b)) = (read(published), read(new)) {
             ratios.push(Row::judged(metric, "gateway", (a, b), None, limit));
         }

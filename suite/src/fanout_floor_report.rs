@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 
 use plotters::style::RGBColor;
 
-use crate::chart_parts::fmt_interval;
 use crate::fanout_floor::FanoutFloor;
-use crate::headline::fmt_value;
+use crate::numfmt::fmt_interval;
+use crate::numfmt::fmt_value;
 use crate::plan::Experiment;
 use crate::plot::Series;
 use crate::summary::{Run, Server, Summary};

@@ -8,7 +8,7 @@ use pushbench_servers::Transport;
 
 use crate::chart_parts::{bars, color, one};
 use crate::faults::{FaultRun, BACK};
-use crate::headline::{fmt_ms, fmt_value};
+use crate::numfmt::{fmt_ms, fmt_value};
 use crate::plan::{Experiment, Fault};
 use crate::plot::{Axis, Figure, Lines, Panel, Series};
 use crate::summary::{Run, Server, Summary};

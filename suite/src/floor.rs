@@ -17,8 +17,8 @@ use hdrhistogram::Histogram;
 use pushbench_loadgen::load::report::Percentiles;
 use serde::{Deserialize, Serialize};
 
-use crate::chart_parts::fmt_interval;
-use crate::headline::fmt_value;
+use crate::numfmt::fmt_interval;
+use crate::numfmt::fmt_value;
 use crate::pin::{pin_this_thread, Pinning};
 use crate::plan::Params;
 use crate::SuiteError;

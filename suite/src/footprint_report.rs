@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use pushbench_servers::Footprint;
 
-use crate::headline::fmt_value;
+use crate::numfmt::fmt_value;
 use crate::summary::Summary;
 
 /// `REPORT.md`'s table of what one idle connection holds, for each technique with both a

@@ -154,27 +154,6 @@ fn nonzero(v: f64) -> Option<f64> {
     (v > 0.0).then_some(v)
 }
 
-/// µs as `1.23 ms`.
-pub fn fmt_ms(us: f64) -> String {
-    format!("{} ms", fmt_value(us / 1000.0))
-}
-
-/// Formats a value to about three significant figures.
-pub fn fmt_value(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if a >= 100.0 {
-        format!("{:.0}", v)
-    } else if a >= 10.0 {
-        format!("{:.1}", v)
-    } else if a >= 1.0 {
-        format!("{:.2}", v)
-    } else {
-        format!("{:.3}", v)
-    }
-}
-
 /// Whether the run behind a headline figure had the load generator saturated: then the figure
 /// may be the load generator's, not the server's, and is marked as a floor (a limit is at
 /// least that; a latency or cost is what a saturated instrument read, an upper bound).

@@ -15,9 +15,10 @@
 //!   [`fanout_floor_report`] draws and reads it.
 //! - [`footprint_report`]: `[idle]`'s account of what one idle connection holds, part by part.
 //! - [`crosscheck`]: `[latency]`'s independent client, built on [`rawhttp`], a blocking
-//!   hand-written HTTP/1.1 client that shares no code with the load generator's.
+//!   hand-written HTTP/1.1 client that shares no code with the load generator's;
+//!   [`crosscheck_report`] sets it beside `load`'s median in the report.
 //! - [`upstream`]: `[upstream]`, client → server → client round trips.
-//! - [`gateway`]: `[gateway]`'s charts and reading (the relay hop, store and forward).
+//! - [`gateway_report`]: `[gateway]`'s charts and reading (the relay hop, store and forward).
 //! - `[faults]`: [`strike`] arms a run's fault and strikes it on the run's schedule (a
 //!   drop-all signal, a kill and restart); [`stall`] holds the stalled readers; [`faults`]
 //!   reads what the run measured about the fault; [`faults_report`] draws and reads it.
@@ -25,6 +26,7 @@
 //! - [`headline`]: the headline metrics of the summary table and of `compare`.
 //! - [`charts`]: what each chart shows; [`plot`]: how charts are drawn (plotters);
 //!   [`chart_parts`]: colours and figure helpers every chart module shares.
+//! - [`numfmt`]: how numbers read (significant figures, ms, intervals), for every page.
 //! - [`report`]: writes `REPORT.md`.
 //! - [`instrument`]: REPORT.md's section on the load generator's own cost.
 //! - [`compare`]: ratios between runs.
@@ -33,6 +35,7 @@ pub mod chart_parts;
 pub mod charts;
 pub mod compare;
 pub mod crosscheck;
+pub mod crosscheck_report;
 pub mod fanout_floor;
 pub mod fanout_floor_report;
 pub mod fanout_reader;
@@ -40,9 +43,10 @@ pub mod faults;
 pub mod faults_report;
 pub mod floor;
 pub mod footprint_report;
-pub mod gateway;
+pub mod gateway_report;
 pub mod headline;
 pub mod instrument;
+pub mod numfmt;
 pub mod pin;
 pub mod plan;
 pub mod plot;

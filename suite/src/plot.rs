@@ -475,7 +475,7 @@ fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> Res
             let text = if v.fract() == 0.0 {
                 format!("{v:.0}")
             } else {
-                crate::headline::fmt_value(v)
+                crate::numfmt::fmt_value(v)
             };
             chart
                 .draw_series(std::iter::once(Text::new(

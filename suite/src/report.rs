@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 
 use pushbench_servers::Transport;
 
-use crate::chart_parts::fmt_interval;
 use crate::floor::Floor;
-use crate::headline::{fmt_value, METRICS};
+use crate::headline::METRICS;
+use crate::numfmt::fmt_interval;
+use crate::numfmt::fmt_value;
 use crate::plan::Experiment;
 use crate::plot::Figure;
 use crate::summary::{Run, Server, Summary};
@@ -219,7 +220,7 @@ fn limit_mark(s: &Summary, e: Experiment, t: Transport) -> &'static str {
 }
 
 fn ms(us: f64) -> String {
-    crate::headline::fmt_ms(us)
+    crate::numfmt::fmt_ms(us)
 }
 
 /// Extremes of `f` over the techniques that have it.
@@ -241,7 +242,7 @@ fn reading(s: &Summary, e: Experiment) -> String {
     let p = Server::Pushbench;
     match e {
         Experiment::Floor => s.floor.as_ref().map(|f| f.reading()).unwrap_or_default(),
-        Experiment::Gateway => crate::gateway::reading(s),
+        Experiment::Gateway => crate::gateway_report::reading(s),
         Experiment::Faults => crate::faults_report::reading(s),
         Experiment::Latency => latency_reading(s),
         Experiment::Fanout => fanout_reading(s),
@@ -437,7 +438,7 @@ fn latency_reading(s: &Summary) -> String {
             ms(r.latency_us.p99 as f64)
         );
     }
-    let crosscheck = crate::crosscheck::reading(s);
+    let crosscheck = crate::crosscheck_report::reading(s);
     if !crosscheck.is_empty() {
         let _ = write!(text, "\n\n{crosscheck}");
     }
@@ -528,10 +529,10 @@ fn health(o: &mut String, s: &Summary) {
     for r in &s.runs {
         // Latest-state pulls skip events by design; so does a gateway whose every missed
         // delivery it counted (TTL, collapse key, full queue).
-        let by_design = r.poll_latest || crate::gateway::unexplained_loss(r) == Some(0);
+        let by_design = r.poll_latest || crate::gateway_report::unexplained_loss(r) == Some(0);
         let stepped_fail = r.passed == Some(false);
         let bad = r.lost + r.duplicates + r.out_of_order > 0 && !by_design && !stepped_fail;
-        let disagrees = crate::crosscheck::flag(s, r);
+        let disagrees = crate::crosscheck_report::flag(s, r);
         if bad
             || r.loadgen_saturated
             || r.clients_connected < r.clients as u64

@@ -212,7 +212,7 @@ mod tests {
     use crate::counters::Counters;
     use crate::http::test_server::{read_head, respond, spawn};
     use crate::target::Target;
-    use pushbench_servers::protocol::Transport;
+    use pushbench_protocol::Transport;
 
     /// Drives `client` on `socket` as the readiness loop does, until it yields an item, needs a
     /// task (`None`), or 5 s pass.

@@ -63,7 +63,7 @@ impl LongPollClient {
 mod tests {
     use super::*;
     use crate::http::test_server::{read_head, respond, spawn};
-    use pushbench_servers::protocol::Transport;
+    use pushbench_protocol::Transport;
 
     #[tokio::test]
     async fn reissues_at_once_and_counts_empty_answers() {

@@ -13,9 +13,9 @@ mod answer;
 pub(crate) mod arrival;
 mod backoff;
 mod chunked;
+mod device;
 #[cfg(test)]
 mod fuzz;
-mod gateway;
 mod hot;
 mod longpoll;
 mod nchan;
@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pushbench_servers::protocol::{Cursor, Epoch, Transport, DEFAULT_TOPIC};
+use pushbench_protocol::{Cursor, Epoch, Transport, DEFAULT_TOPIC};
 
 use crate::counters::Counters;
 use crate::error::{check_topic, ClientError};
@@ -45,7 +45,7 @@ use crate::target::Target;
 
 pub use arrival::{Clocks, LATE_READ};
 pub use backoff::Backoff;
-pub use gateway::GatewayClient;
+pub use device::GatewayClient;
 pub use hot::HotClient;
 pub use longpoll::LongPollClient;
 pub use poll::PollClient;

@@ -148,7 +148,7 @@ impl PollClient {
 mod tests {
     use super::*;
     use crate::http::test_server::{respond, spawn};
-    use pushbench_servers::protocol::Transport;
+    use pushbench_protocol::Transport;
 
     fn config(after: Option<u64>) -> ClientConfig {
         let mut c = ClientConfig::new(Transport::Poll, "t");

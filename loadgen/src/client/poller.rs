@@ -24,7 +24,7 @@ use crate::counters::Counters;
 use crate::envelope::{parse_batch, Batch};
 use crate::error::{status_error, ClientError};
 use crate::target::Target;
-use pushbench_servers::protocol::{Epoch, Transport};
+use pushbench_protocol::{Epoch, Transport};
 
 /// Extra time a long poll may take beyond its own timeout before the client calls the
 /// connection dead, so a hung server cannot stall a client forever.

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pushbench_servers::protocol::{Cursor, Transport, SSE_GAP_EVENT, SSE_RESET_EVENT};
+use pushbench_protocol::{Cursor, Transport, SSE_GAP_EVENT, SSE_RESET_EVENT};
 
 use super::chunked::{Chunk, ChunkedResponse};
 use super::raw::RawConn;

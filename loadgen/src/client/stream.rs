@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use pushbench_servers::protocol::Cursor;
+use pushbench_protocol::Cursor;
 
 use super::chunked::{Chunk, ChunkedResponse};
 use super::raw::RawConn;
@@ -198,7 +198,7 @@ async fn open(setup: &Setup, after: Option<Cursor>) -> Result<ChunkedResponse, C
 mod tests {
     use super::*;
     use crate::http::test_server::{chunk, spawn, start_chunked};
-    use pushbench_servers::protocol::Transport;
+    use pushbench_protocol::Transport;
     use std::time::Duration;
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use pushbench_servers::protocol::Transport;
+use pushbench_protocol::Transport;
 
 use super::{
     GatewayClient, HotClient, Item, LongPollClient, PollClient, SseClient, StreamClient, WsClient,

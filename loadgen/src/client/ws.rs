@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pushbench_servers::protocol::{Cursor, Transport};
+use pushbench_protocol::{Cursor, Transport};
 
 use super::wsconn::{WsConn, WsMessage};
 use super::{ClientConfig, Item, Position, Retry, Setup};

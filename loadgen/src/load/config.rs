@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pushbench_servers::protocol::{Transport, DEFAULT_TOPIC};
+use pushbench_protocol::{Transport, DEFAULT_TOPIC};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Backoff, ClientConfig};
@@ -208,7 +208,7 @@ impl LoadConfig {
             "--poll-interval must be more than 0",
         )?;
         positive(
-            self.payload <= pushbench_servers::protocol::MAX_PAYLOAD_BYTES,
+            self.payload <= pushbench_protocol::MAX_PAYLOAD_BYTES,
             "--payload must be at most 65536 bytes",
         )?;
         if let Some(ip) = self.source_ip {
@@ -218,8 +218,7 @@ impl LoadConfig {
                 "--source-ip must be a loopback address (127.x.y.z) with room for every worker",
             )?;
         }
-        pushbench_servers::protocol::validate_topic(&self.topic)
-            .map_err(|e| format!("--topic: {e}"))?;
+        pushbench_protocol::validate_topic(&self.topic).map_err(|e| format!("--topic: {e}"))?;
         let gateway = self.target_profile == crate::profile::Profile::Gateway;
         positive(
             gateway == self.gateway.is_some(),

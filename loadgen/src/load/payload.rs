@@ -87,7 +87,7 @@ mod tests {
         let mut s = String::new();
         encode(stamp, 64, &mut s);
         assert_eq!(s.len(), 64);
-        assert!(pushbench_servers::protocol::validate_payload(s.as_bytes()).is_ok());
+        assert!(pushbench_protocol::validate_payload(s.as_bytes()).is_ok());
         assert_eq!(decode(s.as_bytes()), Some(stamp));
         encode(stamp, 0, &mut s);
         assert_eq!(decode(s.as_bytes()), Some(stamp));

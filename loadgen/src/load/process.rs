@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use pushbench_servers::protocol::Transport;
+use pushbench_protocol::Transport;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc as tmpsc;
 

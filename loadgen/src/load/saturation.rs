@@ -26,7 +26,7 @@
 //! over 5 ms late whether the reader is the readiness loop, a task per subscriber or a loop that
 //! never pauses: the virtual CPU stalls, and the server's core with it.
 
-use pushbench_servers::protocol::Transport;
+use pushbench_protocol::Transport;
 
 use crate::client::LATE_READ;
 

@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The topic the demo publishes to and the page subscribes to.
+pub const TOPIC: &str = "demo";
+
 /// Highest publish rate, in events per second.
 pub const MAX_RATE: f64 = 100.0;
 /// Smallest payload: the publish time in its JSON envelope, `{"sent":<13 digits>,"pad":"x"}`.

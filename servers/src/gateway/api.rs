@@ -21,10 +21,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::error::FcmError;
-use super::message::{normalize_topic, Send};
-use super::{session, token, Gateway};
-use crate::app::{App, ConnSlot};
+use super::message::Send;
+use super::relay::Gateway;
+use super::session::{self, upstream_topic, DEVICES};
+use super::token;
+use super::topic::normalize_topic;
 use crate::http::{json_response, read_body, Body, Query};
+use crate::state::{App, ConnSlot};
 
 /// Largest request body: a send's payload is at most 4 KiB, its JSON a few times that.
 const MAX_BODY: usize = 64 * 1024;
@@ -36,16 +39,10 @@ const MAX_BATCH: usize = 1000;
 pub const DEFAULT_PROJECT: &str = "pushbench";
 
 const PROJECTS: &str = "/v1/projects/";
-pub(super) const DEVICES: &str = "/v1/devices/";
 const REGISTER: &str = "/v1/devices:register";
 const BATCH_ADD: &str = "/iid/v1:batchAdd";
 const BATCH_REMOVE: &str = "/iid/v1:batchRemove";
 const GROUPS: &str = "/fcm/notification";
-
-/// The hub topic a project's upstream messages are published to.
-pub(crate) fn upstream_topic(project: &str) -> String {
-    format!("upstream.{project}")
-}
 
 /// Answers one gateway request; errors become FCM-shaped responses here.
 pub(crate) async fn route(
@@ -142,7 +139,7 @@ async fn dispatch(
 }
 
 fn allow(req: &Request<Incoming>, method: &Method, allow: &'static str) -> Result<(), FcmError> {
-    Ok(crate::app::allow(req, method, allow)?)
+    Ok(crate::http::allow(req, method, allow)?)
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {

@@ -4,7 +4,7 @@
 //! Like FCM, a condition may name at most [`MAX_TOPICS`] topics. Nesting is capped too, so a
 //! hostile condition cannot exhaust the parser's stack.
 
-use super::message::{normalize_topic, TopicName};
+use super::topic::{normalize_topic, TopicName};
 
 /// Most topics one condition may name (FCM's limit).
 pub const MAX_TOPICS: usize = 5;

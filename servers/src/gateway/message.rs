@@ -11,34 +11,13 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::condition::Condition;
 use super::error::FcmError;
 use super::token;
-
-/// A topic name without its `/topics/` prefix.
-pub type TopicName = Arc<str>;
+use super::topic::{normalize_topic, TopicName};
 
 /// FCM's default and largest time to live: four weeks.
 pub const MAX_TTL: Duration = Duration::from_secs(28 * 24 * 3600);
 
 /// FCM's limit on a message's payload (data keys and values, notification texts).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
-
-/// Longest topic name accepted.
-const MAX_TOPIC_LEN: usize = 900;
-
-/// Checks a topic name (FCM's pattern `[a-zA-Z0-9-_.~%]+`), accepting a `/topics/` prefix.
-pub fn normalize_topic(name: &str) -> Result<TopicName, String> {
-    let bare = name.strip_prefix("/topics/").unwrap_or(name);
-    let ok = !bare.is_empty()
-        && bare.len() <= MAX_TOPIC_LEN
-        && bare
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b));
-    if !ok {
-        return Err(format!(
-            "Invalid topic name {name:?}: 1 to {MAX_TOPIC_LEN} of [a-zA-Z0-9-_.~%]"
-        ));
-    }
-    Ok(bare.into())
-}
 
 /// Whom a message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::direct::{self, Writer};
 use super::error::FcmError;
-use super::message::{Target, TopicName};
+use super::message::Target;
 use super::queue::Queue;
 use super::stats::{sub, GatewayStats};
 use super::token;
+use super::topic::TopicName;
 use crate::stats::Stats;
 
 /// One registered device.

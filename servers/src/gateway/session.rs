@@ -32,16 +32,16 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::api::{upstream_topic, DEVICES};
 use super::error::FcmError;
 use super::message::MAX_MESSAGE_BYTES;
 use super::registry::Device;
+use super::relay::Gateway;
 use super::stats::sub;
-use super::{Gateway, GatewayStats};
-use crate::app::{App, ConnSlot};
+use super::stats::GatewayStats;
 use crate::drop_switch::Ended;
 use crate::head::Head;
 use crate::http::Body;
+use crate::state::{App, ConnSlot};
 use crate::stats::{GaugeGuard, Stats};
 use crate::transport::ws::{
     answer_with, check_upgrade, close, serve_raw, server_socket, spawn_session, switching_protocols,
@@ -55,6 +55,14 @@ const REPLACED: u16 = 4001;
 
 /// Close code for a device that was unregistered while connected.
 const UNREGISTERED: u16 = 4004;
+
+/// Where devices live in the API: `/v1/devices/{token}/connect` opens a session.
+pub(super) const DEVICES: &str = "/v1/devices/";
+
+/// The hub topic a project's upstream messages are published to.
+pub(crate) fn upstream_topic(project: &str) -> String {
+    format!("upstream.{project}")
+}
 
 pub(crate) fn connect(
     app: &Arc<App>,

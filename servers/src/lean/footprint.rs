@@ -14,11 +14,11 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::config::{HubConfig, ServerConfig};
 use crate::fanout::Entry;
 use crate::hub::Hub;
 use crate::protocol::Transport;
+use crate::state::App;
 
 use super::{route, serve_longpoll, spawn, Lean, Spawn};
 

@@ -9,10 +9,10 @@ use http::{header, HeaderValue};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::drop_switch::Ended;
 use crate::http::ApiError;
 use crate::hub::Batch;
+use crate::state::App;
 use crate::transport::longpoll::{Hold, Start};
 use crate::transport::poll::batch_parts;
 use crate::write_timeout::WriteTimeout;

@@ -45,13 +45,14 @@ use http::Version;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::body::Opened;
-use crate::gateway::{self, Device};
+use crate::gateway::registry::Device;
+use crate::gateway::session as gateway;
 use crate::head::Head;
 use crate::http::Query;
 use crate::hub::Subscription;
 use crate::protocol::Transport;
+use crate::state::App;
 use crate::stats::Stats;
 use crate::transport;
 use crate::transport::longpoll::Start;

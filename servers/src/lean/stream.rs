@@ -13,12 +13,12 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::body::Opened;
 use crate::chunked::BURST;
 use crate::drop_switch::Ended;
 use crate::framing::Framing;
 use crate::hub::{Item, Subscription};
+use crate::state::App;
 use crate::write_timeout::WriteTimeout;
 
 use super::conn::{head_bytes, Conn, Length};

@@ -12,15 +12,13 @@ use std::time::Duration;
 use http::Response;
 use tokio::time::Instant;
 
-use crate::app::App;
 use crate::http::{ApiError, Body, Query};
 use crate::hub::{Batch, Waiter};
-use crate::protocol::{Cursor, Transport};
+use crate::protocol::Cursor;
+use crate::state::App;
 use crate::stats::GaugeGuard;
 
 use super::poll::batch_response;
-
-super::transport_server!(Transport::LongPoll);
 
 /// A long poll, checked and read once.
 pub(crate) enum Start {

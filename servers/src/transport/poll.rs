@@ -7,12 +7,9 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
 
-use crate::app::App;
 use crate::http::{full, head, ApiError, Body, Query};
 use crate::hub::Batch;
-use crate::protocol::Transport;
-
-super::transport_server!(Transport::Poll);
+use crate::state::App;
 
 pub(crate) fn handle(app: &Arc<App>, query: Query) -> Result<Response<Body>, ApiError> {
     let batch = if query.latest {

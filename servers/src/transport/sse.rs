@@ -6,15 +6,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 
-use crate::app::App;
 use crate::body::Opened;
 use crate::framing::Framing;
 use crate::http::{head, parse_cursor, ApiError, Body, Query};
 use crate::hub::Item;
 use crate::protocol::Cursor;
-use crate::protocol::Transport;
-
-super::transport_server!(Transport::Sse);
+use crate::state::App;
 
 /// One SSE event per item; a comment line is the keep-alive.
 pub(crate) const FRAMING: Framing = Framing {

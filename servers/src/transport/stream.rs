@@ -6,14 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
-use crate::app::App;
 use crate::body::Opened;
 use crate::framing::Framing;
 use crate::http::{head, ApiError, Body, Query};
 use crate::hub::Item;
-use crate::protocol::Transport;
-
-super::transport_server!(Transport::Stream);
+use crate::state::App;
 
 /// One NDJSON line per item; a blank line is the keep-alive.
 pub(crate) const FRAMING: Framing = Framing {

@@ -20,20 +20,17 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::app::{take_guard, App, ConnGuard, ConnSlot};
 use crate::drop_switch::Ended;
 use crate::fanout::Entry;
 use crate::framing::{text_frame_head, Framing, MAX_FRAME_HEAD};
 use crate::http::{full, response, ApiError, Body, Query};
 use crate::hub::{Item, Subscription};
-use crate::protocol::Transport;
+use crate::state::{take_guard, App, ConnGuard, ConnSlot};
 use crate::stats::GaugeGuard;
 
 mod lazy;
 
 pub(crate) use lazy::{server_socket, LazyWs};
-
-super::transport_server!(Transport::Ws);
 
 /// How long a closing socket waits for the client's answering Close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);

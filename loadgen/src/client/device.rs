@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use pushbench_servers::protocol::Transport;
+use pushbench_protocol::Transport;
 
 use super::ws::{connection_ended, CLOSE_REPLY_TIMEOUT};
 use super::wsconn::{WsConn, WsMessage};

@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use plotters::style::RGBColor;
 use pushbench_servers::Transport;
 
-use crate::chart_parts::{color, fmt_interval};
-use crate::headline::{fmt_ms, fmt_value};
+use crate::chart_parts::color;
+use crate::numfmt::fmt_interval;
+use crate::numfmt::{fmt_ms, fmt_value};
 use crate::plan::Experiment;
 use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series};
 use crate::summary::{Run, Server, Summary};

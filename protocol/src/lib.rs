@@ -1,13 +1,27 @@
-//! The wire protocol every pushbench server speaks, as constants and small types.
+//! The wire protocol every pushbench server speaks, as constants, small types and the bytes of
+//! each item on the wire. The bottom of the workspace: it depends on no other pushbench crate.
 //!
-//! `docs/PROTOCOL.md` is the normative text; this module is its single copy in code, shared by the
-//! servers (which encode it) and the reference clients in `pushbench-loadgen` (which parse it), so
-//! the two can never drift apart silently.
+//! `docs/PROTOCOL.md` is the normative text; this crate is its single copy in code, shared by the
+//! servers (`pushbench-servers`, which encode it) and the reference clients and load generator
+//! (`pushbench-loadgen`, which parse it), so the two can never drift apart silently, and the
+//! clients need none of the servers' code.
+//!
+//! # Layout
+//! - this file: transports, paths, limits, and the topic and payload validators;
+//! - [`epoch`]: a server's life ([`Epoch`]) and the `EPOCH-ID` cursor that survives a restart;
+//! - [`frame`]: an event, the hello and the gap signal, encoded in every wire format.
+//!
+//! What only one side needs stays on that side: the servers' pre-encoded events with their
+//! WebSocket frames (`pushbench_servers::event`), the clients' parsers (`pushbench_loadgen`).
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use crate::epoch::{Cursor, CursorError, Epoch};
+pub mod epoch;
+pub mod frame;
+
+pub use epoch::{Cursor, CursorError, Epoch};
+pub use frame::{Gap, Hello};
 
 /// Topic used when a request names none.
 pub const DEFAULT_TOPIC: &str = "default";
