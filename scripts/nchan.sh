@@ -86,7 +86,7 @@ running_pid() {
 # Whether something listens on 127.0.0.1:$1 (or on any address) according to /proc/net/tcp.
 port_busy() {
     local hex
-    hex=$(printf ':%04X ' "$1")
+    hex=$(printf ':%04X$' "$1")
     # Column 4 is the state; 0A is LISTEN.
     awk -v p="$hex" '$2 ~ p && $4 == "0A" { found = 1 } END { exit !found }' \
         /proc/net/tcp /proc/net/tcp6 2>/dev/null

@@ -1,7 +1,28 @@
 //! Target profiles: which server's dialect the clients and the publisher speak.
 //!
 //! `pushbench` is docs/PROTOCOL.md. `nchan` maps the same five techniques onto Nchan, the nginx
-//! pub/sub module, so one load generator measures a production push server beside ours.
+//! pub/sub module, and `pushpin` onto Pushpin, a GRIP proxy, so one load generator measures
+//! production push servers beside ours. Each profile has a [`Dialect`]: what the clients and
+//! the publisher ask of a server instead of asking which server it is.
+//!
+//! # Adding a peer
+//!
+//! A third production server takes five places, no more:
+//! 1. a variant here, with its [`Dialect`] (and, if its wire format is not pushbench's or
+//!    Nchan's, the client code its dialect names);
+//! 2. `deploy/NAME/`: its configuration, on loopback only;
+//! 3. `scripts/NAME.sh start|stop`, printing `listening on URL` (and `publish on URL` if
+//!    publishes go elsewhere) and `pid PID` (the process whose tree to sample);
+//! 4. a line in the suite's list of peers (`pushbench_suite::peer::PEERS`);
+//! 5. `tests/NAME.rs`, against the real server.
+//!
+//! # The Pushpin dialect
+//!
+//! Pushpin holds the connections; its origin is `pushbench serve grip` (scripts/pushpin.sh
+//! starts both), which answers each subscribe request with GRIP instructions and publishes
+//! every event to Pushpin's publish API. So subscribers see pushbench's own wire protocol (ids,
+//! hellos, batches, resume), and the publisher posts to the origin (`--publish-target`), as an
+//! application server behind Pushpin does.
 //!
 //! # The Nchan dialect
 //!
@@ -64,16 +85,92 @@ pub enum Profile {
     /// WebSocket each (`ws` only), the publisher is an app server using the send API
     /// ([`crate::gateway`]).
     Gateway,
+    /// Pushpin in front of `pushbench serve grip` (scripts/pushpin.sh).
+    Pushpin,
 }
 
+/// How events are told apart on a server's wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbering {
+    /// pushbench's envelope: every event carries its id; hellos, gaps and resets are signalled.
+    Envelope,
+    /// Raw payloads without integer ids: the client numbers what it receives (1, 2, 3...).
+    Counted,
+}
+
+/// Where a subscription starts and how a poll moves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// pushbench's cursors: `after=ID` or `EPOCH-ID`, `Last-Event-ID`.
+    Cursor,
+    /// Nchan's message ids (`time:tag`) and conditional requests ([`crate::client`]'s `nchan`).
+    NchanIds,
+}
+
+/// What the clients and the publisher need to know of a server, rather than its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// How events are numbered.
+    pub numbering: Numbering,
+    /// How subscriptions start and resume.
+    pub resume: Resume,
+    /// The path events are published to.
+    pub publish_path: &'static str,
+    /// A publish's answer names the event's id (pushbench's `{"id":N}`); else it only says
+    /// accepted (`201`/`202`) and the publisher counts.
+    pub publish_names_id: bool,
+    /// Publishes go to another address than subscriptions (`pushbench load --publish-target`).
+    pub publish_elsewhere: bool,
+    /// Request headers of an HTTP streaming subscription.
+    pub stream_headers: &'static [(&'static str, &'static str)],
+    /// Each chunk of an HTTP stream is one message (rather than NDJSON lines).
+    pub chunk_per_message: bool,
+    /// A WebSocket subscriber's text frames are published.
+    pub upstream: bool,
+}
+
+const PUSHBENCH: Dialect = Dialect {
+    numbering: Numbering::Envelope,
+    resume: Resume::Cursor,
+    publish_path: pushbench_protocol::PATH_PUBLISH,
+    publish_names_id: true,
+    publish_elsewhere: false,
+    stream_headers: &[("Accept", "application/x-ndjson")],
+    chunk_per_message: false,
+    upstream: true,
+};
+
+const NCHAN: Dialect = Dialect {
+    numbering: Numbering::Counted,
+    resume: Resume::NchanIds,
+    publish_path: NCHAN_PUBLISH_PATH,
+    publish_names_id: false,
+    publish_elsewhere: false,
+    // Nchan picks its http-chunked subscriber by the TE header (and refuses without it).
+    stream_headers: &[("TE", "chunked"), ("Connection", "TE")],
+    chunk_per_message: true,
+    upstream: false,
+};
+
+const PUSHPIN: Dialect = Dialect {
+    publish_elsewhere: true,
+    ..PUSHBENCH
+};
+
 impl Profile {
-    /// The path events are published to: `/publish`, or Nchan's `/pub`. The gateway's send
-    /// path names a project: see [`crate::gateway::GatewayOptions::send_path`].
-    pub fn publish_path(self) -> &'static str {
+    /// What the clients and the publisher need to know of this server. (The gateway's send
+    /// path names a project: see [`crate::gateway::GatewayOptions::send_path`].)
+    pub fn dialect(self) -> &'static Dialect {
         match self {
-            Profile::Pushbench | Profile::Gateway => pushbench_protocol::PATH_PUBLISH,
-            Profile::Nchan => NCHAN_PUBLISH_PATH,
+            Profile::Pushbench | Profile::Gateway => &PUSHBENCH,
+            Profile::Nchan => &NCHAN,
+            Profile::Pushpin => &PUSHPIN,
         }
+    }
+
+    /// The path events are published to: `/publish`, or Nchan's `/pub`.
+    pub fn publish_path(self) -> &'static str {
+        self.dialect().publish_path
     }
 
     /// The name on the command line and in JSON.
@@ -82,6 +179,7 @@ impl Profile {
             Profile::Pushbench => "pushbench",
             Profile::Nchan => "nchan",
             Profile::Gateway => "gateway",
+            Profile::Pushpin => "pushpin",
         }
     }
 }
@@ -100,8 +198,9 @@ impl FromStr for Profile {
             "pushbench" => Ok(Profile::Pushbench),
             "nchan" => Ok(Profile::Nchan),
             "gateway" => Ok(Profile::Gateway),
+            "pushpin" => Ok(Profile::Pushpin),
             other => Err(format!(
-                "unknown target profile {other:?} (expected pushbench, nchan or gateway)"
+                "unknown target profile {other:?} (expected pushbench, nchan, pushpin or gateway)"
             )),
         }
     }

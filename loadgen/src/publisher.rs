@@ -16,7 +16,6 @@ use crate::counters::Counters;
 use crate::envelope::parse_published;
 use crate::error::{check_topic, status_error, ClientError};
 use crate::http::HttpConn;
-use crate::profile::Profile;
 use crate::target::Target;
 
 /// Publishes events over one keep-alive HTTP/1.1 connection, counted like a client's.
@@ -134,16 +133,13 @@ impl Publisher {
         if reply.close {
             self.post = None;
         }
-        let id = match profile {
-            Profile::Pushbench if reply.status.is_success() => {
+        let names_id = profile.dialect().publish_names_id;
+        let id = match reply.status {
+            s if names_id && s.is_success() => {
                 parse_published(&reply.body).map_err(ClientError::from)
             }
-            // 201 Created: subscribers were present; 202 Accepted: none were.
-            Profile::Nchan
-                if matches!(reply.status, StatusCode::CREATED | StatusCode::ACCEPTED) =>
-            {
-                Ok(self.accepted + 1)
-            }
+            // Nchan: 201 Created when subscribers were present, 202 Accepted when none were.
+            StatusCode::CREATED | StatusCode::ACCEPTED if !names_id => Ok(self.accepted + 1),
             _ => Err(status_error(reply.status, &reply.body)),
         };
         match id {
@@ -183,12 +179,10 @@ impl Publisher {
         let response = conn.send(req).await?;
         let status = response.status();
         let body = conn.read_body(response.into_body()).await?;
-        match self.target.profile() {
-            Profile::Pushbench if status.is_success() => Ok(Some(parse_published(&body)?)),
-            // 201 Created: subscribers were present; 202 Accepted: none were.
-            Profile::Nchan if matches!(status, StatusCode::CREATED | StatusCode::ACCEPTED) => {
-                Ok(None)
-            }
+        let names_id = self.target.profile().dialect().publish_names_id;
+        match status {
+            s if names_id && s.is_success() => Ok(Some(parse_published(&body)?)),
+            StatusCode::CREATED | StatusCode::ACCEPTED if !names_id => Ok(None),
             _ => Err(status_error(status, &body)),
         }
     }

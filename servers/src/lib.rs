@@ -38,6 +38,8 @@
 //!   transports, the demo and the gateway, which all use `state`.
 //! - [`gateway`]: the FCM-style push gateway: the send API, devices, topics, groups,
 //!   store-and-forward queues, and one WebSocket per device.
+//! - [`grip`]: a GRIP origin, so that Pushpin in front of it serves pushbench's protocol (the
+//!   suite's second peer server).
 //! - [`demo`]: the live browser demo: every transport, a publisher on a timer, the embedded
 //!   page, and its controls.
 
@@ -45,6 +47,7 @@ pub mod config;
 pub mod demo;
 pub mod event;
 pub mod gateway;
+pub mod grip;
 pub mod hub;
 pub mod stats;
 

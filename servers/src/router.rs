@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 
 use crate::demo::routes as demo;
 use crate::gateway::api as gateway;
+use crate::grip::instruct as grip;
 use crate::http::{
     allow, full, head_size, json_response, read_body, response, ApiError, Body, Query,
 };
@@ -77,6 +78,10 @@ async fn route(
             full(text),
         ));
     }
+    if app.grip.is_some() {
+        let path = path.to_owned();
+        return grip::route(app, req).await?.ok_or(ApiError::NotFound(path));
+    }
     let Some(&transport) = app.transports.iter().find(|t| t.path() == path) else {
         if let Some(demo) = &app.demo {
             if demo::owns(path) {
@@ -136,7 +141,10 @@ async fn publish(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body
     }
     let query = Query::parse(req.uri().query())?;
     let body = read_body(req.into_body(), MAX_PAYLOAD_BYTES).await?;
-    let id = app.hub.publish(&query.topic, &body)?;
+    let id = match &app.grip {
+        Some(grip) => grip.publish(&app.hub, &query.topic, &body).await?,
+        None => app.hub.publish(&query.topic, &body)?,
+    };
     Ok(json_response(
         StatusCode::OK,
         Bytes::from(format!("{{\"id\":{id},\"epoch\":\"{}\"}}", app.hub.epoch())),

@@ -14,6 +14,7 @@ use crate::demo::state::Demo;
 use crate::drop_switch::DropSwitch;
 use crate::fanout::Fanout;
 use crate::gateway::relay::Gateway;
+use crate::grip::publish::GripPublisher;
 use crate::http::Body;
 use crate::hub::Hub;
 use crate::protocol::Transport;
@@ -41,6 +42,9 @@ pub(crate) struct App {
     /// The push gateway's devices and queues, when this server is the gateway: then every
     /// path but `/stats` and `/metrics` is the gateway's.
     pub gateway: Option<Arc<Gateway>>,
+    /// Pushpin's publish API, when this server is a GRIP origin behind Pushpin: then the
+    /// subscribe endpoints answer with GRIP instructions and publishes go on to Pushpin.
+    pub grip: Option<Arc<GripPublisher>>,
 }
 
 impl App {
@@ -69,6 +73,7 @@ impl App {
             tasks,
             demo,
             gateway: None,
+            grip: None,
         }
     }
 
@@ -76,6 +81,9 @@ impl App {
     pub fn label(&self) -> String {
         if self.gateway.is_some() {
             return "gateway".to_owned();
+        }
+        if self.grip.is_some() {
+            return "grip".to_owned();
         }
         if self.transports.len() == Transport::ALL.len() {
             return "all".to_owned();

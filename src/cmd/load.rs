@@ -23,10 +23,16 @@ pub struct LoadArgs {
     /// The server, `http://HOST:PORT` (any server that speaks docs/PROTOCOL.md).
     #[arg(long)]
     pub target: String,
-    /// The server's dialect: pushbench (docs/PROTOCOL.md), nchan (deploy/nchan/nginx.conf) or
-    /// gateway (`pushbench serve gateway`, docs/GATEWAY.md; subscribers are devices, `-t ws`).
+    /// The server's dialect: pushbench (docs/PROTOCOL.md), nchan (deploy/nchan/nginx.conf),
+    /// pushpin (scripts/pushpin.sh: Pushpin before `pushbench serve grip`; needs
+    /// --publish-target) or gateway (`pushbench serve gateway`, docs/GATEWAY.md; subscribers are
+    /// devices, `-t ws`).
     #[arg(long, default_value = "pushbench")]
     pub target_profile: pushbench_loadgen::Profile,
+    /// Where events are published when not at --target: Pushpin's origin, `http://HOST:PORT`
+    /// (scripts/pushpin.sh prints it as `publish on`).
+    #[arg(long)]
+    pub publish_target: Option<String>,
     /// Gateway: send each event to the topic (one send, fanned out by the gateway) or to every
     /// device's token (one send per device: unicast).
     #[arg(long, value_name = "topic|token", help_heading = "Gateway")]
@@ -222,6 +228,7 @@ impl LoadArgs {
             server_pid: self.server_pid,
             source_ip: self.source_ip,
             target_profile: self.target_profile,
+            publish_target: self.publish_target.clone(),
             gateway: self.gateway()?,
             reconnect: ReconnectPolicy {
                 delay: self.reconnect_delay,

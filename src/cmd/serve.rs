@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pushbench_servers::gateway::GatewayConfig;
+use pushbench_servers::grip::GripConfig;
 use pushbench_servers::{Hub, HubConfig, ServerConfig, ShutdownReport, SlowPolicy, Transport};
 use tokio::sync::Notify;
 
@@ -15,7 +16,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The transport to serve: poll, longpoll, stream, sse, ws, `all` (every subscribe
-    /// endpoint on one port), or `gateway` (the FCM-style push gateway, docs/GATEWAY.md).
+    /// endpoint on one port), `gateway` (the FCM-style push gateway, docs/GATEWAY.md), or
+    /// `grip` (an origin for Pushpin, which then serves every technique: scripts/pushpin.sh).
     #[arg(value_parser = parse_transports, value_name = "TRANSPORT")]
     pub transport: TransportSet,
     /// Address to listen on; port 0 picks a free port, printed on the first line.
@@ -84,6 +86,9 @@ pub struct ServeArgs {
     /// Gateway: devices registered at once.
     #[arg(long, default_value_t = GatewayConfig::default().max_devices)]
     pub max_devices: usize,
+    /// grip: Pushpin's HTTP publish API (HOST:PORT), where each event goes once stored.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub grip_publish: Option<SocketAddr>,
 }
 
 /// `drop` or `disconnect`.
@@ -104,16 +109,19 @@ pub enum TransportSet {
     Transports(Vec<Transport>),
     /// The FCM-style push gateway.
     Gateway,
+    /// A GRIP origin for Pushpin.
+    Grip,
 }
 
 fn parse_transports(s: &str) -> Result<TransportSet, String> {
     match s {
         "all" => Ok(TransportSet::Transports(Transport::ALL.to_vec())),
         "gateway" => Ok(TransportSet::Gateway),
+        "grip" => Ok(TransportSet::Grip),
         _ => s
             .parse::<Transport>()
             .map(|t| TransportSet::Transports(vec![t]))
-            .map_err(|e| format!("{e}, all or gateway")),
+            .map_err(|e| format!("{e}, all, gateway or grip")),
     }
 }
 
@@ -141,6 +149,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
              to `serve gateway` only"
         );
     }
+    let grip = match (&args.transport, args.grip_publish) {
+        (TransportSet::Grip, Some(publish)) => Some(GripConfig { publish }),
+        (TransportSet::Grip, None) => {
+            anyhow::bail!("`serve grip` needs --grip-publish HOST:PORT (Pushpin's publish API)")
+        }
+        (_, Some(_)) => anyhow::bail!("--grip-publish applies to `serve grip` only"),
+        (_, None) => None,
+    };
     anyhow::ensure!(
         gateway.auth_token.as_deref() != Some(""),
         "--auth-token must not be empty"
@@ -213,6 +229,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             TransportSet::Gateway => {
                 pushbench_servers::gateway::serve(listener, hub, config, gateway, shutdown_signal())
                     .await
+            }
+            TransportSet::Grip => {
+                let grip = grip.context("checked above")?;
+                pushbench_servers::grip::serve(listener, hub, config, grip, shutdown_signal()).await
             }
         };
         warn_if_forced(report);

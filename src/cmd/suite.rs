@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressDrawTarget};
+use pushbench_suite::summary::Server;
 use pushbench_suite::{Experiment, Progress, Scale, SuiteConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +26,11 @@ pub struct SuiteArgs {
     /// coherence, upstream, idle, gateway, faults (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_experiment)]
     pub only: Vec<Experiment>,
-    /// Also run Nchan's subscriber types in [latency] and [fanout], when Nchan is installed.
-    #[arg(long)]
-    pub peers: bool,
+    /// Also run production servers in [latency] and [fanout], those installed: `--peers` runs
+    /// every one (Nchan, Pushpin), `--peers nchan,pushpin` picks some.
+    #[arg(long, num_args = 0..=1, default_missing_value = "all", value_name = "LIST",
+          value_parser = parse_peers)]
+    pub peers: Option<Vec<Server>>,
     /// No progress bars.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -40,6 +43,10 @@ fn parse_scale(s: &str) -> Result<Scale, String> {
         "tiny" => Ok(Scale::Tiny),
         _ => Err(format!("unknown scale {s:?}; expected full, quick or tiny")),
     }
+}
+
+fn parse_peers(s: &str) -> Result<Vec<Server>, String> {
+    pushbench_suite::peer::parse_list(s)
 }
 
 fn parse_experiment(s: &str) -> Result<Experiment, String> {
@@ -58,9 +65,9 @@ pub(crate) fn run(args: SuiteArgs) -> anyhow::Result<()> {
         scale,
         out: out.clone(),
         only: args.only.clone(),
-        peers: args.peers,
+        peers: args.peers.clone().unwrap_or_default(),
         exe,
-        nchan_script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/nchan.sh"),
+        repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
         command: command_line(),
     };
     let progress = if args.quiet {

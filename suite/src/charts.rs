@@ -1,5 +1,6 @@
 //! What each chart shows, read from a [`Summary`]; `plot` draws them. One colour per
-//! technique, the same in every chart; Nchan's runs are dashed in their technique's colour.
+//! technique, the same in every chart; each peer's runs are
+//! drawn in its own stroke (Nchan dashed, Pushpin dotted) in their technique's colour.
 
 use plotters::style::RGBColor;
 use pushbench_servers::Transport;
@@ -8,7 +9,7 @@ use crate::chart_parts::{bars, color, lighter, one};
 use crate::fanout_floor_report;
 use crate::numfmt::fmt_interval;
 use crate::plan::Experiment;
-use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series};
+use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series, Stroke};
 use crate::summary::{Run, Server, Summary};
 use crate::upstream::MODES;
 
@@ -27,10 +28,10 @@ fn name(server: Server, t: Transport) -> String {
 /// Every chart the summary has data for, with the file stem the report links.
 pub fn figures(s: &Summary) -> Vec<Figure> {
     let mut out = Vec::new();
-    let servers = [Server::Pushbench, Server::Nchan];
+    let servers = s.servers();
     // Latency spectrum.
     let mut series = Vec::new();
-    for server in servers {
+    for &server in &servers {
         for t in s.transports(Experiment::Latency, server) {
             for r in s.runs_of(Experiment::Latency, server, t) {
                 let mut n = name(server, t);
@@ -48,7 +49,7 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
                     } else {
                         lighter(color(t))
                     },
-                    dashed: server == Server::Nchan,
+                    stroke: server.stroke(),
                     points: r.spectrum.iter().map(|p| (p[0], p[1] / 1000.0)).collect(),
                 });
             }
@@ -71,7 +72,7 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
     // Fan-out: p99, CPU per 1k, against subscribers.
     let fan = |read: fn(&Run) -> Option<f64>| {
         let mut series = Vec::new();
-        for server in servers {
+        for &server in &servers {
             for t in s.transports(Experiment::Fanout, server) {
                 let points = s
                     .runs_of(Experiment::Fanout, server, t)
@@ -80,7 +81,7 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
                 series.push(Series {
                     name: name(server, t),
                     color: color(t),
-                    dashed: server == Server::Nchan,
+                    stroke: server.stroke(),
                     points,
                 });
             }
@@ -323,14 +324,14 @@ fn polling(s: &Summary) -> Option<Figure> {
         let mut series = vec![Series {
             name: "measured".into(),
             color: pc,
-            dashed: false,
+            stroke: Stroke::Solid,
             points: m,
         }];
         if let Some((n, pts)) = model_pts {
             series.push(Series {
                 name: n,
                 color: grey,
-                dashed: true,
+                stroke: Stroke::Dashed,
                 points: pts,
             });
         }
@@ -419,7 +420,7 @@ fn coherence(s: &Summary) -> Option<Figure> {
             series.push(Series {
                 name: format!("pull, publish every {}", fmt_interval(p)),
                 color: c,
-                dashed: false,
+                stroke: Stroke::Solid,
                 points: pulls
                     .iter()
                     .filter(same)
@@ -431,7 +432,7 @@ fn coherence(s: &Summary) -> Option<Figure> {
                 series.push(Series {
                     name: format!("push (sse), publish every {}", fmt_interval(p)),
                     color: c,
-                    dashed: true,
+                    stroke: Stroke::Dashed,
                     points: vec![(x_min, v), (x_max, v)],
                 });
             }

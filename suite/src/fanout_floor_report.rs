@@ -9,8 +9,8 @@ use crate::fanout_floor::FanoutFloor;
 use crate::numfmt::fmt_interval;
 use crate::numfmt::fmt_value;
 use crate::plan::Experiment;
-use crate::plot::Series;
-use crate::summary::{Run, Server, Summary};
+use crate::plot::{Series, Stroke};
+use crate::summary::{Run, Summary};
 
 /// Dark grey, dashed: the limit is no technique, and must not look like one.
 const LIMIT: RGBColor = RGBColor(60, 60, 60);
@@ -20,7 +20,7 @@ pub fn series(s: &Summary, read: fn(&FanoutFloor) -> f64) -> Option<Series> {
     (!s.fanout_floor.is_empty()).then(|| Series {
         name: "physical limit (raw write(2))".into(),
         color: LIMIT,
-        dashed: true,
+        stroke: Stroke::Dashed,
         points: s
             .fanout_floor
             .iter()
@@ -43,7 +43,8 @@ pub fn reading(s: &Summary) -> String {
     let Some(first) = s.fanout_floor.first() else {
         return String::new();
     };
-    let columns: Vec<_> = [Server::Pushbench, Server::Nchan]
+    let columns: Vec<_> = s
+        .servers()
         .into_iter()
         .flat_map(|server| {
             s.transports(Experiment::Fanout, server)

@@ -10,7 +10,7 @@ use crate::chart_parts::{bars, color, one};
 use crate::faults::{FaultRun, BACK};
 use crate::numfmt::{fmt_ms, fmt_value};
 use crate::plan::{Experiment, Fault};
-use crate::plot::{Axis, Figure, Lines, Panel, Series};
+use crate::plot::{Axis, Figure, Lines, Panel, Series, Stroke};
 use crate::summary::{Run, Server, Summary};
 
 /// Stalled readers may move the others' p99 by less than this ratio (issue 14).
@@ -149,7 +149,7 @@ fn herd(s: &Summary) -> Figure {
                 series.push(Series {
                     name: format!("{} {}", t.name(), f.backoff),
                     color: color(t),
-                    dashed,
+                    stroke: Stroke::dashed_if(dashed),
                     // The herd is over within seconds; the rest of the run is a flat line.
                     points: f
                         .reconnect_series

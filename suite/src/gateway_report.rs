@@ -10,7 +10,7 @@ use crate::chart_parts::color;
 use crate::numfmt::fmt_interval;
 use crate::numfmt::{fmt_ms, fmt_value};
 use crate::plan::Experiment;
-use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series};
+use crate::plot::{Axis, BarSet, Bars, Figure, Lines, Panel, Series, Stroke};
 use crate::summary::{Run, Server, Summary};
 
 /// The gateway's colour (Tableau brown), beside WebSocket's purple for direct push.
@@ -92,7 +92,7 @@ pub fn figures(s: &Summary, out: &mut Vec<Figure>) {
             |name: &str, c: RGBColor, dashed: bool, read: &dyn Fn(&Run) -> u64, via: bool| Series {
                 name: name.into(),
                 color: c,
-                dashed,
+                stroke: Stroke::dashed_if(dashed),
                 points: pairs
                     .iter()
                     .filter_map(|(n, d, g)| {

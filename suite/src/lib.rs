@@ -7,7 +7,8 @@
 //!   each scale (`full`, `quick`, `tiny`).
 //! - [`runner`]: runs a plan: a fresh server child process per load run, pinned away from the
 //!   load generator; progress; partial results on Ctrl-C.
-//! - [`server`]: the server child processes (pushbench, or Nchan for `--peers`).
+//! - [`server`]: the server child processes (pushbench's, or a peer's for `--peers`).
+//! - [`peer`]: the production servers measured beside ours (Nchan, Pushpin), as one list.
 //! - [`pin`]: core pinning with `taskset`.
 //! - [`floor`]: `[floor]`, the raw TCP round trip, back to back and paced like `[latency]`.
 //! - [`fanout_floor`]: `[fanout]`'s physical limit, a raw `write(2)` loop to N sockets; its
@@ -47,6 +48,7 @@ pub mod gateway_report;
 pub mod headline;
 pub mod instrument;
 pub mod numfmt;
+pub mod peer;
 pub mod pin;
 pub mod plan;
 pub mod plot;

@@ -322,8 +322,9 @@ pub struct GatewayStep {
 
 impl Step {
     /// The JSON file of this step, relative to the output directory.
-    pub fn file(&self, peer: bool) -> String {
-        let who = if peer { "nchan-" } else { "" };
+    /// A peer's runs are prefixed with its name (`peer`); the gateway's and ours are not.
+    pub fn file(&self, peer: Option<&str>) -> String {
+        let who = peer.map(|p| format!("{p}-")).unwrap_or_default();
         format!(
             "{}/{who}{}-{}.json",
             self.experiment.name(),
@@ -924,7 +925,7 @@ mod tests {
         for e in Experiment::ALL {
             for t in Transport::ALL {
                 for s in p.steps(e, t) {
-                    assert!(files.insert(s.file(false)), "{}", s.file(false));
+                    assert!(files.insert(s.file(None)), "{}", s.file(None));
                 }
             }
         }

@@ -164,10 +164,32 @@ pub struct Series {
     pub name: String,
     /// Colour.
     pub color: RGBColor,
-    /// Dashed (models, peers).
-    pub dashed: bool,
+    /// How the line is drawn (models and peers are not solid).
+    pub stroke: Stroke,
     /// `(x, y)` in data units.
     pub points: Vec<(f64, f64)>,
+}
+
+/// How a series' line is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stroke {
+    /// A line with a dot at each point.
+    Solid,
+    /// Long dashes (models; Nchan).
+    Dashed,
+    /// Short dots (Pushpin).
+    Dotted,
+}
+
+impl Stroke {
+    /// Dashed when `dashed`, else solid.
+    pub fn dashed_if(dashed: bool) -> Stroke {
+        if dashed {
+            Stroke::Dashed
+        } else {
+            Stroke::Solid
+        }
+    }
 }
 
 /// A line chart panel.
@@ -367,25 +389,33 @@ fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, l: &Lines) -> R
         }
         let style = ShapeStyle::from(&s.color).stroke_width(2);
         let color = s.color;
-        let anno = if s.dashed {
-            chart
-                .draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
-                .map_err(err)?
-        } else {
-            chart
+        let anno = match s.stroke {
+            Stroke::Solid => chart
                 .draw_series(LineSeries::new(pts.clone(), style))
-                .map_err(err)?
+                .map_err(err)?,
+            Stroke::Dashed => chart
+                .draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
+                .map_err(err)?,
+            Stroke::Dotted => chart
+                .draw_series(DashedLineSeries::new(pts.clone(), 2, 4, style))
+                .map_err(err)?,
         };
-        let dashed = s.dashed;
+        let stroke = s.stroke;
         anno.label(&s.name).legend(move |(x, y)| {
             let style = color.stroke_width(2);
-            // A dashed series gets a dashed key: two short strokes.
-            let (a, b) = if dashed { (8, 12) } else { (20, 20) };
+            // The key is drawn as the line is: one stroke, two dashes, or four dots.
+            let m: [(i32, i32); 4] = match stroke {
+                Stroke::Solid => [(0, 5), (5, 10), (10, 15), (15, 20)],
+                Stroke::Dashed => [(0, 4), (4, 8), (12, 16), (16, 20)],
+                Stroke::Dotted => [(0, 2), (6, 8), (12, 14), (18, 20)],
+            };
             EmptyElement::at((x, y))
-                + PathElement::new(vec![(0, 0), (a, 0)], style)
-                + PathElement::new(vec![(b, 0), (20, 0)], style)
+                + PathElement::new(vec![(m[0].0, 0), (m[0].1, 0)], style)
+                + PathElement::new(vec![(m[1].0, 0), (m[1].1, 0)], style)
+                + PathElement::new(vec![(m[2].0, 0), (m[2].1, 0)], style)
+                + PathElement::new(vec![(m[3].0, 0), (m[3].1, 0)], style)
         });
-        if !s.dashed {
+        if s.stroke == Stroke::Solid {
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(err)?;
@@ -577,7 +607,7 @@ mod tests {
                     series: vec![Series {
                         name: "a".into(),
                         color: RED,
-                        dashed: false,
+                        stroke: Stroke::Solid,
                         points: vec![(1.0, 1.0), (100.0, 3.0)],
                     }],
                 }),

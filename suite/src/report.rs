@@ -63,10 +63,13 @@ pub fn render(s: &Summary, figures: &[Figure]) -> String {
         ("pinning", s.pinning.describe()),
         (
             "peers",
-            if s.peers {
-                "Nchan".into()
-            } else {
-                "none".into()
+            match s.peer_list() {
+                peers if peers.is_empty() => "none".into(),
+                peers => peers
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             },
         ),
     ];
@@ -120,7 +123,7 @@ pub fn render(s: &Summary, figures: &[Figure]) -> String {
          - **Small machine.** The server has one core; the ratios between techniques carry over \
          to other machines better than the absolute figures (`pushbench compare` checks ratios).\n\
          - **Reference servers.** These are minimal hyper servers, not production push services; \
-         `--peers` runs Nchan beside them for a production point of view.\n\
+         `--peers` runs Nchan and Pushpin beside them for a production point of view.\n\
          - **Short runs** (scale {}) catch the steady state, not hours-long effects such as \
          memory fragmentation.\n",
         s.scale.name()

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crosscheck::Bracket;
 use crate::faults::FaultRun;
+use crate::peer::Peer;
 use crate::pin::Pinning;
 use crate::plan::{Experiment, Fault, Params, Scale, Step};
-use crate::server::{nchan_available, ServerProcess};
+use crate::server::ServerProcess;
 use crate::strike::{self, Armed};
 use crate::summary::{Failure, Run, Server, Summary, SCHEMA};
 use crate::{fanout_floor, floor, io_err, upstream, SuiteError};
@@ -35,12 +36,13 @@ pub struct SuiteConfig {
     pub out: PathBuf,
     /// Experiments to run (empty: all).
     pub only: Vec<Experiment>,
-    /// Run Nchan beside pushbench in `[latency]` and `[fanout]`.
-    pub peers: bool,
+    /// Production servers to run beside pushbench in `[latency]` and `[fanout]` (`--peers`),
+    /// those of them that are installed.
+    pub peers: Vec<Server>,
     /// The pushbench binary, started as `serve` for each run.
     pub exe: PathBuf,
-    /// `scripts/nchan.sh`, for `--peers`.
-    pub nchan_script: PathBuf,
+    /// The repository, whose `scripts/` start the peers.
+    pub repo: PathBuf,
     /// The command line, for the report.
     pub command: String,
 }
@@ -157,6 +159,7 @@ pub async fn run(
         params: params.clone(),
         experiments: experiments.clone(),
         peers: false,
+        peer_servers: Vec::new(),
         started_at_unix_ms: now_ms(),
         finished_at_unix_ms: 0,
         interrupted: false,
@@ -187,19 +190,24 @@ pub async fn run(
             .warnings
             .push("debug build: figures are not comparable with release runs".into());
     }
-    let peers = config.peers && {
-        let ok = nchan_available(&config.nchan_script);
-        if !ok {
-            summary.warnings.push(
-                "--peers: Nchan is not installed (apt-get install nginx-light \
-                 libnginx-mod-nchan), so no peer ran"
-                    .into(),
-            );
+    let mut peers = Vec::new();
+    for &server in &config.peers {
+        let Some(peer) = Peer::of(server) else {
+            continue;
+        };
+        if peer.available(&config.repo) {
+            peers.push(server);
+        } else {
+            summary.warnings.push(format!(
+                "--peers: {} is not installed ({}), so it did not run",
+                server.name(),
+                peer.install
+            ));
         }
-        ok
-    };
-    summary.peers = peers;
-    let jobs = plan_jobs(&params, &experiments, peers);
+    }
+    summary.peers = !peers.is_empty();
+    summary.peer_servers = peers.clone();
+    let jobs = plan_jobs(&params, &experiments, &peers);
     progress.suite.set_length(jobs.len() as u64);
     let mut skip: Option<(Experiment, Server, Transport)> = None;
     let mut current: Option<Experiment> = None;
@@ -227,9 +235,9 @@ pub async fn run(
                     "[{}] {}{} {}",
                     step.experiment.name(),
                     match server {
-                        Server::Nchan => "nchan ",
-                        Server::Gateway => "via gateway ",
-                        Server::Pushbench => "",
+                        Server::Pushbench => String::new(),
+                        Server::Gateway => "via gateway ".into(),
+                        peer => format!("{} ", peer.name()),
                     },
                     step.transport.name(),
                     step.label
@@ -345,7 +353,7 @@ async fn measure(
     Ok(())
 }
 
-fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Job> {
+fn plan_jobs(params: &Params, experiments: &[Experiment], peers: &[Server]) -> Vec<Job> {
     let mut jobs = Vec::new();
     for &e in experiments {
         match e {
@@ -366,10 +374,12 @@ fn plan_jobs(params: &Params, experiments: &[Experiment], peers: bool) -> Vec<Jo
                         jobs.push(Job::Load(Box::new(s), server));
                     }
                 }
-                if peers && matches!(e, Experiment::Latency | Experiment::Fanout) {
-                    for t in Transport::ALL {
-                        for s in params.steps(e, t) {
-                            jobs.push(Job::Load(Box::new(s), Server::Nchan));
+                if matches!(e, Experiment::Latency | Experiment::Fanout) {
+                    for &peer in peers {
+                        for t in Transport::ALL {
+                            for s in params.steps(e, t) {
+                                jobs.push(Job::Load(Box::new(s), peer));
+                            }
                         }
                     }
                 }
@@ -423,10 +433,14 @@ async fn load_one(
             ServerProcess::pushbench_with(&config.exe, step.transport, &extra, pinning)
         }
         Server::Gateway => ServerProcess::gateway(&config.exe, pinning),
-        Server::Nchan => {
-            let prefix =
-                std::env::temp_dir().join(format!("pushbench-suite-nchan-{}", std::process::id()));
-            ServerProcess::nchan(&config.nchan_script, &prefix, pinning)
+        peer => {
+            let peer = Peer::of(peer).expect("every other server is a peer");
+            let prefix = std::env::temp_dir().join(format!(
+                "pushbench-suite-{}-{}",
+                peer.server.name(),
+                std::process::id()
+            ));
+            ServerProcess::peer(peer, &config.repo, &prefix, pinning)
         }
     }
     .map_err(|e| e.to_string())?;
@@ -454,9 +468,10 @@ async fn load_one(
         source_ip: Some(source_ip),
         target_profile: match server {
             Server::Pushbench => Profile::Pushbench,
-            Server::Nchan => Profile::Nchan,
             Server::Gateway => Profile::Gateway,
+            peer => Peer::of(peer).map_or(Profile::Pushbench, |p| p.profile),
         },
+        publish_target: proc.publish_url.clone(),
         gateway: step.gateway.as_ref().map(|g| GatewayOptions {
             project: "suite".into(),
             auth_token: proc.auth_token.clone(),
@@ -503,7 +518,7 @@ async fn load_one(
     }
     proc.stop();
     let report = result.map_err(|e| e.to_string())?;
-    let file = step.file(server == Server::Nchan);
+    let file = step.file(Peer::of(server).map(|p| p.server.name()));
     let path = config.out.join(&file);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

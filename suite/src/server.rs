@@ -1,6 +1,6 @@
 //! The servers under test, each its own child process pinned to the server core: a fresh
-//! `pushbench serve TRANSPORT` per load run (so memory and CPU are that run's alone), or Nchan
-//! through `scripts/nchan.sh` for `--peers`.
+//! `pushbench serve TRANSPORT` per load run (so memory and CPU are that run's alone), or a peer
+//! through its script (`scripts/nchan.sh`, `scripts/pushpin.sh`) for `--peers`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pushbench_servers::Transport;
 
+use crate::peer::Peer;
 use crate::pin::Pinning;
 use crate::SuiteError;
 
@@ -24,7 +25,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServerProcess {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    /// The process to sample (Nchan: its one worker), when known.
+    /// Where publishes go when not to `url` (Pushpin's origin).
+    pub publish_url: Option<String>,
+    /// The process whose tree to sample (Nchan: its one worker; Pushpin: its runner), when
+    /// known.
     pub pid: Option<u32>,
     /// The gateway's: the bearer token app servers must send.
     pub auth_token: Option<String>,
@@ -35,8 +39,15 @@ pub struct ServerProcess {
 
 #[derive(Debug)]
 enum Kind {
-    Pushbench { child: Child, spawn: Spawn },
-    Nchan { script: PathBuf, prefix: PathBuf },
+    Pushbench {
+        child: Child,
+        spawn: Spawn,
+    },
+    Peer {
+        script: PathBuf,
+        prefix_env: &'static str,
+        prefix: PathBuf,
+    },
 }
 
 /// How a pushbench server was started, to start it again the same way (`[faults]` restart).
@@ -144,6 +155,7 @@ impl ServerProcess {
         let (child, url) = spawn.start("127.0.0.1:0")?;
         Ok(ServerProcess {
             url,
+            publish_url: None,
             // The load generator finds a pushbench server's pid through `/stats`.
             pid: None,
             kind: Kind::Pushbench { child, spawn },
@@ -156,7 +168,7 @@ impl ServerProcess {
     pub fn child_pid(&self) -> Option<u32> {
         match &self.kind {
             Kind::Pushbench { child, .. } => Some(child.id()),
-            Kind::Nchan { .. } => None,
+            Kind::Peer { .. } => None,
         }
     }
 
@@ -192,17 +204,20 @@ impl ServerProcess {
         Ok(t0.elapsed())
     }
 
-    /// Starts Nchan with `scripts/nchan.sh` in a private prefix, on the server core.
-    pub fn nchan(
-        script: &Path,
+    /// Starts a peer with its script in a private prefix, on the server core (the script's
+    /// processes inherit the pinning).
+    pub fn peer(
+        peer: &Peer,
+        repo: &Path,
         prefix: &Path,
         pinning: &Pinning,
     ) -> Result<ServerProcess, SuiteError> {
+        let script = repo.join(peer.script);
         let mut cmd = pinning.server_command(Path::new("bash"));
         let out = cmd
-            .arg(script)
+            .arg(&script)
             .args(["start", "0"])
-            .env("NCHAN_PREFIX", prefix)
+            .env(peer.prefix_env, prefix)
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .output()
@@ -222,9 +237,15 @@ impl ServerProcess {
         };
         let server = ServerProcess {
             url: field("listening on ").unwrap_or_default(),
-            pid: field("worker_pid ").and_then(|p| p.parse().ok()),
-            kind: Kind::Nchan {
-                script: script.to_owned(),
+            publish_url: field("publish on "),
+            // Nchan's master only supervises: sample its worker. Pushpin's runner is sampled
+            // with every process it started.
+            pid: field("worker_pid ")
+                .or_else(|| field("pid "))
+                .and_then(|p| p.parse().ok()),
+            kind: Kind::Peer {
+                script,
+                prefix_env: peer.prefix_env,
                 prefix: prefix.to_owned(),
             },
             auth_token: None,
@@ -233,7 +254,7 @@ impl ServerProcess {
         if server.url.is_empty() {
             return Err(SuiteError::Server(format!(
                 "{} start printed no address",
-                script.display()
+                peer.script
             )));
         }
         Ok(server)
@@ -263,11 +284,15 @@ impl ServerProcess {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            Kind::Nchan { script, prefix } => {
+            Kind::Peer {
+                script,
+                prefix_env,
+                prefix,
+            } => {
                 let _ = Command::new("bash")
                     .arg(&*script)
                     .arg("stop")
-                    .env("NCHAN_PREFIX", &*prefix)
+                    .env(*prefix_env, &*prefix)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status();
@@ -300,16 +325,4 @@ fn first_line(stdout: impl std::io::Read + Send + 'static, timeout: Duration) ->
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
     });
     rx.recv_timeout(timeout).ok().flatten()
-}
-
-/// Whether Nchan can run here (nginx and the module are installed).
-pub fn nchan_available(script: &Path) -> bool {
-    script.exists()
-        && Command::new("nginx")
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        && Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so").exists()
 }

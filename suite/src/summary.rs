@@ -15,6 +15,7 @@ use crate::fanout_floor::FanoutFloor;
 use crate::floor::Floor;
 use crate::pin::Pinning;
 use crate::plan::{Experiment, Params, Scale, Step};
+use crate::plot::Stroke;
 use crate::upstream::Upstream;
 
 /// The schema name and version of `summary.json`.
@@ -35,6 +36,8 @@ pub enum Server {
     Nchan,
     /// pushbench's FCM-style push gateway (`[gateway]`), its devices on WebSocket.
     Gateway,
+    /// Pushpin in front of `pushbench serve grip` (`--peers`).
+    Pushpin,
 }
 
 impl Server {
@@ -44,6 +47,16 @@ impl Server {
             Server::Pushbench => "pushbench",
             Server::Nchan => "nchan",
             Server::Gateway => "gateway",
+            Server::Pushpin => "pushpin",
+        }
+    }
+
+    /// How its lines are drawn: each peer its own style in its technique's colour.
+    pub fn stroke(self) -> Stroke {
+        match self {
+            Server::Pushbench | Server::Gateway => Stroke::Solid,
+            Server::Nchan => Stroke::Dashed,
+            Server::Pushpin => Stroke::Dotted,
         }
     }
 
@@ -70,8 +83,11 @@ pub struct Summary {
     pub params: Params,
     /// The experiments run.
     pub experiments: Vec<Experiment>,
-    /// Whether Nchan ran beside pushbench.
+    /// Whether a production server ran beside pushbench.
     pub peers: bool,
+    /// Which (absent before Pushpin joined Nchan: then Nchan, if `peers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_servers: Vec<Server>,
     /// Start and end, ms since the Unix epoch.
     pub started_at_unix_ms: u64,
     /// End.
@@ -393,6 +409,25 @@ impl LimitSide {
 }
 
 impl Summary {
+    /// The peers that ran beside pushbench, in the order of the list (a summary from before
+    /// Pushpin joined says only `peers`: then Nchan).
+    pub fn peer_list(&self) -> Vec<Server> {
+        if !self.peer_servers.is_empty() {
+            self.peer_servers.clone()
+        } else if self.peers {
+            vec![Server::Nchan]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// pushbench and every peer that ran: the servers of `[latency]` and `[fanout]`.
+    pub fn servers(&self) -> Vec<Server> {
+        let mut all = vec![Server::Pushbench];
+        all.extend(self.peer_list());
+        all
+    }
+
     /// The runs of one experiment, server and technique, in run order.
     pub fn runs_of(
         &self,

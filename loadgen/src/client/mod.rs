@@ -40,7 +40,7 @@ use pushbench_protocol::{Cursor, Epoch, Transport, DEFAULT_TOPIC};
 
 use crate::counters::Counters;
 use crate::error::{check_topic, ClientError};
-use crate::profile::Profile;
+use crate::profile::{Dialect, Numbering, Profile, Resume};
 use crate::target::Target;
 
 pub use arrival::{Clocks, LATE_READ};
@@ -331,7 +331,7 @@ impl Position {
     pub(crate) fn start(setup: &Setup) -> Position {
         Position {
             cursor: 0,
-            resume: if setup.nchan() {
+            resume: if setup.counts_events() {
                 None
             } else {
                 setup.config.after
@@ -419,9 +419,14 @@ impl Setup {
         }
     }
 
-    /// Whether the target speaks Nchan's dialect.
-    pub(crate) fn nchan(&self) -> bool {
-        self.target.profile() == Profile::Nchan
+    /// What the target's server is asked for (see [`crate::profile::Dialect`]).
+    pub(crate) fn dialect(&self) -> &'static Dialect {
+        self.target.profile().dialect()
+    }
+
+    /// Whether the client numbers events itself (the server sends no ids).
+    pub(crate) fn counts_events(&self) -> bool {
+        self.dialect().numbering == Numbering::Counted
     }
 
     /// The subscribe path of a streaming transport, starting after `after`. Nchan has no
@@ -429,7 +434,7 @@ impl Setup {
     /// (`Some(0)`, sent as `last_event_id`, which Nchan reads when no header names one).
     pub(crate) fn stream_path(&self, after: Option<Cursor>) -> Result<String, ClientError> {
         let (transport, topic) = (self.config.transport, &self.config.topic);
-        if !self.nchan() {
+        if self.dialect().resume == Resume::Cursor {
             return Ok(subscribe_path(transport, topic, after, None));
         }
         let mut path = subscribe_path(transport, topic, None, None);

@@ -107,7 +107,7 @@ impl Poller {
             nchan: None,
             answered: None,
         };
-        if poller.setup.nchan() {
+        if poller.setup.dialect().resume == crate::profile::Resume::NchanIds {
             // An interval poll without a message id never moves on (it answers 304 with no
             // id to resume from), so "now" is pinned to the channel's newest message id.
             let start = match nchan::start_id(resume)? {

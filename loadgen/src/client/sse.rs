@@ -44,7 +44,7 @@ impl SseClient {
         counters: Arc<Counters>,
     ) -> Result<Self, ClientError> {
         let mut parser = SseParser::new();
-        if target.profile() == crate::profile::Profile::Nchan {
+        if target.profile().dialect().resume == crate::profile::Resume::NchanIds {
             if let Some(id) = super::nchan::start_id(config.after)? {
                 parser.set_last_event_id(id.as_bytes());
             }
@@ -143,7 +143,7 @@ impl SseClient {
     }
 
     fn handle_event(&mut self, event: SseEvent) -> Result<Item, ClientError> {
-        if self.setup.nchan() {
+        if self.setup.counts_events() {
             self.cursor += 1;
             return Ok(Item::Event(Delivery {
                 id: self.cursor,

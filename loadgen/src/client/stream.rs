@@ -121,7 +121,7 @@ impl StreamClient {
                     Err(e) => return Some(Err(e)),
                 }
             }
-            let nchan = self.setup.nchan();
+            let nchan = self.setup.counts_events();
             let response = self.conn.as_mut()?;
             match response.buffered_chunk(MAX_LINE) {
                 Ok(Chunk::Data(message, read_at)) if nchan => {
@@ -178,14 +178,10 @@ impl StreamClient {
 /// Opens a connection and subscribes, returning once the server answered 200.
 async fn open(setup: &Setup, after: Option<Cursor>) -> Result<ChunkedResponse, ClientError> {
     let path = setup.stream_path(after)?;
-    // Nchan picks its http-chunked subscriber by the TE header (and refuses without it).
-    let headers: &[(&str, &str)] = if setup.nchan() {
-        &[("TE", "chunked"), ("Connection", "TE")]
-    } else {
-        &[("Accept", "application/x-ndjson")]
-    };
+    let dialect = setup.dialect();
+    let headers = dialect.stream_headers;
     let response = ChunkedResponse::open(&setup.target, &setup.counters, &path, headers).await?;
-    if setup.nchan() && !response.is_chunked() {
+    if dialect.chunk_per_message && !response.is_chunked() {
         // Each chunk is one of Nchan's messages: without chunks there is no framing.
         return Err(ClientError::Protocol(
             "Nchan's streaming response is not chunked".into(),

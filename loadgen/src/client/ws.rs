@@ -72,7 +72,7 @@ impl WsClient {
     /// [`connection`](Self::connection) is gone) a new connection made. A readiness loop that
     /// reads and writes the socket itself drives the client with this.
     pub(crate) fn buffered(&mut self) -> Option<Result<Item, ClientError>> {
-        let nchan = self.setup.nchan();
+        let nchan = self.setup.counts_events();
         loop {
             let ws = self.ws.as_mut()?;
             let ending = match ws.buffered() {
@@ -103,7 +103,7 @@ impl WsClient {
     }
 
     pub async fn send_upstream(&mut self, payload: &str) -> Result<(), ClientError> {
-        if self.setup.nchan() {
+        if !self.setup.dialect().upstream {
             return Err(ClientError::Unsupported(Transport::Ws));
         }
         let ws = self.ensure_connected().await?;
@@ -138,7 +138,7 @@ impl WsClient {
         frame: Bytes,
         received: Instant,
     ) -> Result<Option<Item>, ClientError> {
-        if self.setup.nchan() {
+        if self.setup.counts_events() {
             return Ok(Some(self.pos.numbered(frame, received)));
         }
         self.pos.envelope(&frame, received)

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use super::handles::WorkerHandle;
 use super::recorder::{latency_histogram, Recorder};
 use super::report::Sample;
-use super::sampler::{sample, ProcSample};
+use super::sampler::{sample, sample_tree, ProcSample};
 use super::schedule::Clock;
 use super::worker::{self, Control, WorkerMsg};
 use crate::counters::CountersSnapshot;
@@ -68,7 +68,7 @@ impl Collector {
             server_pid,
             child_pids: Vec::new(),
             run_start,
-            last: (run_start, sample(server_pid), sample(None)),
+            last: (run_start, sample_tree(server_pid), sample(None)),
             series: Vec::new(),
             progress: Vec::new(),
             current: latency_histogram(),
@@ -116,7 +116,7 @@ impl Collector {
     pub(super) fn marks(&self, at: Instant) -> Marks {
         Marks {
             at,
-            server: sample(self.server_pid),
+            server: sample_tree(self.server_pid),
             loadgen: self.loadgen_sample(),
             steal: super::sampler::steal(),
         }
@@ -183,7 +183,7 @@ impl Collector {
         if !self.series.is_empty() && now.duration_since(self.last.0) < TICK {
             return;
         }
-        let server = sample(self.server_pid);
+        let server = sample_tree(self.server_pid);
         let me = self.loadgen_sample();
         let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
         let cores = |a: Option<ProcSample>, b: Option<ProcSample>| match (a, b) {

@@ -20,9 +20,12 @@ pub struct LoadConfig {
     pub transport: Transport,
     /// The server, `http://HOST:PORT`.
     pub target: String,
-    /// The server's dialect: pushbench's protocol or Nchan's.
+    /// The server's dialect: pushbench's protocol, Nchan's, Pushpin's or the gateway's.
     #[serde(default)]
     pub target_profile: crate::profile::Profile,
+    /// Where events are published, when not at `target` (Pushpin's origin): `http://HOST:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_target: Option<String>,
     /// Subscribers.
     pub clients: usize,
     /// Events published per second (open loop); 0 is an idle run that publishes nothing and
@@ -135,6 +138,7 @@ impl LoadConfig {
             transport,
             target: target.into(),
             target_profile: crate::profile::Profile::Pushbench,
+            publish_target: None,
             clients: 100,
             rate: 10.0,
             duration: Duration::from_secs(10),
@@ -219,6 +223,11 @@ impl LoadConfig {
             )?;
         }
         pushbench_protocol::validate_topic(&self.topic).map_err(|e| format!("--topic: {e}"))?;
+        positive(
+            self.target_profile.dialect().publish_elsewhere == self.publish_target.is_some(),
+            "--publish-target is where a Pushpin origin takes publishes: --target-profile pushpin \
+             needs it, and other profiles publish to --target",
+        )?;
         let gateway = self.target_profile == crate::profile::Profile::Gateway;
         positive(
             gateway == self.gateway.is_some(),

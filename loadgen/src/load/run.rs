@@ -17,7 +17,7 @@ use super::error::LoadError;
 use super::handles::{spawn_workers, WorkerHandle};
 use super::publish::{self, PublishPlan, PublishResult};
 use super::report::LoadReport;
-use super::sampler::sample;
+use super::sampler::{sample, sample_tree};
 use super::schedule::{Clock, Schedule};
 use super::worker::{Control, WorkerMsg};
 use crate::gateway::prepare;
@@ -84,7 +84,7 @@ pub async fn run_timed(
         None => discover_pid(&target).await,
     };
     let mut col = Collector::new(server_pid, run_start);
-    let rss_before = sample(server_pid).map(|s| s.rss_bytes);
+    let rss_before = sample_tree(server_pid).map(|s| s.rss_bytes);
     let loadgen_rss_before = sample(None).map(|s| s.rss_bytes);
 
     // Phase 1: subscribers, on worker threads here or in worker processes.
@@ -140,7 +140,7 @@ pub async fn run_timed(
             errors: errors.join(", "),
         });
     }
-    let rss_connected = sample(server_pid).map(|s| s.rss_bytes);
+    let rss_connected = sample_tree(server_pid).map(|s| s.rss_bytes);
     let loadgen_rss_connected = col.loadgen_sample().map(|s| s.rss_bytes);
 
     // Phase 2: publish on the open-loop schedule, starting a little ahead so event 0 is not
@@ -188,6 +188,13 @@ pub async fn run_timed(
             w.control(Control::Offline { from, until }, &clock);
         }
     }
+    // Behind Pushpin, an application server (the origin) takes the publishes, not the proxy.
+    let publish_to = match &config.publish_target {
+        Some(url) => Target::resolve(url)
+            .await?
+            .with_profile(config.target_profile),
+        None => target.clone(),
+    };
     let gateway_before = match target.gateway() {
         Some(_) => crate::gateway::counters(&target).await,
         None => None,
@@ -196,7 +203,7 @@ pub async fn run_timed(
     let published = Arc::new(AtomicU64::new(0));
     let publisher = publish::spawn(
         PublishPlan {
-            target: target.clone(),
+            target: publish_to,
             topic: config.topic.clone(),
             payload: config.payload,
             connections: config.publishers,

@@ -39,6 +39,40 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     })
 }
 
+/// Reads `pid` and every process below it, summed (this process alone when `None`): a server
+/// that runs as several processes, such as Pushpin's runner and the services it starts, is
+/// measured whole. A server of one process reads as [`sample`] does. A descendant that ends
+/// between two readings drops out of the later one.
+pub fn sample_tree(pid: Option<u32>) -> Option<ProcSample> {
+    let Some(pid) = pid else {
+        return sample(None);
+    };
+    let mut total = sample(Some(pid))?;
+    for child in children(pid) {
+        if let Some(s) = sample_tree(Some(child)) {
+            total.cpu += s.cpu;
+            total.rss_bytes += s.rss_bytes;
+        }
+    }
+    Some(total)
+}
+
+/// The children of `pid`, from each of its threads' `children` list.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// What the live threads under `dir` (`/proc/PID`) ran beyond their whole ticks: each one's
 /// schedstat nanoseconds minus its `stat` ticks (never below zero in total). A thread that
 /// exits between the two reads is skipped.

@@ -72,6 +72,16 @@ pub(crate) fn start(app: &App, query: Query) -> Result<Start, ApiError> {
 }
 
 impl Hold {
+    /// The id the poll waits after.
+    pub(crate) fn after(&self) -> u64 {
+        self.after
+    }
+
+    /// How long the poll is still held before it answers empty.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
     /// Waits for an event after the cursor, or for the deadline. Cancel-safe.
     pub(crate) async fn wait(&mut self) {
         tokio::select! {
