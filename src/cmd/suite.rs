@@ -30,7 +30,7 @@ pub struct SuiteArgs {
     /// every one (Nchan, Pushpin), `--peers nchan,pushpin` picks some.
     #[arg(long, num_args = 0..=1, default_missing_value = "all", value_name = "LIST",
           value_parser = parse_peers)]
-    pub peers: Option<Vec<Server>>,
+    pub peers: Option<PeerList>,
     /// No progress bars.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -45,8 +45,13 @@ fn parse_scale(s: &str) -> Result<Scale, String> {
     }
 }
 
-fn parse_peers(s: &str) -> Result<Vec<Server>, String> {
-    pushbench_suite::peer::parse_list(s)
+/// `--peers`' value: which production servers (a type of its own, so clap takes the list as
+/// one value rather than many).
+#[derive(Debug, Clone)]
+pub struct PeerList(pub Vec<Server>);
+
+fn parse_peers(s: &str) -> Result<PeerList, String> {
+    pushbench_suite::peer::parse_list(s).map(PeerList)
 }
 
 fn parse_experiment(s: &str) -> Result<Experiment, String> {
@@ -65,7 +70,7 @@ pub(crate) fn run(args: SuiteArgs) -> anyhow::Result<()> {
         scale,
         out: out.clone(),
         only: args.only.clone(),
-        peers: args.peers.clone().unwrap_or_default(),
+        peers: args.peers.clone().map(|p| p.0).unwrap_or_default(),
         exe,
         repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
         command: command_line(),
