@@ -160,8 +160,8 @@ start() {
 launch() {
     local bin=$1 port=$2 publish_port=$3
     sed -e "s#@PREFIX@#$prefix#g" -e "s#@PORT@#$port#g" -e "s#@PUBLISH_PORT@#$publish_port#g" \
-        -e "s#@MESSAGE_RATE@#${PUSHPIN_MESSAGE_RATE:-1000000}#g" \
-        -e "s#@MESSAGE_HWM@#${PUSHPIN_MESSAGE_HWM:-10000000}#g" \
+        -e "s#@MESSAGE_RATE@#${PUSHPIN_MESSAGE_RATE:--1}#g" \
+        -e "s#@MESSAGE_HWM@#${PUSHPIN_MESSAGE_HWM:--1}#g" \
         -e "s#@LOG_LEVEL@#${PUSHPIN_LOG_LEVEL:-1}#g" \
         "$template" >"$prefix/pushpin.conf"
     : >"$prefix/origin.out"
