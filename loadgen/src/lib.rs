@@ -23,8 +23,10 @@
 //! - `sse_parser.rs`: [`SseParser`], an incremental WHATWG `text/event-stream` parser.
 //! - `http.rs`: a keep-alive HTTP/1.1 connection driven by its owner, and [`get`] for one-off
 //!   requests.
-//! - `profile.rs`: [`Profile`], the server dialect (pushbench's protocol, Nchan's, or the
-//!   FCM-style gateway's).
+//! - `profile.rs`: [`Profile`], which server a target is (pushbench, Nchan, Pushpin, the
+//!   FCM-style gateway), and its `Dialect`: what the clients and the publisher ask of it
+//!   (numbering, resume, where and how to publish) instead of which server it is. Its docs say
+//!   how to add a peer.
 //! - `gateway/mod.rs`: the gateway's app-server calls: device registration, topic
 //!   subscription, sends; `gateway/options.rs`: what a run against it sends.
 //! - `publisher.rs`: [`Publisher`], `POST /publish` on a keep-alive connection (Nchan:

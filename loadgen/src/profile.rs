@@ -73,7 +73,9 @@ use serde::{Deserialize, Serialize};
 pub const NCHAN_PUBLISH_PATH: &str = "/pub";
 
 /// A server dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// pushbench's own protocol (docs/PROTOCOL.md).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressDrawTarget};
-use pushbench_suite::summary::Server;
+use pushbench_loadgen::Profile;
 use pushbench_suite::{Experiment, Progress, Scale, SuiteConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +48,7 @@ fn parse_scale(s: &str) -> Result<Scale, String> {
 /// `--peers`' value: which production servers (a type of its own, so clap takes the list as
 /// one value rather than many).
 #[derive(Debug, Clone)]
-pub struct PeerList(pub Vec<Server>);
+pub struct PeerList(pub Vec<Profile>);
 
 fn parse_peers(s: &str) -> Result<PeerList, String> {
     pushbench_suite::peer::parse_list(s).map(PeerList)

@@ -4,23 +4,24 @@
 //! `publish on URL` when publishes go elsewhere, and `pid PID` or `worker_pid PID`: the
 //! process whose tree is sampled), the load generator's dialect for it
 //! ([`pushbench_loadgen::Profile`]), and how to tell whether it is installed. Adding one is a
-//! line in [`PEERS`] and a variant of [`Server`]; its dialect, deploy folder, script and test
-//! are the other four places (see `pushbench_loadgen::profile`).
+//! line in [`PEERS`]; its dialect, deploy folder, script and test are the other four places
+//! (see `pushbench_loadgen::profile`). Its runs are `Server::Peer(profile)` in the summary,
+//! written as the profile's name.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use pushbench_loadgen::Profile;
 
-use crate::summary::Server;
+use crate::plot::Stroke;
 
 /// One production server.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
-    /// Its runs' server.
-    pub server: Server,
-    /// How the load generator speaks to it.
+    /// How the load generator speaks to it; its name is the profile's.
     pub profile: Profile,
+    /// How its lines are drawn, in each technique's colour.
+    pub stroke: Stroke,
     /// Its start script, relative to the repository.
     pub script: &'static str,
     /// The environment variable naming the script's private prefix directory.
@@ -43,8 +44,8 @@ pub enum Need {
 /// Every peer, in the order reports list them.
 pub const PEERS: [Peer; 2] = [
     Peer {
-        server: Server::Nchan,
         profile: Profile::Nchan,
+        stroke: Stroke::Dashed,
         script: "scripts/nchan.sh",
         prefix_env: "NCHAN_PREFIX",
         install: "apt-get install nginx-light libnginx-mod-nchan",
@@ -54,8 +55,8 @@ pub const PEERS: [Peer; 2] = [
         ],
     },
     Peer {
-        server: Server::Pushpin,
         profile: Profile::Pushpin,
+        stroke: Stroke::Dotted,
         script: "scripts/pushpin.sh",
         prefix_env: "PUSHPIN_PREFIX",
         install: "apt-get install pushpin",
@@ -68,14 +69,14 @@ pub const PEERS: [Peer; 2] = [
 ];
 
 impl Peer {
-    /// The peer of `server`, if it is one.
-    pub fn of(server: Server) -> Option<&'static Peer> {
-        PEERS.iter().find(|p| p.server == server)
+    /// The peer spoken to in `profile`, if it is one.
+    pub fn of(profile: Profile) -> Option<&'static Peer> {
+        PEERS.iter().find(|p| p.profile == profile)
     }
 
     /// The peer called `name` (`nchan`, `pushpin`).
     pub fn named(name: &str) -> Option<&'static Peer> {
-        PEERS.iter().find(|p| p.server.name() == name)
+        PEERS.iter().find(|p| p.profile.name() == name)
     }
 
     /// Whether it can run here: its script and everything it needs are there.
@@ -94,14 +95,14 @@ impl Peer {
 }
 
 /// Parses `--peers`' list: `all`, or names separated by commas.
-pub fn parse_list(text: &str) -> Result<Vec<Server>, String> {
+pub fn parse_list(text: &str) -> Result<Vec<Profile>, String> {
     if text == "all" {
-        return Ok(PEERS.iter().map(|p| p.server).collect());
+        return Ok(PEERS.iter().map(|p| p.profile).collect());
     }
     text.split(',')
         .map(|name| {
-            Peer::named(name.trim()).map(|p| p.server).ok_or_else(|| {
-                let names: Vec<_> = PEERS.iter().map(|p| p.server.name()).collect();
+            Peer::named(name.trim()).map(|p| p.profile).ok_or_else(|| {
+                let names: Vec<_> = PEERS.iter().map(|p| p.profile.name()).collect();
                 format!(
                     "unknown peer {name:?}; expected all, or some of {}",
                     names.join(", ")
@@ -117,13 +118,16 @@ mod tests {
 
     #[test]
     fn lists() {
-        assert_eq!(parse_list("all").unwrap(), [Server::Nchan, Server::Pushpin]);
-        assert_eq!(parse_list("pushpin").unwrap(), [Server::Pushpin]);
+        assert_eq!(
+            parse_list("all").unwrap(),
+            [Profile::Nchan, Profile::Pushpin]
+        );
+        assert_eq!(parse_list("pushpin").unwrap(), [Profile::Pushpin]);
         assert_eq!(
             parse_list("nchan,pushpin").unwrap(),
-            [Server::Nchan, Server::Pushpin]
+            [Profile::Nchan, Profile::Pushpin]
         );
         assert!(parse_list("nginx").is_err());
-        assert!(Peer::of(Server::Pushbench).is_none());
+        assert!(Peer::of(Profile::Pushbench).is_none());
     }
 }

@@ -38,7 +38,7 @@ pub struct SuiteConfig {
     pub only: Vec<Experiment>,
     /// Production servers to run beside pushbench in `[latency]` and `[fanout]` (`--peers`),
     /// those of them that are installed.
-    pub peers: Vec<Server>,
+    pub peers: Vec<Profile>,
     /// The pushbench binary, started as `serve` for each run.
     pub exe: PathBuf,
     /// The repository, whose `scripts/` start the peers.
@@ -191,10 +191,11 @@ pub async fn run(
             .push("debug build: figures are not comparable with release runs".into());
     }
     let mut peers = Vec::new();
-    for &server in &config.peers {
-        let Some(peer) = Peer::of(server) else {
+    for &profile in &config.peers {
+        let Some(peer) = Peer::of(profile) else {
             continue;
         };
+        let server = Server::Peer(profile);
         if peer.available(&config.repo) {
             peers.push(server);
         } else {
@@ -433,11 +434,11 @@ async fn load_one(
             ServerProcess::pushbench_with(&config.exe, step.transport, &extra, pinning)
         }
         Server::Gateway => ServerProcess::gateway(&config.exe, pinning),
-        peer => {
-            let peer = Peer::of(peer).expect("every other server is a peer");
+        Server::Peer(profile) => {
+            let peer = Peer::of(profile).ok_or(format!("{profile} is no peer"))?;
             let prefix = std::env::temp_dir().join(format!(
                 "pushbench-suite-{}-{}",
-                peer.server.name(),
+                profile.name(),
                 std::process::id()
             ));
             ServerProcess::peer(peer, &config.repo, &prefix, pinning)
@@ -469,7 +470,7 @@ async fn load_one(
         target_profile: match server {
             Server::Pushbench => Profile::Pushbench,
             Server::Gateway => Profile::Gateway,
-            peer => Peer::of(peer).map_or(Profile::Pushbench, |p| p.profile),
+            Server::Peer(profile) => profile,
         },
         publish_target: proc.publish_url.clone(),
         gateway: step.gateway.as_ref().map(|g| GatewayOptions {
@@ -518,7 +519,10 @@ async fn load_one(
     }
     proc.stop();
     let report = result.map_err(|e| e.to_string())?;
-    let file = step.file(Peer::of(server).map(|p| p.server.name()));
+    let file = step.file(match server {
+        Server::Peer(p) => Some(p.name()),
+        Server::Pushbench | Server::Gateway => None,
+    });
     let path = config.out.join(&file);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -7,12 +7,14 @@ use pushbench_loadgen::load::env::Environment;
 use pushbench_loadgen::load::recorder::decode_b64;
 use pushbench_loadgen::load::report::{GatewaySummary, Percentiles};
 use pushbench_loadgen::load::LoadReport;
+use pushbench_loadgen::Profile;
 use pushbench_servers::{Footprint, Transport};
 use serde::{Deserialize, Serialize};
 
 use crate::crosscheck::Crosscheck;
 use crate::fanout_floor::FanoutFloor;
 use crate::floor::Floor;
+use crate::peer::Peer;
 use crate::pin::Pinning;
 use crate::plan::{Experiment, Params, Scale, Step};
 use crate::plot::Stroke;
@@ -26,18 +28,16 @@ pub const SPECTRUM: [f64; 12] = [
     0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
 ];
 
-/// Which server a run measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Which server a run measured. Written as its name (`pushbench`, `gateway`, `nchan`,
+/// `pushpin`), as before peers were a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Server {
     /// pushbench's own servers.
     Pushbench,
-    /// Nchan (`--peers`).
-    Nchan,
     /// pushbench's FCM-style push gateway (`[gateway]`), its devices on WebSocket.
     Gateway,
-    /// Pushpin in front of `pushbench serve grip` (`--peers`).
-    Pushpin,
+    /// A production server (`--peers`; [`crate::peer::PEERS`]), by its dialect.
+    Peer(Profile),
 }
 
 impl Server {
@@ -45,9 +45,8 @@ impl Server {
     pub fn name(self) -> &'static str {
         match self {
             Server::Pushbench => "pushbench",
-            Server::Nchan => "nchan",
             Server::Gateway => "gateway",
-            Server::Pushpin => "pushpin",
+            Server::Peer(p) => p.name(),
         }
     }
 
@@ -55,8 +54,7 @@ impl Server {
     pub fn stroke(self) -> Stroke {
         match self {
             Server::Pushbench | Server::Gateway => Stroke::Solid,
-            Server::Nchan => Stroke::Dashed,
-            Server::Pushpin => Stroke::Dotted,
+            Server::Peer(p) => Peer::of(p).map_or(Stroke::Dashed, |peer| peer.stroke),
         }
     }
 
@@ -66,6 +64,26 @@ impl Server {
         match self {
             Server::Pushbench => t.name().to_owned(),
             other => format!("{} {}", other.name(), t.name()),
+        }
+    }
+}
+
+impl Serialize for Server {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Server {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        match &*name {
+            "pushbench" => Ok(Server::Pushbench),
+            "gateway" => Ok(Server::Gateway),
+            other => other
+                .parse::<Profile>()
+                .map(Server::Peer)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -415,7 +433,7 @@ impl Summary {
         if !self.peer_servers.is_empty() {
             self.peer_servers.clone()
         } else if self.peers {
-            vec![Server::Nchan]
+            vec![Server::Peer(Profile::Nchan)]
         } else {
             Vec::new()
         }

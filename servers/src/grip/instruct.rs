@@ -14,31 +14,11 @@ use crate::transport::longpoll::{start, Start};
 use crate::transport::poll::batch_response;
 use crate::transport::{sse, stream};
 
+use super::channel::{channel, Channel};
 use super::wsevents::{self, WsEvent};
 
 /// Largest WebSocket-over-HTTP body the origin reads (client messages are payloads, ≤ 64 KiB).
 const MAX_WS_EVENTS_BODY: usize = 128 * 1024;
-
-/// A technique's channel: each has its own bytes on the wire, so its own channel.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Channel {
-    Stream,
-    Sse,
-    LongPoll,
-    Ws,
-}
-
-/// The Pushpin channel of `topic` for one technique: `s:`, `e:`, `l:` or `w:` and the topic
-/// (topics are `A-Z a-z 0-9 _ - . :`, which channel names allow).
-pub(crate) fn channel(kind: Channel, topic: &str) -> String {
-    let prefix = match kind {
-        Channel::Stream => "s",
-        Channel::Sse => "e",
-        Channel::LongPoll => "l",
-        Channel::Ws => "w",
-    };
-    format!("{prefix}:{topic}")
-}
 
 /// `GET /stream`: the hello and the backlog now, then whatever is published to `s:TOPIC`.
 pub(crate) fn stream(app: &App, query: Query) -> Result<Response<Body>, ApiError> {
