@@ -460,7 +460,11 @@ async fn load_one(
         poll_latest: step.poll_latest,
         payload: step.fault.as_ref().map_or(64, |f| f.payload),
         topic,
-        ramp: 5_000.0,
+        ramp: match server {
+            Server::Peer(p) => Peer::of(p).and_then(|p| p.connect_rate),
+            Server::Pushbench | Server::Gateway => None,
+        }
+        .unwrap_or(5_000.0),
         drain: params.drain,
         publishers: if step.rate > 1_000.0 { 8 } else { 4 },
         threads: load::sampler::usable_cores().max(1),
