@@ -84,6 +84,19 @@ impl ClientError {
         )
     }
 
+    /// Whether a proxy in front of the server could not reach it this time (`502 Bad Gateway`,
+    /// `504 Gateway Timeout`): worth another attempt under the reconnect policy, as a lost
+    /// connection is. Pushpin answers 502 when more requests wait for its origin than its proxy
+    /// queues; a long-poll client that gave up there lost every later event. (`503` is not
+    /// among them: a pushbench server answers it when full, and retrying would hide that.)
+    pub fn is_gateway_error(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Status { status, .. }
+                if *status == StatusCode::BAD_GATEWAY || *status == StatusCode::GATEWAY_TIMEOUT
+        )
+    }
+
     /// The text of an error status or in-band error message, if that is what this is.
     pub fn server_message(&self) -> Option<&str> {
         match self {
@@ -118,4 +131,20 @@ pub(crate) fn status_error(status: StatusCode, body: &[u8]) -> ClientError {
     let message = crate::envelope::error_message(body)
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     ClientError::Status { status, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_that_could_not_reach_its_origin_is_worth_another_attempt() {
+        let status = |s: StatusCode| status_error(s, b"{\"error\":\"x\"}");
+        assert!(status(StatusCode::BAD_GATEWAY).is_gateway_error());
+        assert!(status(StatusCode::GATEWAY_TIMEOUT).is_gateway_error());
+        // A full server and a bad request are answers, not a proxy's hiccup.
+        assert!(!status(StatusCode::SERVICE_UNAVAILABLE).is_gateway_error());
+        assert!(!status(StatusCode::BAD_REQUEST).is_gateway_error());
+        assert!(!ClientError::Closed.is_gateway_error());
+    }
 }

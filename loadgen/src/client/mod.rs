@@ -460,7 +460,7 @@ impl Retry {
     /// Records a failed attempt: `Ok` when another may follow, else the error to return.
     pub(crate) fn failed(&mut self, setup: &Setup, err: ClientError) -> Result<(), ClientError> {
         setup.counters.add_error();
-        if !setup.config.reconnect || !err.is_connection_error() {
+        if !setup.config.reconnect || !(err.is_connection_error() || err.is_gateway_error()) {
             return Err(err);
         }
         tracing::debug!("{} attempt failed: {err}", setup.config.transport);
