@@ -190,9 +190,12 @@ launch() {
             return 1
         fi
         origin=$(sed -n 's#^listening on http://##p' "$prefix/origin.out" 2>/dev/null || true)
-        # A short poll through Pushpin answers only once the proxy, zurl and the origin are up.
+        # A short poll through Pushpin answers only once the proxy, zurl and the origin are up;
+        # a held stream only once the handler takes holds too (before that the proxy answers
+        # 500, seen when two Pushpins and the tests' builds shared the machine).
         if [[ -n "$runner" && -n "$origin" && "$(http_status "$port" /poll)" == 200 ]] \
-            && port_busy "$publish_port"; then
+            && port_busy "$publish_port" \
+            && [[ "$(http_status "$port" /sse?topic=pushbench-ready)" == 200 ]]; then
             echo "listening on http://127.0.0.1:$port"
             echo "publish on http://$origin"
             echo "pid $runner"
