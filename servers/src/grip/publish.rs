@@ -80,14 +80,16 @@ impl GripPublisher {
         conn: &mut Option<SendRequest<Full<Bytes>>>,
         body: Bytes,
     ) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
-        if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            let stream = TcpStream::connect(self.addr).await?;
-            stream.set_nodelay(true)?;
-            let (send, driver) = http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(driver);
-            *conn = Some(send);
-        }
-        let send = conn.as_mut().expect("connected above");
+        let send = match conn {
+            Some(c) if !c.is_closed() => c,
+            slot => {
+                let stream = TcpStream::connect(self.addr).await?;
+                stream.set_nodelay(true)?;
+                let (send, driver) = http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(driver);
+                slot.insert(send)
+            }
+        };
         send.ready().await?;
         let req = Request::builder()
             .method(Method::POST)
